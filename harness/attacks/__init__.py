@@ -1,0 +1,6 @@
+"""Attacks: the shared PGD loop and the registered attack objects (``attack(model, x, y)``)."""
+
+from harness.attacks import linf
+from harness.attacks.pgd import pgd_maximize, project, random_start
+
+__all__ = ["linf", "pgd_maximize", "project", "random_start"]

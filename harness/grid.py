@@ -1,0 +1,411 @@
+"""Grid files (``leaderboards/*.toml``) → runs with stable ids. Pure data: no torch here.
+
+A grid names a data set, students, teachers, methods and seeds, a threat model, a training
+schedule and the evaluation attacks; its keys mirror the ``bench run`` flags. Every
+(method, teacher, student, seed) becomes one run whose id is a hash of its resolved config.
+Teacher-free methods (PGD-AT, TRADES, MART) run once per (student, seed), not once per teacher.
+A teacher with a ``train`` recipe is itself a run the grid executes first.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness.config import coerce, config_hash, file_sha256, parse_number
+from harness.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+GRID_DIR = Path(__file__).resolve().parent.parent / "leaderboards"
+
+TOP_KEYS = {
+    "description",
+    "dataset",
+    "dataset_options",
+    "students",
+    "teachers",
+    "methods",
+    "seeds",
+    "select_on",
+    "threat",
+    "train",
+    "eval",
+    "teacher",
+    "method",
+}
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "epochs": 200,
+    "batch_size": 128,
+    "lr": 0.1,
+    "momentum": 0.9,
+    "weight_decay": 5e-4,
+    "nesterov": False,
+    "milestones": [100, 150],
+    "lr_gamma": 0.1,
+    "select_steps": 10,
+    "eval_batch_size": 256,
+}
+THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+EVAL_PRESETS: dict[str, dict[str, Any] | None] = {
+    "clean": None,
+    "fgsm": {"attack": "fgsm"},
+    "pgd10": {"attack": "pgd", "steps": 10},
+    "pgd20": {"attack": "pgd", "steps": 20},
+    "pgd50": {"attack": "pgd", "steps": 50},
+    "cw_inf": {"attack": "pgd", "loss": "cw", "steps": 30},
+}
+TEACHER_SOURCES = ("train", "checkpoint", "robustbench")
+
+
+@dataclass
+class RunSpec:
+    """One run: ``config`` is the resolved, hashed configuration; ``needs`` the teacher run."""
+
+    run_id: str
+    config: dict[str, Any]
+    needs: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return self.config["kind"]
+
+
+@dataclass
+class Grid:
+    name: str
+    path: Path
+    raw: dict[str, Any]
+    teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
+    runs: list[RunSpec] = field(default_factory=list)
+
+
+def grid_path(name: str) -> Path:
+    """A grid by name (``smoke`` → leaderboards/smoke.toml, or $BENCH_GRIDS) or by file path."""
+    p = Path(name)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise UserError(f"grid file not found: {name}")
+        return p
+    for folder in [os.environ.get("BENCH_GRIDS"), GRID_DIR]:
+        if folder and (Path(folder) / f"{name}.toml").is_file():
+            return Path(folder) / f"{name}.toml"
+    raise UserError(f"unknown grid {name!r}; valid grids: {', '.join(list_grids()) or '(none)'}")
+
+
+def list_grids() -> list[str]:
+    names: set[str] = set()
+    for folder in [os.environ.get("BENCH_GRIDS"), GRID_DIR]:
+        if folder and Path(folder).is_dir():
+            names.update(p.stem for p in Path(folder).glob("*.toml"))
+    return sorted(names)
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a UTF-8 text file") from None
+
+
+def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: [{key}] must be a table, got {value!r}")
+    return value
+
+
+def _names(raw: dict[str, Any], key: str, where: str, default: list | None = None) -> list:
+    value = raw.get(key, default)
+    if value is None:
+        raise UserError(f"{where}: missing key {key!r}")
+    if isinstance(value, str | int):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise UserError(f"{where}: {key!r} must be a non-empty list, got {value!r}")
+    return value
+
+
+def _resolve_keys(
+    given: dict[str, Any], defaults: dict[str, Any], where: str, table: str
+) -> dict[str, Any]:
+    unknown = sorted(set(given) - set(defaults))
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)} in [{table}]; "
+            f"valid: {', '.join(sorted(defaults))}"
+        )
+    out = {}
+    for key, default in defaults.items():
+        value = given.get(key, default)
+        if key == "milestones":
+            if not isinstance(value, list) or not all(
+                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
+            ):
+                raise UserError(
+                    f"{where}: [{table}] milestones must be a list of positive integers"
+                )
+            out[key] = sorted(value)
+        else:
+            out[key] = coerce(value, default, f"{where}: [{table}] {key}")
+    return out
+
+
+def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    threat = _resolve_keys(_table(raw, "threat", where), THREAT_DEFAULTS, where, "threat")
+    for key in ("eps", "step_size"):
+        if not 0.0 <= threat[key] <= 1.0:
+            raise UserError(
+                f"{where}: [threat] {key} = {threat[key]:g} is outside [0, 1]; inputs are in "
+                f'[0,1], so write {key} = "{threat[key]:g}/255"'
+            )
+    if threat["steps"] < 0:
+        raise UserError(f"{where}: [threat] steps must be >= 0")
+    return threat
+
+
+def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+    spec = _table(raw, "eval", where)
+    unknown = sorted(set(spec) - {"attacks"})
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [eval]; valid: attacks")
+    attacks = spec.get("attacks", ["clean", "fgsm", "pgd10"])
+    if isinstance(attacks, list):
+        out = {}
+        for name in attacks:
+            if name not in EVAL_PRESETS:
+                raise UserError(
+                    f"{where}: unknown eval attack {name!r}; valid presets: "
+                    f"{', '.join(EVAL_PRESETS)} (or a table [eval.attacks.NAME] attack = ...)"
+                )
+            out[name] = EVAL_PRESETS[name]
+    elif isinstance(attacks, dict):
+        out = {}
+        for name, params in attacks.items():
+            if not isinstance(params, dict) or "attack" not in params:
+                raise UserError(f'{where}: [eval.attacks.{name}] needs attack = "<name>"')
+            out[name] = dict(params)
+    else:
+        raise UserError(f"{where}: [eval] attacks must be a list of presets or a table")
+    resolved = {}
+    for name, params in out.items():
+        if params is None:
+            resolved[name] = None
+            continue
+        params = {
+            k: (parse_number(v, f"{where}: eval {name}.{k}") if k in ("eps", "step_size") else v)
+            for k, v in params.items()
+        }
+        base = {"eps": threat["eps"]}
+        if params["attack"] == "pgd":
+            base["step_size"] = threat["step_size"]
+        resolved[name] = {**base, **params}
+    return resolved
+
+
+def _dataset(raw: dict[str, Any], where: str, override: str | None) -> dict[str, Any]:
+    options = dict(_table(raw, "dataset_options", where))
+    name = raw.get("dataset")
+    if override:
+        name, _, arg = override.partition(":")
+        options = {"path": arg} if arg else {}
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{where}: missing key 'dataset'")
+    return {"name": name, "options": options}
+
+
+def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
+    if not isinstance(spec, dict) or "model" not in spec:
+        raise UserError(f'{where}: [teacher.{name}] needs model = "<model name>"')
+    sources = [s for s in TEACHER_SOURCES if s in spec]
+    if len(sources) != 1:
+        raise UserError(
+            f"{where}: [teacher.{name}] needs exactly one of {', '.join(TEACHER_SOURCES)}"
+        )
+    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model"})
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
+    return {"name": name, "model": spec["model"], "source": sources[0], "spec": spec}
+
+
+def load_grid(
+    name: str,
+    *,
+    method: str | None = None,
+    dataset: str | None = None,
+    teacher: str | None = None,
+    student: str | None = None,
+    epochs: int | None = None,
+    seeds: list[int] | None = None,
+    select_on: str | None = None,
+) -> Grid:
+    """Read a grid file and expand it (with the CLI's overrides) into runs."""
+    from harness.registry import METHODS  # the method registry validates names and hparams
+
+    path = grid_path(name)
+    raw = read_toml(path)
+    where = str(path)
+    unknown = sorted(set(raw) - TOP_KEYS)
+    if unknown:
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
+        )
+    grid_name = path.stem
+    data = _dataset(raw, where, dataset)
+    threat = _threat(raw, where)
+    base_train = _resolve_keys(_table(raw, "train", where), TRAIN_DEFAULTS, where, "train")
+    select = select_on or raw.get("select_on", "val")
+    if select not in ("val", "test"):
+        raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
+    eval_attacks = _eval_attacks(raw, threat, where)
+    seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0])
+    if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
+        raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
+    methods = [method] if method else _names(raw, "methods", where)
+    students = [student] if student else _names(raw, "students", where)
+    teacher_tables = _table(raw, "teacher", where)
+    teacher_names = _names(raw, "teachers", where, [])
+    for t in teacher_names:
+        if t not in teacher_tables:
+            raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")
+    if teacher:
+        if teacher not in teacher_tables:
+            valid = ", ".join(teacher_tables) or "(none)"
+            raise UserError(f"unknown teacher {teacher!r} in grid {grid_name}; valid: {valid}")
+        teacher_names = [teacher]
+    method_tables = _table(raw, "method", where)
+    if epochs is not None and epochs < 1:
+        raise UserError(f"--epochs must be >= 1, got {epochs}")
+
+    grid = Grid(name=grid_name, path=path, raw=raw)
+
+    def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:
+        train = _resolve_keys({**base_train, **overrides}, TRAIN_DEFAULTS, where, what)
+        full = train["epochs"]
+        if epochs is not None and epochs != full:
+            train["milestones"] = sorted(
+                {
+                    max(1, round(m * epochs / full))
+                    for m in train["milestones"]
+                    if round(m * epochs / full) < epochs
+                }
+            )
+            train["epochs"] = epochs
+        train["select_on"] = select
+        return train, full
+
+    def make_run(
+        kind: str,
+        method_name: str,
+        hparams: dict,
+        model: str,
+        teacher_ref: dict | None,
+        seed: int,
+        train_over: dict,
+        needs: str | None,
+    ) -> RunSpec:
+        m = METHODS.create(method_name, **{**threat, **hparams})
+        train, full = schedule(train_over, f"method.{method_name}.train")
+        config = {
+            "kind": kind,
+            "method": {"name": method_name, "hparams": m.hparams},
+            "dataset": data,
+            "model": model,
+            "teacher": teacher_ref,
+            "seed": seed,
+            "train": {**train, "seed": seed},
+            "eval": {"attacks": eval_attacks},
+            "full_epochs": full,
+            "schedule": "short" if train["epochs"] < full else "full",
+        }
+        if m.needs_teacher and teacher_ref is None:
+            raise UserError(
+                f"method {method_name!r} needs a teacher, and grid {grid_name} has none"
+            )
+        tname = (teacher_ref or {}).get("name", "none")
+        run_id = f"{method_name}-{data['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
+        config["grids"] = [grid_name]
+        return RunSpec(run_id=run_id, config=config, needs=needs)
+
+    teacher_refs: dict[str, tuple[dict[str, Any], str | None]] = {}
+    for tname in teacher_names:
+        t = _teacher_source(tname, teacher_tables[tname], where)
+        spec = t["spec"]
+        if t["source"] == "train":
+            recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
+            if recipe is None or "method" not in recipe:
+                raise UserError(
+                    f'{where}: [teacher.{tname}] train needs method = "pgd-at" or "trades"'
+                )
+            tmethod = recipe.pop("method")
+            train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
+            run = make_run("teacher", tmethod, recipe, t["model"], None, 0, train_over, None)
+            grid.teacher_runs[tname] = run
+            ref = {"name": tname, "model": t["model"], "source": "run", "run_id": run.run_id}
+            teacher_refs[tname] = (ref, run.run_id)
+        elif t["source"] == "checkpoint":
+            ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
+            if not ckpt.is_absolute():
+                ckpt = (path.parent / ckpt).resolve()
+            if not ckpt.is_file():
+                raise UserError(f"{where}: teacher {tname!r} checkpoint not found: {ckpt}")
+            digest = file_sha256(ckpt)
+            if spec.get("sha256") and spec["sha256"] != digest:
+                raise UserError(
+                    f"teacher {tname!r} checkpoint {ckpt} has sha256 {digest}, "
+                    f"expected {spec['sha256']}"
+                )
+            ref = {
+                "name": tname,
+                "model": t["model"],
+                "source": "checkpoint",
+                "path": str(ckpt),
+                "sha256": digest,
+            }
+            teacher_refs[tname] = (ref, None)
+        else:
+            ref = {
+                "name": tname,
+                "model": t["model"],
+                "source": "robustbench",
+                "robustbench": spec["robustbench"],
+                "threat_model": spec.get("threat_model", "Linf"),
+            }
+            teacher_refs[tname] = (ref, None)
+
+    for method_name in methods:
+        cls = METHODS.get(method_name)
+        mtable = dict(method_tables.get(method_name, {}))
+        train_over = mtable.pop("train", {})
+        per_student = mtable.pop("student", {})
+        for model in students:
+            hparams = {**mtable, **per_student.get(model, {})}
+            for seed in seed_list:
+                if not cls.needs_teacher:
+                    grid.runs.append(
+                        make_run(
+                            "student", method_name, hparams, model, None, seed, train_over, None
+                        )
+                    )
+                    continue
+                if not teacher_refs:
+                    raise UserError(
+                        f"method {method_name!r} needs a teacher, and grid {grid_name} lists none"
+                    )
+                for tname in teacher_names:
+                    ref, needs = teacher_refs[tname]
+                    grid.runs.append(
+                        make_run(
+                            "student", method_name, hparams, model, ref, seed, train_over, needs
+                        )
+                    )
+    return grid

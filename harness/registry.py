@@ -1,0 +1,112 @@
+"""One registry per concern (methods, models, datasets, attacks), filled two ways.
+
+Built-ins register through the same decorator third-party code uses; installed plugins declare
+an entry point in the group ``bench.<kind>`` whose value is a module (imported for its
+decorators) or an object (registered under the entry point's name). Both are loaded lazily, on
+the first lookup, and a plugin that fails to import is skipped with a warning naming it.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+import warnings
+from collections.abc import Callable, Iterable
+from importlib.metadata import entry_points
+from typing import Any
+
+from harness.errors import UserError
+
+
+class Registry:
+    """Names → factories (functions or classes) for one concern."""
+
+    def __init__(self, kind: str, group: str, builtin_modules: Iterable[str]) -> None:
+        self.kind = kind
+        self.group = group
+        self._builtin_modules = tuple(builtin_modules)
+        self._entries: dict[str, Callable[..., Any]] = {}
+        self._loaded = False
+        self._loading = False
+
+    def register(self, name: str | None = None, *, override: bool = False) -> Callable:
+        """Decorator: ``@METHODS.register("dgad")``; the default name is the object's name."""
+
+        def deco(obj: Callable[..., Any]) -> Callable[..., Any]:
+            key = name or obj.__name__
+            existing = self._entries.get(key)
+            if existing is not None and existing is not obj and not override:
+                raise ValueError(f"{self.kind} {key!r} is already registered by {existing!r}")
+            self._entries[key] = obj
+            if isinstance(obj, type):
+                obj.registry_name = key
+            return obj
+
+        return deco
+
+    def _load(self) -> None:
+        if self._loaded or self._loading:
+            return
+        self._loading = True
+        try:
+            for module in self._builtin_modules:
+                importlib.import_module(module)
+            for ep in entry_points(group=self.group):
+                try:
+                    obj = ep.load()
+                except Exception as exc:  # a broken plugin must not take the harness down
+                    warnings.warn(
+                        f"skipping {self.kind} plugin {ep.name!r} ({ep.value}): "
+                        f"{type(exc).__name__}: {exc}",
+                        stacklevel=2,
+                    )
+                    continue
+                if not inspect.ismodule(obj) and ep.name not in self._entries:
+                    self.register(ep.name)(obj)
+            self._loaded = True
+        finally:
+            self._loading = False
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Registered names, sorted; ``pattern`` is a shell-style wildcard (``"resnet*"``)."""
+        self._load()
+        names = sorted(self._entries)
+        return fnmatch.filter(names, pattern) if pattern else names
+
+    def __contains__(self, name: object) -> bool:
+        self._load()
+        return name in self._entries
+
+    def get(self, name: str) -> Callable[..., Any]:
+        self._load()
+        try:
+            return self._entries[name]
+        except KeyError:
+            valid = ", ".join(self.names()) or "(none)"
+            raise UserError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
+
+    def create(self, name: str, **kwargs: Any) -> Any:
+        """Build ``name`` with ``kwargs``; unknown keyword arguments list the valid ones."""
+        factory = self.get(name)
+        check_kwargs(f"{self.kind} {name!r}", factory, kwargs)
+        return factory(**kwargs)
+
+
+def check_kwargs(what: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
+    """Reject keyword arguments ``factory`` does not take, naming the ones it does."""
+    params = inspect.signature(factory).parameters.values()
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return
+    valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise UserError(
+            f"unknown parameter(s) {', '.join(unknown)} for {what}; valid: {', '.join(valid)}"
+        )
+
+
+METHODS = Registry("method", "bench.methods", ["methods"])
+MODELS = Registry("model", "bench.models", ["harness.models"])
+DATASETS = Registry("dataset", "bench.datasets", ["harness.data"])
+ATTACKS = Registry("attack", "bench.attacks", ["harness.attacks"])

@@ -1,0 +1,239 @@
+"""The result store: one directory per run (the source of truth) and a SQLite index over them.
+
+    <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id)
+                         status.json    running | complete | failed, with the reason
+                         metrics.json   per-attack accuracies, training summary
+                         log.txt        one line per epoch
+                         checkpoints/   last.pt (every epoch), best.pt (selected)
+    <root>/index.sqlite                 runs, results (one row per run × attack), grid tags
+
+Every file is written atomically (temporary file + rename). Index writes are single SQLite
+transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
+rollback journal (not WAL) keeps it usable on network file systems. ``rebuild_index`` recreates
+the index from the run directories alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from harness.checkpoints import write_json_atomic
+from harness.config import canonical_json
+from harness.errors import UserError
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
+    epochs INTEGER, full_epochs INTEGER, schedule TEXT,
+    status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL
+);
+CREATE TABLE IF NOT EXISTS results (
+    run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
+    PRIMARY KEY (run_id, attack)
+);
+CREATE TABLE IF NOT EXISTS grid_runs (
+    grid TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (grid, run_id)
+);
+"""
+
+STATUSES = ("running", "complete", "failed")
+
+
+def _read_json(path: Path) -> Any:
+    with open(path) as fh:
+        return json.load(fh)
+
+
+class Store:
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+        self.runs_dir = self.root / "runs"
+        self.index_path = self.root / "index.sqlite"
+
+    # -- index ----------------------------------------------------------------------------------
+    @contextmanager
+    def _db(self) -> Iterator[sqlite3.Connection]:
+        self.root.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        try:
+            conn.execute("PRAGMA busy_timeout = 120000")
+            yield conn
+        finally:
+            conn.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._db() as conn:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                for stmt in SCHEMA.strip().split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                yield conn
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+    def _index_run(self, conn: sqlite3.Connection, run_id: str) -> None:
+        """Copy one run directory's state into the index (the directory wins)."""
+        d = self.run_dir(run_id)
+        config = _read_json(d / "config.json")
+        status = _read_json(d / "status.json") if (d / "status.json").exists() else {}
+        metrics = _read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
+        teacher = config.get("teacher") or {}
+        train = config.get("train", {})
+        conn.execute(
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            (
+                run_id,
+                config.get("kind"),
+                config["method"]["name"],
+                config["dataset"]["name"],
+                teacher.get("name"),
+                config["model"],
+                config.get("seed"),
+                train.get("epochs"),
+                config.get("full_epochs"),
+                config.get("schedule"),
+                status.get("status", "running"),
+                status.get("error"),
+                status.get("created_at"),
+                status.get("updated_at"),
+                metrics.get("wall_time_s"),
+            ),
+        )
+        conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
+        for attack, row in metrics.get("results", {}).items():
+            conn.execute(
+                "INSERT INTO results VALUES (?,?,?,?,?)",
+                (run_id, attack, row["accuracy"], row["n"], canonical_json(row.get("params"))),
+            )
+        for grid in config.get("grids", []):
+            conn.execute("INSERT OR IGNORE INTO grid_runs VALUES (?, ?)", (grid, run_id))
+
+    # -- run directories --------------------------------------------------------------------------
+    def run_dir(self, run_id: str) -> Path:
+        return self.runs_dir / run_id
+
+    def checkpoint(self, run_id: str, which: str = "best") -> Path:
+        return self.run_dir(run_id) / "checkpoints" / f"{which}.pt"
+
+    def config(self, run_id: str) -> dict[str, Any]:
+        return _read_json(self.run_dir(run_id) / "config.json")
+
+    def status(self, run_id: str) -> str | None:
+        path = self.run_dir(run_id) / "status.json"
+        return _read_json(path)["status"] if path.exists() else None
+
+    def metrics(self, run_id: str) -> dict[str, Any]:
+        path = self.run_dir(run_id) / "metrics.json"
+        return _read_json(path) if path.exists() else {}
+
+    def _set_status(self, run_id: str, status: str, **extra: Any) -> None:
+        path = self.run_dir(run_id) / "status.json"
+        old = _read_json(path) if path.exists() else {}
+        now = time.time()
+        record = {
+            "status": status,
+            "created_at": old.get("created_at", now),
+            "updated_at": now,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            **extra,
+        }
+        write_json_atomic(record, path)
+
+    def begin(self, run_id: str, config: dict[str, Any]) -> Path:
+        """Create (or reopen) the run's directory; refuse a different config under the same id."""
+        d = self.run_dir(run_id)
+        cfg_path = d / "config.json"
+        if cfg_path.exists():
+            old = _read_json(cfg_path)
+            strip = {k: v for k, v in old.items() if k != "grids"}
+            new = {k: v for k, v in config.items() if k != "grids"}
+            if canonical_json(strip) != canonical_json(new):
+                raise UserError(
+                    f"run {run_id} already exists in {self.root} with a different config"
+                )
+            config = {
+                **config,
+                "grids": sorted(set(old.get("grids", [])) | set(config.get("grids", []))),
+            }
+        d.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(config, cfg_path)
+        self._set_status(run_id, "running")
+        with self._write() as conn:
+            self._index_run(conn, run_id)
+        return d
+
+    def finish(self, run_id: str, metrics: dict[str, Any]) -> None:
+        write_json_atomic(metrics, self.run_dir(run_id) / "metrics.json")
+        self._set_status(run_id, "complete")
+        with self._write() as conn:
+            self._index_run(conn, run_id)
+
+    def fail(self, run_id: str, error: str, **where: Any) -> None:
+        self._set_status(run_id, "failed", error=error, **where)
+        with self._write() as conn:
+            self._index_run(conn, run_id)
+
+    def log(self, run_id: str, line: str) -> None:
+        with open(self.run_dir(run_id) / "log.txt", "a") as fh:
+            fh.write(line.rstrip("\n") + "\n")
+
+    # -- queries ----------------------------------------------------------------------------------
+    def run_ids(self) -> list[str]:
+        if not self.runs_dir.exists():
+            return []
+        return sorted(p.name for p in self.runs_dir.iterdir() if (p / "config.json").exists())
+
+    def resolve(self, ref: str) -> str:
+        """A run id from an id or a unique prefix of one."""
+        ids = self.run_ids()
+        if ref in ids:
+            return ref
+        hits = [i for i in ids if i.startswith(ref)]
+        if len(hits) == 1:
+            return hits[0]
+        if not hits:
+            raise UserError(f"no run {ref!r} in {self.root}")
+        raise UserError(f"run {ref!r} is ambiguous in {self.root}: {', '.join(hits[:5])}")
+
+    def frame(self, table: str, grid: str | None = None) -> pd.DataFrame:
+        """The ``runs`` or ``results`` table (optionally one grid's) as a DataFrame."""
+        if table not in ("runs", "results"):
+            raise ValueError(table)
+        if not self.index_path.exists():
+            with self._write():
+                pass
+        with self._db() as conn:
+            if grid is None:
+                return pd.read_sql_query(f"SELECT * FROM {table}", conn)
+            return pd.read_sql_query(
+                f"SELECT t.* FROM {table} t JOIN grid_runs g ON g.run_id = t.run_id "
+                "WHERE g.grid = ?",
+                conn,
+                params=(grid,),
+            )
+
+    def rebuild_index(self) -> int:
+        """Recreate the index from the run directories; returns the number of runs indexed."""
+        ids = self.run_ids()
+        with self._write() as conn:
+            for table in ("runs", "results", "grid_runs"):
+                conn.execute(f"DELETE FROM {table}")
+            for run_id in ids:
+                self._index_run(conn, run_id)
+        return len(ids)

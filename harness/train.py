@@ -1,0 +1,223 @@
+"""The trainer: SGD, piecewise LR, per-epoch PGD-10 selection, atomic resumable checkpoints.
+
+It knows no method: each step is ``x_adv = method.perturb(...)`` then
+``loss, logs = method.loss(...)``. Every random draw of an epoch (shuffle, augmentation, attack
+starts) comes from generators seeded by (run seed, epoch), so a run resumed from the checkpoint
+of epoch e continues exactly as the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from harness.attacks.linf import PGD
+from harness.checkpoints import save_atomic
+from harness.compat import load_checkpoint
+from harness.config import derive_seed
+from harness.data import DatasetSplits, batches
+from harness.errors import TrainingDiverged, UserError
+from harness.evaluate import accuracy
+
+SELECT_ON = ("val", "test")
+
+
+@dataclass
+class TrainConfig:
+    """The optimisation schedule (names mirror the grid file's ``[train]`` table)."""
+
+    epochs: int = 200
+    batch_size: int = 128
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    milestones: list[int] = field(default_factory=lambda: [100, 150])
+    lr_gamma: float = 0.1
+    select_on: str = "val"
+    select_steps: int = 10
+    eval_batch_size: int = 256
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1 or self.batch_size < 1:
+            raise UserError(
+                f"epochs and batch_size must be >= 1, got {self.epochs}, {self.batch_size}"
+            )
+        if self.select_on not in SELECT_ON:
+            raise UserError(
+                f"select_on must be one of {', '.join(SELECT_ON)}, got {self.select_on!r}"
+            )
+        if not self.lr > 0:
+            raise UserError(f"lr must be > 0, got {self.lr}")
+
+
+@dataclass
+class TrainResult:
+    best_epoch: int
+    best: dict[str, float]
+    history: list[dict[str, Any]]
+    wall_time_s: float
+    images_per_s: float
+
+
+def _scheduler(
+    opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> torch.optim.lr_scheduler.LRScheduler:
+    return torch.optim.lr_scheduler.MultiStepLR(
+        opt, milestones=list(cfg.milestones), gamma=cfg.lr_gamma
+    )
+
+
+def train(
+    student: nn.Module,
+    method: Any,
+    data: DatasetSplits,
+    cfg: TrainConfig,
+    *,
+    ckpt_dir: Path,
+    teacher: nn.Module | None = None,
+    device: torch.device | str = "cpu",
+    resume: bool = True,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> TrainResult:
+    """Train ``student`` with ``method`` and keep ``last.pt`` (every epoch) and ``best.pt``.
+
+    ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
+    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
+    """
+    device = torch.device(device)
+    ckpt_dir = Path(ckpt_dir)
+    student.to(device)
+    method.to(device)
+    if teacher is not None:
+        teacher.to(device).eval()
+    params = list(student.parameters()) + list(method.parameters())
+    opt = torch.optim.SGD(
+        params,
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+    )
+    sched = _scheduler(opt, cfg)
+    select_split = data.split(cfg.select_on)
+    start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
+
+    last_path = ckpt_dir / "last.pt"
+    if resume and last_path.exists():
+        state = load_checkpoint(last_path)
+        student.load_state_dict(state["student"])
+        opt.load_state_dict(state["optimizer"])
+        sched.load_state_dict(state["scheduler"])
+        method.load_state_dict(state["method"])
+        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
+        log(f"resumed from {last_path} after epoch {state['epoch']}")
+
+    t_start = time.perf_counter()
+    seen = 0
+    for epoch in range(start_epoch, cfg.epochs):
+        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "data", epoch))
+        method.reseed(derive_seed(cfg.seed, "attack", epoch))
+        student.train()
+        method.train()
+        sums: dict[str, torch.Tensor] = {}
+        n_seen = 0
+        t_epoch = time.perf_counter()
+        bar = tqdm(
+            total=len(data.train),
+            desc=f"epoch {epoch + 1}/{cfg.epochs}",
+            unit="img",
+            unit_scale=True,
+            disable=not progress,
+            leave=False,
+        )
+        for step, (x, y) in enumerate(
+            batches(
+                data.train, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
+            )
+        ):
+            x_adv = method.perturb(student, teacher, x, y)
+            loss, logs = method.loss(student, teacher, x, x_adv, y, epoch=epoch)
+            if not torch.isfinite(loss.detach()):
+                raise TrainingDiverged(epoch, step, float(loss.detach()))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            n = len(y)
+            n_seen += n
+            for key, value in {"loss": loss, **logs}.items():
+                value = torch.as_tensor(value, device=device).detach().float() * n
+                sums[key] = sums[key] + value if key in sums else value
+            bar.update(n)
+        bar.close()
+        sched.step()
+        seen += n_seen
+        train_time = time.perf_counter() - t_epoch
+
+        student.eval()
+        select_attack = PGD(
+            eps=method.eps,
+            step_size=method.step_size,
+            steps=cfg.select_steps,
+            seed=derive_seed(cfg.seed, "select", epoch),
+        )
+        clean = accuracy(student, select_split, None, batch_size=cfg.eval_batch_size, device=device)
+        pgd = accuracy(
+            student, select_split, select_attack, batch_size=cfg.eval_batch_size, device=device
+        )
+        record = {
+            "epoch": epoch,
+            "lr": opt.param_groups[0]["lr"],
+            **{f"train_{k}": float(v) / max(n_seen, 1) for k, v in sums.items()},
+            f"{cfg.select_on}_clean": clean,
+            f"{cfg.select_on}_pgd{cfg.select_steps}": pgd,
+            "epoch_time_s": train_time,
+            "images_per_s": n_seen / max(train_time, 1e-9),
+        }
+        history.append(record)
+        improved = pgd > best["pgd"]
+        if improved:
+            best = {"pgd": pgd, "clean": clean, "epoch": epoch}
+            save_atomic(
+                {"epoch": epoch, "student": student.state_dict(), "metrics": record},
+                ckpt_dir / "best.pt",
+            )
+        save_atomic(
+            {
+                "epoch": epoch,
+                "student": student.state_dict(),
+                "optimizer": opt.state_dict(),
+                "scheduler": sched.state_dict(),
+                "method": method.state_dict(),
+                "best": best,
+                "history": history,
+            },
+            last_path,
+        )
+        log(
+            json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
+        )
+
+    wall = time.perf_counter() - t_start
+    return TrainResult(
+        best_epoch=int(best["epoch"]),
+        best={"pgd": best["pgd"], "clean": best["clean"]},
+        history=history,
+        wall_time_s=wall,
+        images_per_s=seen / wall if seen and wall > 0 else math.nan,
+    )
+
+
+def config_dict(cfg: TrainConfig) -> dict[str, Any]:
+    return asdict(cfg)

@@ -1,0 +1,66 @@
+"""Pieces two or more methods share: KL with the method's reduction, soft targets, logit swaps."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+REDUCTIONS = ("batchmean", "elementwise", "sum", "none")
+
+
+def kl(target: Tensor, log_q: Tensor, reduction: str = "batchmean") -> Tensor:
+    """``KL(target ‖ q)`` with ``log_q`` the trained log-probabilities.
+
+    ``batchmean`` = (1/B) Σ_i Σ_c, ``elementwise`` = (1/(B·C)) Σ_i Σ_c, ``sum`` = Σ_i Σ_c,
+    ``none`` = the per-sample Σ_c. Exactly ``F.kl_div(log_q, target)`` (0·log 0 = 0).
+    """
+    per_entry = F.kl_div(log_q, target, reduction="none")
+    if reduction == "none":
+        return per_entry.sum(1)
+    total = per_entry.sum()
+    if reduction == "sum":
+        return total
+    if reduction == "batchmean":
+        return total / log_q.shape[0]
+    if reduction == "elementwise":
+        return total / log_q.numel()
+    raise ValueError(f"unknown reduction {reduction!r}; valid: {', '.join(REDUCTIONS)}")
+
+
+def kl_logits(
+    target_logits: Tensor, logits: Tensor, temperature: float = 1.0, reduction: str = "batchmean"
+) -> Tensor:
+    """``KL(σ(target/τ) ‖ σ(logits/τ))``."""
+    return kl(
+        F.softmax(target_logits / temperature, dim=1),
+        F.log_softmax(logits / temperature, dim=1),
+        reduction,
+    )
+
+
+def soft_cross_entropy(target: Tensor, logits: Tensor) -> Tensor:
+    """``−(1/B) Σ_i Σ_c target_ic · log σ(logits)_ic``."""
+    return -(target * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def swap_logits(logits: Tensor, y: Tensor, other: Tensor, mask: Tensor) -> Tensor:
+    """Where ``mask``, exchange the logit of the true class ``y`` with that of class ``other``."""
+    rows = torch.arange(len(y), device=y.device)
+    swapped = logits.clone()
+    true_val = logits[rows, y]
+    other_val = logits[rows, other]
+    swapped[rows, y] = torch.where(mask, other_val, true_val)
+    swapped[rows, other] = torch.where(mask, true_val, other_val)
+    return swapped
+
+
+def top_wrong_class(logits: Tensor, y: Tensor) -> Tensor:
+    """``argmax_{c ≠ y} logits_c`` per sample."""
+    return logits.masked_fill(F.one_hot(y, logits.shape[1]).bool(), float("-inf")).argmax(1)
+
+
+def margin(logits: Tensor, y: Tensor) -> Tensor:
+    """``z_y − max_{c≠y} z_c``: negative exactly when the sample is misclassified."""
+    rows = torch.arange(len(y), device=y.device)
+    return logits[rows, y] - logits[rows, top_wrong_class(logits, y)]
