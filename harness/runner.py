@@ -44,8 +44,6 @@ def build_model(name: str, num_classes: int, image_size: int, seed: int) -> torc
 
 
 def provenance(device: torch.device) -> dict[str, Any]:
-    import torchvision  # noqa: F401  (already imported by the data layer)
-
     info = {
         "harness": harness.__version__,
         "python": platform.python_version(),

@@ -102,6 +102,9 @@ def train(
     method.to(device)
     if teacher is not None:
         teacher.to(device).eval()
+    method.reseed(derive_seed(cfg.seed, "setup"))
+    first_x, _ = next(batches(data.train, cfg.batch_size, device=device))
+    method.setup(student, teacher, first_x)
     params = list(student.parameters()) + list(method.parameters())
     opt = torch.optim.SGD(
         params,
@@ -161,6 +164,7 @@ def train(
                 sums[key] = sums[key] + value if key in sums else value
             bar.update(n)
         bar.close()
+        lr_used = opt.param_groups[0]["lr"]
         sched.step()
         seen += n_seen
         train_time = time.perf_counter() - t_epoch
@@ -178,7 +182,7 @@ def train(
         )
         record = {
             "epoch": epoch,
-            "lr": opt.param_groups[0]["lr"],
+            "lr": lr_used,
             **{f"train_{k}": float(v) / max(n_seen, 1) for k, v in sums.items()},
             f"{cfg.select_on}_clean": clean,
             f"{cfg.select_on}_pgd{cfg.select_steps}": pgd,
