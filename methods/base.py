@@ -113,6 +113,9 @@ class Method:
         raise NotImplementedError
 
     # -- methods with trainable modules of their own (GACD's heads) ------------------------------
+    def setup(self, student: nn.Module, teacher: nn.Module | None, x: Tensor) -> None:
+        """Called once with a first batch before the optimiser is built (to size own modules)."""
+
     def modules(self) -> Iterator[nn.Module]:
         return iter(())
 

@@ -4,9 +4,9 @@ Accuracy", ICML 2019 (official code: yaodongyu/TRADES, ``trades.py``).
     inner:  x' = argmax Σ_i KL(p_S(x_i) ‖ p_S(x'_i))       (normal start, student BN eval)
     outer:  L = mean_i CE(S(x_i), y_i) + beta · (1/B) Σ_i KL(p_S(x_i) ‖ p_S(x'_i))
 
-The clean target is not detached: the gradient flows through both branches. As in the official
-code the clean batch goes through the student twice in train mode (once for CE, once for the KL
-target), so BN running statistics see it twice; the gradient is the same as with one pass.
+The clean target is not detached: the gradient flows through both branches. The official code
+runs the clean batch through the student twice in train mode (CE, then KL target); one pass
+gives the same loss and gradient, and BN running statistics then see the clean batch once.
 """
 
 from __future__ import annotations
@@ -23,11 +23,11 @@ from methods.common import kl
 
 
 def trades_loss(
-    clean_logits: Tensor, adv_logits: Tensor, target_logits: Tensor, y: Tensor, beta: float
+    clean_logits: Tensor, adv_logits: Tensor, y: Tensor, beta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """(total, natural CE, robust KL) — ``target_logits`` is the clean forward used as KL target."""
+    """(total, natural CE, robust KL); the KL target ``p_S(x)`` keeps its gradient."""
     natural = F.cross_entropy(clean_logits, y)
-    robust = kl(F.softmax(target_logits, 1), F.log_softmax(adv_logits, 1), "batchmean")
+    robust = kl(F.softmax(clean_logits, 1), F.log_softmax(adv_logits, 1), "batchmean")
     return natural + beta * robust, natural, robust
 
 
@@ -50,6 +50,5 @@ class TRADES(Method):
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         clean_logits = student(x)
         adv_logits = student(x_adv)
-        target_logits = student(x)
-        total, natural, robust = trades_loss(clean_logits, adv_logits, target_logits, y, self.beta)
+        total, natural, robust = trades_loss(clean_logits, adv_logits, y, self.beta)
         return total, {"ce_clean": natural.detach(), "kl_adv": robust.detach()}

@@ -1,0 +1,73 @@
+"""AdaAD (``adaad``): Huang et al., "Boosting Accuracy and Robustness of Student Models via
+Adaptive Adversarial Distillation", CVPR 2023 (official code: boyellow/AdaAD).
+
+    inner:  x' = argmax Σ_{i,c} KL(p_T(x'_i) ‖ p_S(x'_i))  with BOTH models at x' and the gradient
+            flowing through both (the teacher output is not detached); normal start, student BN
+            eval, teacher eval
+    outer:  L = alpha · KL(p_T(x') ‖ p_S(x')) + (1 − alpha) · KL(p_T(x) ‖ p_S(x)),
+            teacher no-grad, ``kl_reduction`` = elementwise (official CIFAR-10 code) or
+            batchmean (its CIFAR-100 code)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.modes import eval_mode
+from methods.base import Method, register_method
+from methods.common import REDUCTIONS, kl, kl_logits
+
+
+def adaptive_attack(method: Method, student: nn.Module, teacher: nn.Module, x: Tensor) -> Tensor:
+    """AdaAD's (and DGAD's) inner loop: maximise KL(p_T(x') ‖ p_S(x')) through both networks."""
+
+    def objective(xa: Tensor) -> Tensor:
+        return kl(F.softmax(teacher(xa), 1), F.log_softmax(student(xa), 1), "sum")
+
+    with eval_mode(student, teacher):
+        return method.pgd(objective, x, "normal")
+
+
+def adaad_loss(
+    adv_logits: Tensor,
+    clean_logits: Tensor,
+    teacher_adv_logits: Tensor,
+    teacher_clean_logits: Tensor,
+    *,
+    alpha: float,
+    kl_reduction: str,
+) -> Tensor:
+    adv = kl_logits(teacher_adv_logits, adv_logits, 1.0, kl_reduction)
+    clean = kl_logits(teacher_clean_logits, clean_logits, 1.0, kl_reduction)
+    return alpha * adv + (1 - alpha) * clean
+
+
+@register_method("adaad")
+class AdaAD(Method):
+    defaults = {"alpha": 1.0, "kl_reduction": "elementwise"}
+    choices = {"kl_reduction": REDUCTIONS[:3]}
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        return adaptive_attack(self, student, teacher, x)
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        clean_logits = student(x)
+        adv_logits = student(x_adv)
+        with torch.no_grad():
+            t_clean = teacher(x)
+            t_adv = teacher(x_adv)
+        loss = adaad_loss(
+            adv_logits,
+            clean_logits,
+            t_adv,
+            t_clean,
+            alpha=self.alpha,
+            kl_reduction=self.kl_reduction,
+        )
+        return loss, {}

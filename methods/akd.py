@@ -1,0 +1,47 @@
+"""AKD (``akd``): Maroto et al., "On the Benefits of Knowledge Distillation for Adversarial
+Robustness", 2022.
+
+    inner:  x' = argmax Σ_i CE(S(x'_i), y_i)   (uniform start, student BN eval)
+    outer:  L = −(1/B) Σ_i Σ_c q_ic · log p_S(x'_i)_c
+            q = alpha · p_T(x') + (1 − alpha) · onehot(y)  (teacher on the adversarial input, τ = 1)
+
+**Unverified** (no official code could be checked): the paper's ``alpha`` (default 0.9 here),
+and what its "weak" adversarial training means. Both stay switchable: ``alpha`` is a
+hyperparameter, and a weaker inner attack is the method's ``eps``/``steps``/``step_size``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.attacks.pgd import ce_sum
+from harness.modes import eval_mode
+from methods.base import Method, register_method
+from methods.common import soft_cross_entropy
+
+
+def akd_loss(adv_logits: Tensor, teacher_adv_logits: Tensor, y: Tensor, alpha: float) -> Tensor:
+    onehot = F.one_hot(y, adv_logits.shape[1]).to(adv_logits.dtype)
+    target = alpha * F.softmax(teacher_adv_logits, 1) + (1 - alpha) * onehot
+    return soft_cross_entropy(target, adv_logits)
+
+
+@register_method("akd")
+class AKD(Method):
+    defaults = {"alpha": 0.9, "init": "uniform"}
+    choices = {"init": ("uniform", "normal")}
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        with eval_mode(student):
+            return self.pgd(lambda xa: ce_sum(student(xa), y), x, self.init)
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        with torch.no_grad():
+            t_adv = teacher(x_adv)
+        return akd_loss(student(x_adv), t_adv, y, self.alpha), {}

@@ -1,0 +1,69 @@
+"""ARD (``ard``): Goldblum et al., "Adversarially Robust Distillation", AAAI 2020 (official code:
+goldblum/AdversarialDistillation).
+
+    inner:  x' = argmax Σ_i CE(S(x'_i), y_i)   (uniform start, the student STAYS IN TRAIN MODE:
+            BN uses batch statistics during the attack, as the official ``AttackPGD`` module does)
+    outer:  L = alpha · τ² · KL(σ(T(x)/τ) ‖ σ(S(x')/τ))  [elementwise: nn.KLDivLoss() default]
+              + (1 − alpha) · CE(S(x), y)
+    The teacher sees the CLEAN input.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.attacks.pgd import ce_sum
+from harness.modes import train_mode
+from methods.base import Method, register_method
+from methods.common import REDUCTIONS, kl_logits
+
+
+def ard_loss(
+    adv_logits: Tensor,
+    clean_logits: Tensor,
+    teacher_clean_logits: Tensor,
+    y: Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    kl_reduction: str,
+) -> Tensor:
+    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, kl_reduction)
+    return alpha * temperature**2 * kd + (1 - alpha) * F.cross_entropy(clean_logits, y)
+
+
+def ce_attack_train_mode(method: Method, student: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """ARD/IAD's inner loop: CE, uniform start, the student's BN in train mode."""
+    with train_mode(student):
+        return method.pgd(lambda xa: ce_sum(student(xa), y), x, "uniform")
+
+
+@register_method("ard")
+class ARD(Method):
+    defaults = {"alpha": 1.0, "temperature": 30.0, "kl_reduction": "elementwise"}
+    choices = {"kl_reduction": REDUCTIONS[:3]}
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        return ce_attack_train_mode(self, student, x, y)
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        adv_logits = student(x_adv)
+        clean_logits = student(x)
+        with torch.no_grad():
+            t_clean = teacher(x)
+        loss = ard_loss(
+            adv_logits,
+            clean_logits,
+            t_clean,
+            y,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            kl_reduction=self.kl_reduction,
+        )
+        return loss, {}

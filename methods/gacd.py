@@ -1,0 +1,136 @@
+"""GACD (``gacd``): Bai et al., "Feature Distillation With Guided Adversarial Contrastive
+Learning", 2020 (arXiv 2009.09922).
+
+**A reconstruction from the abstract**: the paper's code and full text could not be read, so
+every design choice below is a hyperparameter with a documented default.
+
+    features  f_T = normalize(h_T(φ_T(x)))   teacher penultimate features on CLEAN x (anchor)
+              f_S = normalize(h_S(φ_S(x')))  student penultimate features on x'
+              h_T, h_S: linear heads to ``feat_dim`` = 128, trained with the student
+    InfoNCE   ℓ_i = −log [exp(f_S_i·f_T_i/τ) / (Σ_j exp(f_S_i·f_T_j/τ) + Σ_k exp(f_S_i·q_k/τ))]
+              τ = ``nce_t`` = 0.07; negatives: the batch's other teacher embeddings plus a queue of
+              ``queue_size`` = 4096 past teacher embeddings (0 disables the queue)
+    weights   "sample reweighted estimation": w_i = p_T(x_i)_{y_i} (``weighting = "prob"``),
+              [argmax T(x_i) = y_i] (``"correct"``) or 1 (``"none"``); L_con = Σ w_i ℓ_i / Σ w_i
+    inner     x' = argmax Σ_i CE(S(x'_i), y_i)  (uniform start, student BN eval)
+    outer     L = ce_weight · CE(S(x'), y) + beta · L_con + kd_weight · KL(p_T(x) ‖ p_S(x'))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.attacks.pgd import ce_sum
+from harness.models import features
+from harness.modes import eval_mode
+from methods.base import Method, register_method
+from methods.common import kl_logits
+
+
+def info_nce(
+    student_emb: Tensor, teacher_emb: Tensor, queue: Tensor, weights: Tensor, nce_t: float
+) -> Tensor:
+    """Weighted InfoNCE of student embeddings against teacher ones (positives on the diagonal)."""
+    logits = student_emb @ teacher_emb.t()
+    if len(queue):
+        logits = torch.cat([logits, student_emb @ queue.t()], dim=1)
+    per_sample = F.cross_entropy(
+        logits / nce_t, torch.arange(len(student_emb), device=logits.device), reduction="none"
+    )
+    return (weights * per_sample).sum() / weights.sum().clamp(min=1e-12)
+
+
+def sample_weights(teacher_logits: Tensor, y: Tensor, weighting: str) -> Tensor:
+    if weighting == "prob":
+        return F.softmax(teacher_logits, 1).gather(1, y[:, None]).squeeze(1)
+    if weighting == "correct":
+        return (teacher_logits.argmax(1) == y).to(teacher_logits.dtype)
+    return torch.ones(len(y), dtype=teacher_logits.dtype, device=y.device)
+
+
+class ContrastiveHeads(nn.Module):
+    """The two projection heads and the queue of past teacher embeddings."""
+
+    def __init__(self, student_dim: int, teacher_dim: int, feat_dim: int, queue_size: int) -> None:
+        super().__init__()
+        self.student = nn.Linear(student_dim, feat_dim)
+        self.teacher = nn.Linear(teacher_dim, feat_dim)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, feat_dim), dim=1))
+        self.register_buffer("filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+
+    def negatives(self) -> Tensor:
+        return self.queue[: int(self.filled)]
+
+    @torch.no_grad()
+    def enqueue(self, emb: Tensor) -> None:
+        size = len(self.queue)
+        if size == 0:
+            return
+        idx = (int(self.ptr) + torch.arange(len(emb), device=emb.device)) % size
+        self.queue[idx] = emb.detach().to(self.queue.dtype)
+        self.ptr.fill_((int(self.ptr) + len(emb)) % size)
+        self.filled.fill_(min(size, int(self.filled) + len(emb)))
+
+
+@register_method("gacd")
+class GACD(Method):
+    defaults = {
+        "feat_dim": 128,
+        "nce_t": 0.07,
+        "queue_size": 4096,
+        "weighting": "prob",
+        "ce_weight": 1.0,
+        "beta": 0.8,
+        "kd_weight": 0.0,
+    }
+    choices = {"weighting": ("prob", "correct", "none")}
+
+    def __init__(self, **hparams: Any) -> None:
+        super().__init__(**hparams)
+        self.heads: ContrastiveHeads | None = None
+
+    def setup(self, student: nn.Module, teacher: nn.Module | None, x: Tensor) -> None:
+        """Size the heads from the two networks' feature widths (known once a batch is seen)."""
+        with torch.no_grad(), eval_mode(student, teacher):
+            s_dim = features(student, x[:2]).shape[1]
+            t_dim = features(teacher, x[:2]).shape[1]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self._seed)
+            self.heads = ContrastiveHeads(s_dim, t_dim, self.feat_dim, self.queue_size)
+        self.heads.to(x.device)
+
+    def modules(self) -> Iterator[nn.Module]:
+        return iter([self.heads] if self.heads is not None else [])
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        with eval_mode(student):
+            return self.pgd(lambda xa: ce_sum(student(xa), y), x, "uniform")
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        if self.heads is None:
+            self.setup(student, teacher, x)
+        s_feat = features(student, x_adv)
+        adv_logits = (
+            student.forward_head(s_feat) if hasattr(student, "forward_head") else student(x_adv)
+        )
+        with torch.no_grad():
+            t_feat = features(teacher, x)
+            t_logits = teacher(x)
+        f_s = F.normalize(self.heads.student(s_feat), dim=1)
+        f_t = F.normalize(self.heads.teacher(t_feat), dim=1)
+        w = sample_weights(t_logits, y, self.weighting)
+        con = info_nce(f_s, f_t, self.heads.negatives(), w, self.nce_t)
+        ce = F.cross_entropy(adv_logits, y)
+        loss = self.ce_weight * ce + self.beta * con
+        if self.kd_weight:
+            loss = loss + self.kd_weight * kl_logits(t_logits, adv_logits, 1.0, "batchmean")
+        self.heads.enqueue(f_t)
+        return loss, {"ce_adv": ce.detach(), "contrastive": con.detach()}

@@ -1,0 +1,73 @@
+"""IAD (``iad``, IAD-I): Zhu et al., "Reliable Adversarial Distillation with Unreliable
+Teachers", ICLR 2022 (official code: ZFancy/IAD, ``IAD-I``).
+
+    inner:  as ARD (CE, uniform start, student in train mode)
+    outer:  L = alpha · τ² · (1/B) Σ_i KL(σ(T(x_i)/τ) ‖ σ(S(x'_i)/τ))
+              + [epoch ≥ warmup_epochs] · alpha · (1/B) Σ_i (1 − w_i) · KL(p_S(x_i) ‖ p_S(x'_i))
+              + (1 − alpha) · CE(S(x), y)
+    with w_i = p_T(x'_i)_{y_i} ** beta (teacher on the adversarial input, τ = 1, no gradient).
+    ``p_S(x)`` is a clean student forward in train mode and is NOT detached. (The official loop
+    also makes forwards whose outputs it never uses; they move only BN running statistics.)
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from methods.ard import ce_attack_train_mode
+from methods.base import Method, register_method
+from methods.common import kl, kl_logits
+
+
+def iad_loss(
+    adv_logits: Tensor,
+    clean_logits: Tensor,
+    teacher_clean_logits: Tensor,
+    teacher_adv_logits: Tensor,
+    y: Tensor,
+    *,
+    alpha: float,
+    temperature: float,
+    beta: float,
+    introspect: bool,
+) -> Tensor:
+    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, "batchmean")
+    loss = alpha * temperature**2 * kd
+    if introspect:
+        w = F.softmax(teacher_adv_logits, 1).gather(1, y[:, None]).squeeze(1).pow(beta).detach()
+        self_kl = kl(F.softmax(clean_logits, 1), F.log_softmax(adv_logits, 1), "none")
+        loss = loss + alpha * ((1 - w) * self_kl).sum() / len(y)
+    return loss + (1 - alpha) * F.cross_entropy(clean_logits, y)
+
+
+@register_method("iad")
+class IAD(Method):
+    defaults = {"alpha": 1.0, "temperature": 1.0, "beta": 0.1, "warmup_epochs": 60}
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        return ce_attack_train_mode(self, student, x, y)
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        adv_logits = student(x_adv)
+        clean_logits = student(x)
+        with torch.no_grad():
+            t_clean = teacher(x)
+            t_adv = teacher(x_adv)
+        loss = iad_loss(
+            adv_logits,
+            clean_logits,
+            t_clean,
+            t_adv,
+            y,
+            alpha=self.alpha,
+            temperature=self.temperature,
+            beta=self.beta,
+            introspect=epoch >= self.warmup_epochs,
+        )
+        return loss, {}

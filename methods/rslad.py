@@ -1,0 +1,67 @@
+"""RSLAD (``rslad``): Zi et al., "Revisiting Adversarial Robustness Distillation: Robust Soft
+Labels Make Student Better", ICCV 2021 (official code: zibojia/RSLAD).
+
+    inner:  x' = argmax Σ_{i,c} KL(p_T(x_i) ‖ p_S(x'_i))  with the teacher's CLEAN output fixed
+            (normal start, student BN eval)
+    outer:  L = adv_weight · KL(p_T(x) ‖ p_S(x')) + clean_weight · KL(p_T(x) ‖ p_S(x)),
+            both reduced ``elementwise`` (nn.KLDivLoss() default). The official CIFAR-100 script
+            multiplies each term by 10: set adv_weight and clean_weight accordingly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from harness.modes import eval_mode
+from methods.base import Method, register_method
+from methods.common import REDUCTIONS, kl
+
+
+def rslad_loss(
+    adv_logits: Tensor,
+    clean_logits: Tensor,
+    teacher_clean_logits: Tensor,
+    *,
+    adv_weight: float,
+    clean_weight: float,
+    kl_reduction: str,
+) -> Tensor:
+    target = F.softmax(teacher_clean_logits, 1)
+    adv = kl(target, F.log_softmax(adv_logits, 1), kl_reduction)
+    clean = kl(target, F.log_softmax(clean_logits, 1), kl_reduction)
+    return adv_weight * adv + clean_weight * clean
+
+
+@register_method("rslad")
+class RSLAD(Method):
+    defaults = {"adv_weight": 5 / 6, "clean_weight": 1 / 6, "kl_reduction": "elementwise"}
+    choices = {"kl_reduction": REDUCTIONS[:3]}
+
+    def perturb(
+        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
+    ) -> Tensor:
+        with torch.no_grad():
+            target = F.softmax(teacher(x), 1)
+        with eval_mode(student):
+            return self.pgd(
+                lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, "normal"
+            )
+
+    def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
+        adv_logits = student(x_adv)
+        clean_logits = student(x)
+        with torch.no_grad():
+            t_clean = teacher(x)
+        loss = rslad_loss(
+            adv_logits,
+            clean_logits,
+            t_clean,
+            adv_weight=self.adv_weight,
+            clean_weight=self.clean_weight,
+            kl_reduction=self.kl_reduction,
+        )
+        return loss, {}
