@@ -112,7 +112,11 @@ def read_toml(path: Path) -> dict[str, Any]:
         with open(path, "rb") as fh:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: invalid TOML: {exc}") from None
+        msg = str(exc)
+        if "(at end of document)" in msg:
+            last = len(path.read_text(errors="replace").splitlines())
+            msg = msg.replace("(at end of document)", f"(at line {last}, end of document)")
+        raise UserError(f"{path}: invalid TOML: {msg}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
 

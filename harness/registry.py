@@ -39,8 +39,8 @@ class Registry:
             if existing is not None and existing is not obj and not override:
                 raise ValueError(f"{self.kind} {key!r} is already registered by {existing!r}")
             self._entries[key] = obj
-            if isinstance(obj, type):
-                obj.registry_name = key
+            if isinstance(obj, type) and hasattr(obj, "registry_name"):
+                obj.registry_name = key  # classes that declare it learn the name they answer to
             return obj
 
         return deco
@@ -95,7 +95,10 @@ class Registry:
 
 def check_kwargs(what: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
     """Reject keyword arguments ``factory`` does not take, naming the ones it does."""
-    params = inspect.signature(factory).parameters.values()
+    try:
+        params = inspect.signature(factory).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature: let the call itself decide
+        return
     if any(p.kind is p.VAR_KEYWORD for p in params):
         return
     valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]

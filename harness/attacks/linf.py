@@ -7,7 +7,7 @@ is put in eval mode for the attack and left in the mode it was found in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -31,6 +31,8 @@ def check_eps(name: str, value: float) -> float:
 
 class LinfAttack:
     """Shared state: threat model, loss, a private RNG (the global one is never touched)."""
+
+    registry_name: ClassVar[str] = ""
 
     def __init__(
         self, eps: float, loss: str | Callable[[Tensor, Tensor], Tensor], seed: int

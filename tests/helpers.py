@@ -1,0 +1,56 @@
+"""Small shared fixtures for tests: a synthetic data set and a tiny BN network."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from harness.data import ArraySet, DatasetSplits
+
+
+def synthetic_splits(
+    n_train: int = 96,
+    n_val: int = 32,
+    n_test: int = 32,
+    size: int = 8,
+    classes: int = 3,
+    seed: int = 0,
+) -> DatasetSplits:
+    """Class-dependent colour blobs: learnable in a few steps, so tests can assert progress."""
+    g = torch.Generator().manual_seed(seed)
+
+    def make(n: int) -> ArraySet:
+        y = torch.randint(0, classes, (n,), generator=g)
+        base = torch.linspace(40, 215, classes)[y][:, None, None, None]
+        noise = torch.randint(-30, 31, (n, 3, size, size), generator=g)
+        x = (base + noise).clamp(0, 255).to(torch.uint8)
+        return ArraySet(x.contiguous(), y)
+
+    return DatasetSplits("synthetic", make(n_train), make(n_val), make(n_test), classes, size)
+
+
+class TinyNet(nn.Module):
+    """Conv + BN + linear, with ``forward_features``/``forward_head`` like the harness models."""
+
+    def __init__(self, classes: int = 3, width: int = 6) -> None:
+        super().__init__()
+        self.body = nn.Sequential(
+            nn.Conv2d(3, width, 3, padding=1), nn.BatchNorm2d(width), nn.ReLU()
+        )
+        self.fc = nn.Linear(width, classes)
+        self.num_features = width
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x).mean((2, 3))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def tiny_net(seed: int = 0, classes: int = 3) -> TinyNet:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return TinyNet(classes)

@@ -1,0 +1,102 @@
+"""Grid files: expansion into runs, stable ids, overrides, and one-line errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.errors import UserError
+from harness.grid import load_grid
+
+
+def write(tmp_path, text: str, name: str = "g.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+BASE = """
+dataset = "digits"
+students = ["tiny_cnn", "small_cnn"]
+teachers = ["t1"]
+methods = ["pgd-at", "dgad"]
+seeds = [0, 1]
+[threat]
+eps = "8/255"
+[train]
+epochs = 10
+milestones = [5, 8]
+[teacher.t1]
+model = "small_cnn"
+train = { method = "trades", epochs = 4 }
+"""
+
+
+def test_expansion_and_stable_ids(tmp_path):
+    g = load_grid(write(tmp_path, BASE))
+    # teacher-free pgd-at: 2 students x 2 seeds; dgad: 2 students x 2 seeds x 1 teacher
+    assert len(g.runs) == 8 and len(g.teacher_runs) == 1
+    teacher = g.teacher_runs["t1"]
+    assert teacher.config["train"]["epochs"] == 4 and teacher.config["method"]["name"] == "trades"
+    dgad = [r for r in g.runs if r.config["method"]["name"] == "dgad"]
+    assert all(r.needs == teacher.run_id for r in dgad)
+    assert all(r.config["teacher"]["run_id"] == teacher.run_id for r in dgad)
+    assert dgad[0].config["method"]["hparams"]["eps"] == 8 / 255
+    again = load_grid(write(tmp_path, BASE))
+    assert [r.run_id for r in g.runs] == [r.run_id for r in again.runs]
+    assert len({r.run_id for r in g.runs}) == 8
+
+
+def test_overrides_and_short_schedule(tmp_path):
+    g = load_grid(write(tmp_path, BASE), method="dgad", student="tiny_cnn", epochs=2, seeds=[7])
+    assert len(g.runs) == 1
+    (run,) = g.runs
+    assert run.config["schedule"] == "short" and run.config["full_epochs"] == 10
+    assert run.config["train"]["epochs"] == 2 and run.config["train"]["milestones"] == [1]
+    assert run.config["seed"] == 7
+    full = load_grid(write(tmp_path, BASE), method="dgad", student="tiny_cnn", seeds=[7])
+    assert full.runs[0].run_id != run.run_id
+
+
+def test_method_table_sets_hparams_per_student(tmp_path):
+    text = BASE + "[method.dgad]\ngamma = 7\n[method.dgad.student.small_cnn]\ngamma = 10.0\n"
+    g = load_grid(write(tmp_path, text), method="dgad")
+    gammas = {r.config["model"]: r.config["method"]["hparams"]["gamma"] for r in g.runs}
+    assert gammas == {"tiny_cnn": 7.0, "small_cnn": 10.0}
+
+
+def test_smoke_grid_ships():
+    g = load_grid("smoke")
+    assert g.runs and all(r.config["dataset"]["name"] == "digits" for r in g.runs)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('dataset = "digits"\nstudents = [\n', "invalid TOML"),
+        (BASE.replace('eps = "8/255"', "eps = 8"), "write eps"),
+        (BASE + "colour = 1\n", "unknown key"),
+        (BASE.replace('methods = ["pgd-at", "dgad"]', 'methods = ["dgadd"]'), "unknown method"),
+        (BASE.replace("[train]", "[train]\nlrate = 1"), "unknown key"),
+        (BASE.replace('teachers = ["t1"]', 'teachers = ["t2"]'), "no [teacher.t2] table"),
+        (BASE + "[method.dgad]\ngama = 3\n", "unknown hyperparameter"),
+        (BASE + '[method.dgad]\ngamma = "lots"\n', "must be a number"),
+        (BASE.replace("seeds = [0, 1]", 'seeds = ["a"]'), "seeds must be integers"),
+    ],
+)
+def test_bad_grids_give_one_line(tmp_path, text, message):
+    with pytest.raises(UserError) as info:
+        load_grid(write(tmp_path, text))
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "line"), [('dataset = "digits"\nstudents = [\n', 2), ('a = 1\nb = = 2\nc = 3\n', 2)]
+)
+def test_invalid_toml_names_file_and_line(tmp_path, text, line):
+    with pytest.raises(UserError, match=rf"g\.toml: invalid TOML: .*line {line}"):
+        load_grid(write(tmp_path, text))
+
+
+def test_unknown_grid_lists_valid():
+    with pytest.raises(UserError, match="valid grids: .*smoke"):
+        load_grid("no-such-grid")

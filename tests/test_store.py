@@ -1,0 +1,112 @@
+"""The result store: run directories are the truth, the index follows, writers never lose rows."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import pytest
+
+from harness.errors import UserError
+from harness.store import Store
+
+
+def config(i: int, method: str = "dgad") -> dict:
+    return {
+        "kind": "student",
+        "method": {"name": method, "hparams": {"gamma": 5.0}},
+        "dataset": {"name": "digits", "options": {}},
+        "model": "tiny_cnn",
+        "teacher": {"name": "t", "source": "run", "run_id": "teacher-x"},
+        "seed": i,
+        "train": {"epochs": 3},
+        "eval": {"attacks": {"clean": None}},
+        "full_epochs": 3,
+        "schedule": "full",
+        "grids": ["g"],
+    }
+
+
+def metrics(acc: float) -> dict:
+    return {
+        "results": {
+            "clean": {"accuracy": acc, "n": 10, "params": {"name": "clean"}},
+            "pgd10": {"accuracy": acc / 2, "n": 10, "params": {"name": "pgd"}},
+        },
+        "wall_time_s": 1.0,
+    }
+
+
+def test_lifecycle_and_index(tmp_path):
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    assert st.status("run-a") == "running"
+    st.finish("run-a", metrics(0.8))
+    assert st.status("run-a") == "complete"
+    runs = st.frame("runs", "g")
+    assert runs.loc[0, "method"] == "dgad" and runs.loc[0, "status"] == "complete"
+    res = st.frame("results", "g").set_index("attack")
+    assert res.loc["clean", "accuracy"] == 0.8 and res.loc["pgd10", "accuracy"] == 0.4
+    assert json.loads(res.loc["pgd10", "params"]) == {"name": "pgd"}
+    assert st.frame("runs", "other-grid").empty
+
+
+def test_same_id_different_config_is_refused(tmp_path):
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    with pytest.raises(UserError, match="different config"):
+        st.begin("run-a", config(1))
+
+
+def test_failure_is_recorded(tmp_path):
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    st.fail("run-a", "loss became nan at epoch 1, step 0", epoch=1, step=0)
+    row = st.frame("runs").iloc[0]
+    assert row["status"] == "failed" and "nan" in row["error"]
+
+
+def test_rebuild_index_from_directories(tmp_path):
+    st = Store(tmp_path)
+    for i in range(3):
+        st.begin(f"run-{i}", config(i))
+        st.finish(f"run-{i}", metrics(0.1 * i))
+    st.index_path.unlink()
+    assert st.rebuild_index() == 3
+    assert sorted(st.frame("runs", "g")["run_id"]) == ["run-0", "run-1", "run-2"]
+    assert len(st.frame("results")) == 6
+
+
+def test_resolve_prefix(tmp_path):
+    st = Store(tmp_path)
+    st.begin("dgad-abc", config(0))
+    st.begin("dgad-abd", config(1))
+    assert st.resolve("dgad-abc") == "dgad-abc"
+    with pytest.raises(UserError, match="ambiguous"):
+        st.resolve("dgad-ab")
+    with pytest.raises(UserError, match="no run"):
+        st.resolve("zzz")
+
+
+def _writer(root: str, worker: int, n: int) -> None:
+    st = Store(root)
+    for i in range(n):
+        run_id = f"w{worker}-r{i}"
+        st.begin(run_id, config(worker * 1000 + i))
+        st.finish(run_id, metrics(i / n))
+
+
+def test_concurrent_writers_lose_nothing(tmp_path):
+    workers, per = 4, 15
+    ctx = mp.get_context("spawn")
+    procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, per)) for w in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    st = Store(tmp_path)
+    runs = st.frame("runs", "g")
+    assert len(runs) == workers * per == len(st.run_ids())
+    assert set(runs["status"]) == {"complete"}
+    assert len(st.frame("results", "g")) == 2 * workers * per
