@@ -196,6 +196,22 @@ def leaderboard(grid_name: str, store: str, output: str | None) -> None:
         write_text_atomic(text, Path(output))
 
 
+@bench.command("new-method")
+@click.argument("name")
+@click.option("--methods-dir", default=None, help="Where the method file goes (default: methods/).")
+@click.option("--tests-dir", default="tests", show_default=True, help="Where its test goes.")
+def new_method(name: str, methods_dir: str | None, tests_dir: str) -> None:
+    """Write a working method skeleton (KD on adversarial examples) and its test."""
+    import methods
+    from harness.scaffold import new_method as scaffold
+
+    folder = Path(methods_dir) if methods_dir else Path(methods.__file__).parent
+    method_path, test_path = scaffold(name, folder, Path(tests_dir))
+    click.echo(f"wrote {method_path}")
+    click.echo(f"wrote {test_path}")
+    click.echo(f"try it: bench run --method {name} --grid smoke")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors → one line on stderr and exit code 2."""
     try:

@@ -90,7 +90,7 @@ def test_bad_grids_give_one_line(tmp_path, text, message):
 
 
 @pytest.mark.parametrize(
-    ("text", "line"), [('dataset = "digits"\nstudents = [\n', 2), ('a = 1\nb = = 2\nc = 3\n', 2)]
+    ("text", "line"), [('dataset = "digits"\nstudents = [\n', 2), ("a = 1\nb = = 2\nc = 3\n", 2)]
 )
 def test_invalid_toml_names_file_and_line(tmp_path, text, line):
     with pytest.raises(UserError, match=rf"g\.toml: invalid TOML: .*line {line}"):

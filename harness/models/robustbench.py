@@ -64,7 +64,7 @@ def _import_robustbench():
     try:
         import robustbench.utils as rb_utils
     except ModuleNotFoundError as exc:
-        if exc.name == "robustbench":
+        if exc.name in ("robustbench", "robustbench.utils"):
             raise UserError(f"robustbench is not installed: {INSTALL_HINT}") from None
         raise UserError(f"robustbench cannot be imported ({exc}): {INSTALL_HINT}") from None
     except ImportError as exc:

@@ -22,7 +22,9 @@ from harness.registry import MODELS
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0):
+    def __init__(
+        self, in_planes: int, out_planes: int, stride: int, drop_rate: float = 0.0
+    ) -> None:
         super().__init__()
         self.bn1 = nn.BatchNorm2d(in_planes)
         self.relu1 = nn.ReLU(inplace=True)
