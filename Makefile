@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml constraints.txt
 setup: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/bench run --method trades --grid smoke --store $(STORE)
+	$(BIN)/bench run --method dgad --grid smoke --store $(STORE)
 	$(BIN)/bench leaderboard --grid smoke --store $(STORE)
 
 test: $(STAMP)

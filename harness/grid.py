@@ -253,7 +253,7 @@ def load_grid(
     select_on: str | None = None,
 ) -> Grid:
     """Read a grid file and expand it (with the CLI's overrides) into runs."""
-    from harness.registry import METHODS  # the method registry validates names and hparams
+    from harness.registry import DATASETS, METHODS, MODELS  # names are checked before any work
 
     path = grid_path(name)
     raw = read_toml(path)
@@ -290,6 +290,11 @@ def load_grid(
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}")
 
+    DATASETS.get(data["name"])
+    for model in students + [teacher_tables[t].get("model") for t in teacher_names]:
+        if not isinstance(model, str):
+            raise UserError(f"{where}: model names must be strings, got {model!r}")
+        MODELS.get(model)
     grid = Grid(name=grid_name, path=path, raw=raw)
 
     def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:

@@ -52,7 +52,7 @@ def test_inside_ball_and_box_and_loss_rises(name):
 
 
 def test_linear_model_analytic_optimum():
-    """For logits = W x, the CE-maximising L∞ step is eps·sign(∇) exactly; PGD reaches the corner."""
+    """Logits W·x: the CE-maximising L∞ step is eps·sign(∇) exactly; PGD reaches the corner."""
     torch.manual_seed(0)
     lin = nn.Sequential(nn.Flatten(), nn.Linear(12, 2, bias=False))
     x = torch.full((4, 3, 2, 2), 0.5)

@@ -1,0 +1,155 @@
+"""The ``bench`` CLI: help everywhere, one-line errors with exit code 2, nothing half-written."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+import harness
+from harness.cli import main
+
+BENCH = [sys.executable, "-m", "harness.cli"]
+
+
+def bench(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["run"], ["list"], ["show"], ["leaderboard"], ["new-method"]],
+)
+def test_help_everywhere(capsys, args):
+    code, out, _ = bench(capsys, *args, "--help")
+    assert code == 0 and "Usage:" in out
+
+
+def test_list(capsys):
+    code, out, _ = bench(capsys, "list", "methods")
+    assert code == 0 and set(out.split()) == set(harness.list_methods())
+    code, out, _ = bench(capsys, "list", "grids")
+    assert "smoke" in out.split()
+    code, out, _ = bench(capsys, "list", "models", "wrn*")
+    assert out.split() == ["wrn34_10", "wrn34_20"]
+
+
+def grid_file(tmp_path: Path, extra: str = "", eps: str = '"8/255"') -> str:
+    path = tmp_path / "g.toml"
+    path.write_text(
+        f'dataset = "digits"\nstudents = ["tiny_cnn"]\nmethods = ["pgd-at"]\n'
+        f"[threat]\neps = {eps}\n[train]\nepochs = 1\n{extra}"
+    )
+    return str(path)
+
+
+def assert_one_line_error(code: int, err: str, needle: str, store: Path) -> None:
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], err
+    assert not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+def test_bad_inputs_exit_2_and_write_nothing(capsys, tmp_path):
+    store = tmp_path / "store"
+    cases = [
+        (["--grid", "smoke", "--method", "nope"], "unknown method 'nope'"),
+        (["--grid", "nope"], "unknown grid 'nope'"),
+        (["--grid", "smoke", "--student", "resnet19"], "unknown model 'resnet19'"),
+        (["--grid", "smoke", "--dataset", "cifar11"], "unknown dataset 'cifar11'"),
+        (["--grid", "smoke", "--teacher", "nobody"], "unknown teacher 'nobody'"),
+        (["--grid", grid_file(tmp_path, eps="8")], "write eps"),
+        (["--grid", "smoke", "--dataset", "npz:/no/such/file.npz"], "/no/such/file.npz"),
+        (
+            [
+                "--grid",
+                "smoke",
+                "--method",
+                "pgd-at",
+                "--dataset",
+                "cifar10",
+                "--data-root",
+                str(tmp_path / "empty"),
+            ],
+            "not found",
+        ),
+    ]
+    for args, needle in cases:
+        code, _, err = bench(capsys, "run", *args, "--store", str(store), "--no-progress")
+        assert_one_line_error(code, err, needle, store)
+
+
+def test_malformed_toml_names_file_and_line(capsys, tmp_path):
+    path = tmp_path / "broken.toml"
+    path.write_text('dataset = "digits"\nstudents = ["tiny_cnn"\nmethods = ["dgad"]\n')
+    code, _, err = bench(capsys, "run", "--grid", str(path), "--store", str(tmp_path / "s"))
+    assert_one_line_error(code, err, "broken.toml: invalid TOML", tmp_path / "s")
+    assert "line 3" in err
+
+
+def test_teacher_checkpoint_of_another_architecture(capsys, tmp_path):
+    ckpt = tmp_path / "teacher.pt"
+    torch.save({"state_dict": harness.create_model("tiny_cnn").state_dict()}, ckpt)
+    path = tmp_path / "g.toml"
+    path.write_text(
+        'dataset = "digits"\nstudents = ["tiny_cnn"]\nmethods = ["dgad"]\nteachers = ["t"]\n'
+        f'[teacher.t]\nmodel = "small_cnn"\ncheckpoint = "{ckpt}"\n'
+    )
+    store = tmp_path / "store"
+    code, _, err = bench(capsys, "run", "--grid", str(path), "--store", str(store), "--no-progress")
+    assert_one_line_error(code, err, "does not fit model 'small_cnn'", store)
+
+
+def test_show_and_leaderboard_unknown_run(capsys, tmp_path):
+    code, _, err = bench(capsys, "show", "nope", "--store", str(tmp_path))
+    assert code == 2 and "no run 'nope'" in err
+    code, out, _ = bench(capsys, "leaderboard", "--grid", "smoke", "--store", str(tmp_path))
+    assert code == 0 and "No completed runs yet" in out
+
+
+def test_smoke_grid_end_to_end(tmp_path):
+    """``bench run --method dgad --grid smoke``: teacher first, student beats chance under PGD."""
+    store = tmp_path / "store"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [
+        *BENCH,
+        "run",
+        "--method",
+        "dgad",
+        "--grid",
+        "smoke",
+        "--store",
+        str(store),
+        "--no-progress",
+    ]
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr
+    assert "leaderboard written to" in done.stdout
+    runs = sorted((store / "runs").iterdir())
+    assert [r.name.split("-")[0] for r in runs] == ["dgad", "pgd"]  # the student and its teacher
+    student = next(r for r in runs if r.name.startswith("dgad"))
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert set(metrics["results"]) == {"clean", "fgsm", "pgd10"}
+    acc = {k: v["accuracy"] for k, v in metrics["results"].items()}
+    assert acc["pgd10"] > 0.2 and acc["clean"] >= acc["fgsm"] >= acc["pgd10"]
+    assert metrics["results"]["pgd10"]["params"]["steps"] == 10
+    assert (student / "checkpoints" / "best.pt").exists()
+    board = (store / "leaderboards" / "smoke.md").read_text()
+    assert "dgad" in board and "small-pgdat" in board
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 0 and again.stdout.count("skip ") == 2
+    show = subprocess.run(
+        [*BENCH, "show", "dgad", "--store", str(store)], capture_output=True, text=True, env=env
+    )
+    assert show.returncode == 0 and "complete" in show.stdout and "pgd10" in show.stdout

@@ -1,0 +1,116 @@
+"""Adding a method: ``bench new-method`` writes a working skeleton, and an installed package
+that declares a ``bench.methods`` entry point runs through ``bench run`` like a built-in."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from harness.scaffold import new_method
+
+PLUGIN_PYPROJECT = """
+[build-system]
+requires = ["setuptools"]
+build-backend = "setuptools.build_meta"
+
+[project]
+name = "bench-plugin-kd"
+version = "0.0.1"
+
+[project.entry-points."bench.methods"]
+plugin-kd = "bench_plugin_kd"
+broken-plugin = "bench_plugin_broken"
+
+[tool.setuptools]
+packages = ["bench_plugin_kd", "bench_plugin_broken"]
+"""
+
+
+def test_new_method_skeleton_passes_its_own_test(tmp_path):
+    methods_dir, tests_dir = tmp_path / "m", tmp_path / "t"
+    methods_dir.mkdir()
+    method_path, test_path = new_method("my-kd", methods_dir, tests_dir)
+    assert method_path.name == "my_kd.py" and test_path.name == "test_method_my_kd.py"
+    assert '@register_method("my-kd")' in method_path.read_text()
+    # Importing the module registers it; the generated test then runs against it.
+    conftest = f"import sys\nsys.path.insert(0, {str(methods_dir)!r})\nimport my_kd  # noqa\n"
+    (tests_dir / "conftest.py").write_text(conftest)
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests_dir)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "3 passed" in done.stdout
+
+
+def test_installed_entry_point_plugin_runs_on_the_smoke_grid(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "bench_plugin_kd").mkdir(parents=True)
+    (pkg / "bench_plugin_broken").mkdir()
+    (pkg / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    method_file, _ = new_method("plugin-kd", pkg / "bench_plugin_kd", tmp_path / "unused")
+    method_file.rename(pkg / "bench_plugin_kd" / "__init__.py")
+    (pkg / "bench_plugin_broken" / "__init__.py").write_text("raise ImportError('boom')\n")
+    target = tmp_path / "site"
+    install = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-index",
+            "--no-build-isolation",
+            "--target",
+            str(target),
+            str(pkg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert install.returncode == 0, install.stderr
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(target), os.getcwd()])}
+    bench = [sys.executable, "-m", "harness.cli"]
+
+    listed = subprocess.run([*bench, "list", "methods"], capture_output=True, text=True, env=env)
+    assert listed.returncode == 0
+    assert "plugin-kd" in listed.stdout.split() and "dgad" in listed.stdout.split()
+    assert "broken-plugin" in listed.stderr and "boom" in listed.stderr
+
+    store = tmp_path / "store"
+    run = subprocess.run(
+        [
+            *bench,
+            "run",
+            "--method",
+            "plugin-kd",
+            "--grid",
+            "smoke",
+            "--epochs",
+            "1",
+            "--store",
+            str(store),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr
+    (student,) = [p for p in (store / "runs").iterdir() if p.name.startswith("plugin-kd")]
+    config = json.loads((student / "config.json").read_text())
+    assert config["method"] == {"name": "plugin-kd", "hparams": config["method"]["hparams"]}
+    assert config["method"]["hparams"]["temperature"] == 1.0
+    assert config["schedule"] == "short"
+    metrics = json.loads((student / "metrics.json").read_text())
+    assert 0.0 <= metrics["results"]["pgd10"]["accuracy"] <= 1.0
+    assert textwrap.dedent("plugin-kd") in (store / "leaderboards" / "smoke.md").read_text()
