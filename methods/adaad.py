@@ -50,6 +50,7 @@ def adaad_loss(
 class AdaAD(Method):
     defaults = {"alpha": 1.0, "kl_reduction": "elementwise"}
     choices = {"kl_reduction": REDUCTIONS[:3]}
+    unit = ("alpha",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

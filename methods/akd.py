@@ -34,6 +34,7 @@ def akd_loss(adv_logits: Tensor, teacher_adv_logits: Tensor, y: Tensor, alpha: f
 class AKD(Method):
     defaults = {"alpha": 0.9, "init": "uniform"}
     choices = {"init": ("uniform", "normal")}
+    unit = ("alpha",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

@@ -46,6 +46,8 @@ def ce_attack_train_mode(method: Method, student: nn.Module, x: Tensor, y: Tenso
 class ARD(Method):
     defaults = {"alpha": 1.0, "temperature": 30.0, "kl_reduction": "elementwise"}
     choices = {"kl_reduction": REDUCTIONS[:3]}
+    positive = ("temperature",)
+    unit = ("alpha",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

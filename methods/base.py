@@ -45,6 +45,9 @@ class Method:
     needs_teacher: ClassVar[bool] = True
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
+    positive: ClassVar[tuple[str, ...]] = ()  # hyperparameters that must be > 0
+    nonnegative: ClassVar[tuple[str, ...]] = ("steps",)  # ... >= 0
+    unit: ClassVar[tuple[str, ...]] = ()  # ... in [0, 1]
 
     def __init__(self, **hparams: Any) -> None:
         allowed = {**THREAT_DEFAULTS, **self.defaults}
@@ -60,8 +63,17 @@ class Method:
             setattr(self, key, value)
         self.eps = check_eps("eps", self.eps)
         self.step_size = check_eps("step_size", self.step_size)
-        if self.steps < 0:
-            raise UserError(f"steps must be >= 0, got {self.steps}")
+        rules = [
+            (Method.nonnegative + self.nonnegative, lambda v: v >= 0, ">= 0"),
+            (self.positive, lambda v: v > 0, "> 0"),
+            (self.unit, lambda v: 0 <= v <= 1, "in [0, 1]"),
+        ]
+        for keys, ok, text in rules:
+            for key in keys:
+                if not ok(getattr(self, key)):
+                    raise UserError(
+                        f"{self.registry_name}.{key} must be {text}, got {getattr(self, key)!r}"
+                    )
         self._seed = 0
         self._generators: dict[torch.device, torch.Generator] = {}
 
@@ -109,7 +121,11 @@ class Method:
         y: Tensor,
         epoch: int = 0,
     ) -> tuple[Tensor, dict[str, Any]]:
-        """Outer objective (scalar, backpropagates into the student) and floats to log."""
+        """Outer objective (scalar, backpropagates into the student) and values to log.
+
+        Logged values are floats or detached 0-d tensors; tensors let the trainer average them
+        on the device without a host synchronisation every step.
+        """
         raise NotImplementedError
 
     # -- methods with trainable modules of their own (GACD's heads) ------------------------------

@@ -128,6 +128,8 @@ class DGAD(Method):
         "mobilenet_weighting": "intended",
     }
     choices = {"label_fix": LABEL_FIXES, "mobilenet_weighting": ("intended", "literal", "off")}
+    nonnegative = ("gamma",)
+    unit = ("smoothing", "mix")
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

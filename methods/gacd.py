@@ -65,7 +65,8 @@ class ContrastiveHeads(nn.Module):
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
 
     def negatives(self) -> Tensor:
-        return self.queue[: int(self.filled)]
+        """A copy: ``enqueue`` overwrites the buffer before the loss is backpropagated."""
+        return self.queue[: int(self.filled)].clone()
 
     @torch.no_grad()
     def enqueue(self, emb: Tensor) -> None:
@@ -90,6 +91,8 @@ class GACD(Method):
         "kd_weight": 0.0,
     }
     choices = {"weighting": ("prob", "correct", "none")}
+    positive = ("feat_dim", "nce_t")
+    nonnegative = ("queue_size", "ce_weight", "beta", "kd_weight")
 
     def __init__(self, **hparams: Any) -> None:
         super().__init__(**hparams)

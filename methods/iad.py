@@ -47,6 +47,9 @@ def iad_loss(
 @register_method("iad")
 class IAD(Method):
     defaults = {"alpha": 1.0, "temperature": 1.0, "beta": 0.1, "warmup_epochs": 60}
+    positive = ("temperature",)
+    nonnegative = ("beta", "warmup_epochs")
+    unit = ("alpha",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

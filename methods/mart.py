@@ -37,6 +37,7 @@ class MART(Method):
     needs_teacher = False
     defaults = {"beta": 6.0, "init": "normal"}
     choices = {"init": ("normal", "uniform")}
+    nonnegative = ("beta",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

@@ -40,6 +40,7 @@ def rslad_loss(
 class RSLAD(Method):
     defaults = {"adv_weight": 5 / 6, "clean_weight": 1 / 6, "kl_reduction": "elementwise"}
     choices = {"kl_reduction": REDUCTIONS[:3]}
+    nonnegative = ("adv_weight", "clean_weight")
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

@@ -36,6 +36,7 @@ class TRADES(Method):
     needs_teacher = False
     defaults = {"beta": 6.0, "init": "normal"}
     choices = {"init": ("normal", "uniform")}
+    nonnegative = ("beta",)
 
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor

@@ -173,3 +173,23 @@ def test_methods_without_own_modules_have_no_parameters():
     for name in SPEC_DEFAULTS:
         m = harness.create_method(name)
         assert list(m.parameters()) == []
+
+
+@pytest.mark.parametrize(
+    ("name", "bad", "text"),
+    [
+        ("gacd", {"queue_size": -1}, ">= 0"),
+        ("gacd", {"nce_t": 0.0}, "> 0"),
+        ("ard", {"temperature": 0.0}, "> 0"),
+        ("akd", {"alpha": 2.0}, "in [0, 1]"),
+        ("dgad", {"smoothing": 1.5}, "in [0, 1]"),
+        ("dgad", {"gamma": -1.0}, ">= 0"),
+        ("iad", {"warmup_epochs": -5}, ">= 0"),
+        ("pgd-at", {"steps": -1}, ">= 0"),
+    ],
+)
+def test_out_of_range_hyperparameters_are_refused(name, bad, text):
+    with pytest.raises(UserError) as info:
+        harness.create_method(name, **bad)
+    (key,) = bad
+    assert f"{name}.{key} must be {text}" in str(info.value)
