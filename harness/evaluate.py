@@ -35,7 +35,7 @@ def correct_mask(
             desc=desc,
             unit="img",
             unit_scale=True,
-            disable=not progress,
+            disable=None if progress else True,  # None: only on a terminal
             leave=False,
         ) as bar,
     ):

@@ -39,6 +39,7 @@ TOP_KEYS = {
     "eval",
     "teacher",
     "method",
+    "variant",
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
@@ -314,6 +315,7 @@ def load_grid(
 
     def make_run(
         kind: str,
+        label: str,
         method_name: str,
         hparams: dict,
         model: str,
@@ -326,7 +328,8 @@ def load_grid(
         train, full = schedule(train_over, f"method.{method_name}.train")
         config = {
             "kind": kind,
-            "method": {"name": method_name, "hparams": m.hparams},
+            "method": {"name": method_name, "hparams": m.hparams}
+            | ({"variant": label} if label != method_name else {}),
             "dataset": data,
             "model": model,
             "teacher": teacher_ref,
@@ -334,14 +337,18 @@ def load_grid(
             "train": {**train, "seed": seed},
             "eval": {"attacks": eval_attacks},
             "full_epochs": full,
-            "schedule": "short" if train["epochs"] < full else "full",
+            "schedule": "short"
+            if train["epochs"] < full
+            else "long"
+            if train["epochs"] > full
+            else "full",
         }
         if m.needs_teacher and teacher_ref is None:
             raise UserError(
                 f"method {method_name!r} needs a teacher, and grid {grid_name} has none"
             )
         tname = (teacher_ref or {}).get("name", "none")
-        run_id = f"{method_name}-{data['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
+        run_id = f"{label}-{data['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
         config["grids"] = [grid_name]
         return RunSpec(run_id=run_id, config=config, needs=needs)
 
@@ -357,7 +364,9 @@ def load_grid(
                 )
             tmethod = recipe.pop("method")
             train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
-            run = make_run("teacher", tmethod, recipe, t["model"], None, 0, train_over, None)
+            run = make_run(
+                "teacher", tmethod, tmethod, recipe, t["model"], None, 0, train_over, None
+            )
             grid.teacher_runs[tname] = run
             ref = {"name": tname, "model": t["model"], "source": "run", "run_id": run.run_id}
             teacher_refs[tname] = (ref, run.run_id)
@@ -391,30 +400,37 @@ def load_grid(
             }
             teacher_refs[tname] = (ref, None)
 
-    for method_name in methods:
+    variants = _table(raw, "variant", where)
+    for label in methods:
+        method_name, vparams = _variant(label, variants, where)
         cls = METHODS.get(method_name)
         mtable = dict(method_tables.get(method_name, {}))
         train_over = mtable.pop("train", {})
         per_student = mtable.pop("student", {})
         for model in students:
-            hparams = {**mtable, **per_student.get(model, {})}
+            hparams = {**mtable, **per_student.get(model, {}), **vparams}
             for seed in seed_list:
+                common = (label, method_name, hparams, model)
                 if not cls.needs_teacher:
-                    grid.runs.append(
-                        make_run(
-                            "student", method_name, hparams, model, None, seed, train_over, None
-                        )
-                    )
+                    run = make_run("student", *common, None, seed, train_over, None)
+                    grid.runs.append(run)
                     continue
                 if not teacher_refs:
                     raise UserError(
-                        f"method {method_name!r} needs a teacher, and grid {grid_name} lists none"
+                        f"method {label!r} needs a teacher, and grid {grid_name} lists none"
                     )
                 for tname in teacher_names:
                     ref, needs = teacher_refs[tname]
-                    grid.runs.append(
-                        make_run(
-                            "student", method_name, hparams, model, ref, seed, train_over, needs
-                        )
-                    )
+                    grid.runs.append(make_run("student", *common, ref, seed, train_over, needs))
     return grid
+
+
+def _variant(label: str, variants: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
+    """``[variant.dgad-no-pcr] method = "dgad", pcr = false`` → ("dgad", {"pcr": False})."""
+    if label not in variants:
+        return label, {}
+    spec = variants[label]
+    if not isinstance(spec, dict) or not isinstance(spec.get("method"), str):
+        raise UserError(f'{where}: [variant.{label}] needs method = "<method name>"')
+    params = {k: v for k, v in spec.items() if k != "method"}
+    return spec["method"], params

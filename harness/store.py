@@ -99,7 +99,7 @@ class Store:
             (
                 run_id,
                 config.get("kind"),
-                config["method"]["name"],
+                config["method"].get("variant") or config["method"]["name"],
                 config["dataset"]["name"],
                 teacher.get("name"),
                 config["model"],

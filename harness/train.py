@@ -142,7 +142,7 @@ def train(
             desc=f"epoch {epoch + 1}/{cfg.epochs}",
             unit="img",
             unit_scale=True,
-            disable=not progress,
+            disable=None if progress else True,  # None: only on a terminal
             leave=False,
         )
         for step, (x, y) in enumerate(

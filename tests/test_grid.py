@@ -100,3 +100,35 @@ def test_invalid_toml_names_file_and_line(tmp_path, text, line):
 def test_unknown_grid_lists_valid():
     with pytest.raises(UserError, match="valid grids: .*smoke"):
         load_grid("no-such-grid")
+
+
+def test_variants_are_named_runs_of_a_base_method(tmp_path):
+    text = BASE.replace('methods = ["pgd-at", "dgad"]', 'methods = ["dgad", "dgad-no-pcr"]')
+    text += '[method.dgad]\ngamma = 7.0\n[variant.dgad-no-pcr]\nmethod = "dgad"\npcr = false\n'
+    g = load_grid(write(tmp_path, text), student="tiny_cnn", seeds=[0])
+    by_label = {r.run_id.split("-digits-")[0]: r.config["method"] for r in g.runs}
+    assert by_label["dgad"] == {"name": "dgad", "hparams": by_label["dgad"]["hparams"]}
+    variant = by_label["dgad-no-pcr"]
+    assert variant["name"] == "dgad" and variant["variant"] == "dgad-no-pcr"
+    assert variant["hparams"]["pcr"] is False and variant["hparams"]["gamma"] == 7.0
+    assert by_label["dgad"]["hparams"]["pcr"] is True
+    only = load_grid(write(tmp_path, text), method="dgad-no-pcr")
+    assert {r.config["method"].get("variant") for r in only.runs} == {"dgad-no-pcr"}
+
+
+def test_variant_without_method_is_refused(tmp_path):
+    text = (
+        BASE.replace('methods = ["pgd-at", "dgad"]', 'methods = ["v"]') + "[variant.v]\npcr = 1\n"
+    )
+    with pytest.raises(UserError, match=r"\[variant.v\] needs method"):
+        load_grid(write(tmp_path, text))
+
+
+def test_shipped_grids_expand():
+    from harness.grid import list_grids
+
+    assert {"smoke", "cifar10-mini"} <= set(list_grids())
+    mini = load_grid("cifar10-mini")
+    assert mini.runs[0].config["dataset"]["options"]["path"].endswith("cifar10_mini.npz")
+    dgad = [r for r in mini.runs if r.config["method"]["name"] == "dgad"]
+    assert len(dgad) == 1 and dgad[0].config["method"]["hparams"]["gamma"] == 5.0
