@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import inspect
+import json
 import platform
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from harness.config import canonical_json, derive_seed
 from harness.errors import TrainingDiverged
 from harness.evaluate import evaluate_suite
 from harness.grid import RunSpec
+from harness.registry import DATASETS
 from harness.store import Store
 from harness.teachers import load_teacher
 from harness.train import TrainConfig, train
@@ -23,11 +26,9 @@ from harness.train import TrainConfig, train
 
 @lru_cache(maxsize=4)
 def _dataset(key: str, data_root: str | None) -> Any:
-    import json
-
     spec = json.loads(key)
     options = dict(spec["options"])
-    if data_root and spec["name"] in ("cifar10", "cifar100", "stl10", "tinyimagenet"):
+    if data_root and "root" in inspect.signature(DATASETS.get(spec["name"])).parameters:
         options.setdefault("root", data_root)
     return harness.create_dataset(spec["name"], **options)
 

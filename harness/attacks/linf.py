@@ -7,11 +7,11 @@ is put in eval mode for the attack and left in the mode it was found in.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from harness.attacks.base import Attack
 from harness.attacks.pgd import INITS, LOSSES, pgd_maximize
 from harness.errors import UserError
 from harness.modes import eval_mode
@@ -29,35 +29,20 @@ def check_eps(name: str, value: float) -> float:
     return value
 
 
-class LinfAttack:
-    """Shared state: threat model, loss, a private RNG (the global one is never touched)."""
-
-    registry_name: ClassVar[str] = ""
+class LinfAttack(Attack):
+    """An L∞ attack with a loss (``"ce"``, ``"cw"`` or a callable ``(logits, y) -> scalar``)."""
 
     def __init__(
         self, eps: float, loss: str | Callable[[Tensor, Tensor], Tensor], seed: int
     ) -> None:
+        super().__init__(seed)
         self.eps = check_eps("eps", eps)
         if isinstance(loss, str) and loss not in LOSSES:
             raise UserError(f"unknown attack loss {loss!r}; valid: {', '.join(LOSSES)}")
         self.loss = loss
-        self.seed = int(seed)
-        self._generators: dict[torch.device, torch.Generator] = {}
 
     def _loss_fn(self) -> Callable[[Tensor, Tensor], Tensor]:
         return LOSSES[self.loss] if isinstance(self.loss, str) else self.loss
-
-    def generator(self, device: torch.device) -> torch.Generator:
-        if device not in self._generators:
-            self._generators[device] = torch.Generator(device=device).manual_seed(self.seed)
-        return self._generators[device]
-
-    def params(self) -> dict[str, Any]:
-        """The attack's full configuration, stored beside every accuracy it produces."""
-        out = {k: v for k, v in vars(self).items() if not k.startswith("_")}
-        if callable(out.get("loss")):
-            out["loss"] = getattr(self.loss, "__name__", "custom")
-        return {"name": type(self).registry_name, **out}
 
 
 @ATTACKS.register("fgsm")
