@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from harness import suites
 from harness.config import coerce, config_hash, file_sha256, parse_number
 from harness.errors import UserError
 
@@ -54,14 +55,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 256,
 }
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-EVAL_PRESETS: dict[str, dict[str, Any] | None] = {
-    "clean": None,
-    "fgsm": {"attack": "fgsm"},
-    "pgd10": {"attack": "pgd", "steps": 10},
-    "pgd20": {"attack": "pgd", "steps": 20},
-    "pgd50": {"attack": "pgd", "steps": 50},
-    "cw_inf": {"attack": "pgd", "loss": "cw", "steps": 30},
-}
 TEACHER_SOURCES = ("train", "checkpoint", "robustbench")
 
 
@@ -180,19 +173,21 @@ def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
 
 def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
     spec = _table(raw, "eval", where)
-    unknown = sorted(set(spec) - {"attacks"})
+    unknown = sorted(set(spec) - {"attacks", "transfer"})
     if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [eval]; valid: attacks")
+        raise UserError(
+            f"{where}: unknown key(s) {', '.join(unknown)} in [eval]; valid: attacks, transfer"
+        )
     attacks = spec.get("attacks", ["clean", "fgsm", "pgd10"])
     if isinstance(attacks, list):
         out = {}
         for name in attacks:
-            if name not in EVAL_PRESETS:
+            if name not in suites.PRESETS:
                 raise UserError(
                     f"{where}: unknown eval attack {name!r}; valid presets: "
-                    f"{', '.join(EVAL_PRESETS)} (or a table [eval.attacks.NAME] attack = ...)"
+                    f"{', '.join(suites.PRESETS)} (or a table [eval.attacks.NAME] attack = ...)"
                 )
-            out[name] = EVAL_PRESETS[name]
+            out[name] = suites.PRESETS[name]
     elif isinstance(attacks, dict):
         out = {}
         for name, params in attacks.items():
@@ -203,17 +198,12 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
         raise UserError(f"{where}: [eval] attacks must be a list of presets or a table")
     resolved = {}
     for name, params in out.items():
-        if params is None:
-            resolved[name] = None
-            continue
-        params = {
-            k: (parse_number(v, f"{where}: eval {name}.{k}") if k in ("eps", "step_size") else v)
-            for k, v in params.items()
-        }
-        base = {"eps": threat["eps"]}
-        if params["attack"] == "pgd":
-            base["step_size"] = threat["step_size"]
-        resolved[name] = {**base, **params}
+        if params is not None:
+            params = {
+                k: parse_number(v, f"{where}: eval {name}.{k}") if k in ("eps", "step_size") else v
+                for k, v in params.items()
+            }
+        resolved[name] = suites.resolve(name, params, threat)
     return resolved
 
 
@@ -272,6 +262,7 @@ def load_grid(
     if select not in ("val", "test"):
         raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
     eval_attacks = _eval_attacks(raw, threat, where)
+    transfer = _transfer(raw, threat, where)
     seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0])
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
@@ -324,33 +315,22 @@ def load_grid(
         train_over: dict,
         needs: str | None,
     ) -> RunSpec:
-        m = METHODS.create(method_name, **{**threat, **hparams})
         train, full = schedule(train_over, f"method.{method_name}.train")
-        config = {
-            "kind": kind,
-            "method": {"name": method_name, "hparams": m.hparams}
-            | ({"variant": label} if label != method_name else {}),
-            "dataset": data,
-            "model": model,
-            "teacher": teacher_ref,
-            "seed": seed,
-            "train": {**train, "seed": seed},
-            "eval": {"attacks": eval_attacks},
-            "full_epochs": full,
-            "schedule": "short"
-            if train["epochs"] < full
-            else "long"
-            if train["epochs"] > full
-            else "full",
-        }
-        if m.needs_teacher and teacher_ref is None:
-            raise UserError(
-                f"method {method_name!r} needs a teacher, and grid {grid_name} has none"
-            )
-        tname = (teacher_ref or {}).get("name", "none")
-        run_id = f"{label}-{data['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
-        config["grids"] = [grid_name]
-        return RunSpec(run_id=run_id, config=config, needs=needs)
+        return run_spec(
+            kind,
+            label,
+            method_name,
+            {**threat, **hparams},
+            model,
+            teacher_ref,
+            seed,
+            train,
+            full_epochs=full,
+            dataset=data,
+            eval_cfg={"attacks": eval_attacks, **transfer},
+            grid_name=grid_name,
+            needs=needs,
+        )
 
     teacher_refs: dict[str, tuple[dict[str, Any], str | None]] = {}
     for tname in teacher_names:
@@ -434,3 +414,90 @@ def _variant(label: str, variants: dict[str, Any], where: str) -> tuple[str, dic
         raise UserError(f'{where}: [variant.{label}] needs method = "<method name>"')
     params = {k: v for k, v in spec.items() if k != "method"}
     return spec["method"], params
+
+
+def run_spec(
+    kind: str,
+    label: str,
+    method_name: str,
+    hparams: dict[str, Any],
+    model: str,
+    teacher_ref: dict[str, Any] | None,
+    seed: int,
+    train: dict[str, Any],
+    *,
+    full_epochs: int,
+    dataset: dict[str, Any],
+    eval_cfg: dict[str, Any],
+    grid_name: str | None = None,
+    needs: str | None = None,
+) -> RunSpec:
+    """A run with its resolved config and the id derived from it."""
+    from harness.registry import METHODS
+
+    m = METHODS.create(method_name, **hparams)
+    if m.needs_teacher and teacher_ref is None:
+        raise UserError(f"method {method_name!r} needs a teacher, and grid {grid_name} has none")
+    epochs = train["epochs"]
+    config = {
+        "kind": kind,
+        "method": {"name": method_name, "hparams": m.hparams}
+        | ({"variant": label} if label != method_name else {}),
+        "dataset": dataset,
+        "model": model,
+        "teacher": teacher_ref,
+        "seed": seed,
+        "train": {**train, "seed": seed},
+        "eval": eval_cfg,
+        "full_epochs": full_epochs,
+        "schedule": "short" if epochs < full_epochs else "long" if epochs > full_epochs else "full",
+    }
+    tname = (teacher_ref or {}).get("name", "none")
+    run_id = f"{label}-{dataset['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
+    config["grids"] = [grid_name] if grid_name else []
+    return RunSpec(run_id=run_id, config=config, needs=needs)
+
+
+def surrogate_run(model: str, dataset: dict[str, Any], train: dict[str, Any]) -> RunSpec:
+    """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``."""
+    train = {**train, "select_steps": 0}
+    return run_spec(
+        "surrogate",
+        "natural",
+        "natural",
+        {},
+        model,
+        None,
+        0,
+        train,
+        full_epochs=train["epochs"],
+        dataset=dataset,
+        eval_cfg={"attacks": {"clean": None}},
+    )
+
+
+def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+    """``[eval] transfer = true`` or ``[eval.transfer]`` → the transfer part of a run's config."""
+    spec = _table(raw, "eval", where).get("transfer", False)
+    if spec is False:
+        return {}
+    if spec is True:
+        spec = {}
+    if not isinstance(spec, dict):
+        raise UserError(f"{where}: [eval] transfer must be true/false or a table")
+    unknown = sorted(set(spec) - {"surrogates", "attacks", "epochs"})
+    if unknown:
+        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [eval.transfer]")
+    surrogates = spec.get("surrogates", suites.SURROGATES)
+    names = spec.get("attacks", list(suites.TRANSFER_ATTACKS))
+    bad = [n for n in names if n not in suites.TRANSFER_ATTACKS]
+    if bad:
+        raise UserError(
+            f"{where}: unknown transfer attack(s) {', '.join(bad)}; "
+            f"valid: {', '.join(suites.TRANSFER_ATTACKS)}"
+        )
+    attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in names}
+    base = _resolve_keys(_table(raw, "train", where), TRAIN_DEFAULTS, where, "train")
+    epochs = spec.get("epochs", base["epochs"])
+    train = {**base, "epochs": epochs, "milestones": [m for m in base["milestones"] if m < epochs]}
+    return {"transfer": {"surrogates": surrogates, "attacks": attacks, "train": train}}

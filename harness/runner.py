@@ -13,15 +13,18 @@ from typing import Any
 import torch
 
 import harness
+from harness import suites
+from harness.checkpoints import save_atomic
 from harness.compat import load_checkpoint
-from harness.config import canonical_json, derive_seed
+from harness.config import canonical_json, derive_seed, file_sha256
 from harness.errors import TrainingDiverged
-from harness.evaluate import evaluate_suite
+from harness.evaluate import eval_subset, evaluate_suite, worst_case
 from harness.grid import RunSpec
 from harness.registry import DATASETS
 from harness.store import Store
 from harness.teachers import load_teacher
 from harness.train import TrainConfig, train
+from harness.transfer import surrogate_examples, transfer_accuracy
 
 
 @lru_cache(maxsize=4)
@@ -114,17 +117,20 @@ def execute(
         return "failed"
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
     student.load_state_dict(best["student"])
-    results = evaluate_suite(
+    evaluation = evaluate_run(
         student,
-        data.test,
-        cfg["eval"]["attacks"],
-        batch_size=tcfg.eval_batch_size,
+        data,
+        cfg,
+        store,
+        spec.run_id,
         device=device,
-        seed=derive_seed(cfg["seed"], "eval"),
+        data_root=data_root,
         progress=progress,
+        echo=echo,
     )
+    results = evaluation["results"]
     metrics = {
-        "results": results,
+        **evaluation,
         "train": {
             "best_epoch": result.best_epoch,
             f"best_{tcfg.select_on}": result.best,
@@ -138,3 +144,129 @@ def execute(
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")
     return "complete"
+
+
+def evaluate_run(
+    model: torch.nn.Module,
+    data: Any,
+    cfg: dict[str, Any],
+    store: Store,
+    run_id: str,
+    *,
+    device: torch.device,
+    data_root: str | None = None,
+    suite: str = "config",
+    attacks: dict[str, Any] | None = None,
+    subset: int | None = None,
+    progress: bool = True,
+    echo: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
+
+    ``suite``: ``config`` (what the run's config lists), ``whitebox``, ``transfer`` or ``all``.
+    """
+    seed = derive_seed(cfg["seed"], "eval")
+    test = eval_subset(data.test, subset, seed)
+    bs = cfg["train"].get("eval_batch_size", 256)
+    eval_dir = store.run_dir(run_id) / "eval"
+    if attacks is None:
+        attacks = cfg["eval"]["attacks"] if suite in ("config", "transfer") else whitebox(cfg)
+    if suite == "transfer":
+        attacks = {"clean": None}
+    out = evaluate_suite(
+        model,
+        test,
+        attacks,
+        batch_size=bs,
+        device=device,
+        seed=seed,
+        state_dir=eval_dir,
+        progress=progress,
+        num_classes=data.num_classes,
+    )
+    masks = out.pop("masks")
+    transfer_cfg = cfg["eval"].get("transfer") or (
+        default_transfer(cfg) if suite in ("transfer", "all") else None
+    )
+    if transfer_cfg and suite != "whitebox":
+        for name, mask in transfer_suite(
+            model,
+            test,
+            cfg,
+            transfer_cfg,
+            store,
+            device=device,
+            data_root=data_root,
+            seed=seed,
+            progress=progress,
+            echo=echo,
+        ).items():
+            masks[name] = mask
+            out["results"][name] = {
+                "accuracy": float(mask.float().mean()),
+                "n": len(mask),
+                "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
+            }
+        out["results"]["worst_case"] = worst_case(masks)
+    save_atomic({k: v for k, v in masks.items()}, eval_dir / "masks.pt")
+    return out
+
+
+def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:
+    """The paper's white-box suite under the run's threat model."""
+    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
+    return {name: suites.resolve(name, suites.PRESETS[name], threat) for name in suites.WHITEBOX}
+
+
+def default_transfer(cfg: dict[str, Any]) -> dict[str, Any]:
+    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
+    attacks = {n: suites.resolve(n, c, threat) for n, c in suites.TRANSFER_ATTACKS.items()}
+    train = {k: v for k, v in cfg["train"].items() if k not in ("seed", "select_on")}
+    return {"surrogates": suites.SURROGATES, "attacks": attacks, "train": train}
+
+
+def transfer_suite(
+    model: torch.nn.Module,
+    test: Any,
+    cfg: dict[str, Any],
+    transfer_cfg: dict[str, Any],
+    store: Store,
+    *,
+    device: torch.device,
+    data_root: str | None,
+    seed: int,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> dict[str, torch.Tensor]:
+    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once)."""
+    from harness.grid import surrogate_run
+
+    out = {}
+    train = {**transfer_cfg["train"], "select_on": "val"}
+    for name in transfer_cfg["surrogates"]:
+        spec = surrogate_run(name, cfg["dataset"], train)
+        if store.status(spec.run_id) != "complete":
+            echo(f"training transfer surrogate {name} ({spec.run_id})")
+            execute(spec, store, device=device, data_root=data_root, progress=progress, echo=echo)
+        path = store.checkpoint(spec.run_id, "best")
+        data = load_dataset(cfg["dataset"], data_root)
+        surrogate = harness.create_model(
+            name, num_classes=data.num_classes, image_size=data.image_size
+        ).to(device)
+        surrogate.load_state_dict(load_checkpoint(path)["student"])
+        sha = file_sha256(path)
+        for attack_name, attack_cfg in transfer_cfg["attacks"].items():
+            x_adv = surrogate_examples(
+                surrogate,
+                sha,
+                test,
+                attack_cfg,
+                cache_dir=store.root / "transfer_cache",
+                batch_size=train.get("eval_batch_size", 256),
+                device=device,
+                seed=seed,
+            )
+            out[f"transfer/{name}/{attack_name}"] = transfer_accuracy(
+                model, x_adv, test.y, device=device
+            )
+    return out

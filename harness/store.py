@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY,
     kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
     epochs INTEGER, full_epochs INTEGER, schedule TEXT,
-    status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL
+    status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
+    flags TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
@@ -95,7 +96,7 @@ class Store:
         teacher = config.get("teacher") or {}
         train = config.get("train", {})
         conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 config.get("kind"),
@@ -112,6 +113,7 @@ class Store:
                 status.get("created_at"),
                 status.get("updated_at"),
                 metrics.get("wall_time_s"),
+                canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
             ),
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))

@@ -177,9 +177,13 @@ def train(
             seed=derive_seed(cfg.seed, "select", epoch),
         )
         clean = accuracy(student, select_split, None, batch_size=cfg.eval_batch_size, device=device)
-        pgd = accuracy(
-            student, select_split, select_attack, batch_size=cfg.eval_batch_size, device=device
-        )
+        pgd = (
+            accuracy(
+                student, select_split, select_attack, batch_size=cfg.eval_batch_size, device=device
+            )
+            if cfg.select_steps > 0
+            else clean
+        )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
         record = {
             "epoch": epoch,
             "lr": lr_used,
