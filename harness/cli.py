@@ -196,6 +196,69 @@ def leaderboard(grid_name: str, store: str, output: str | None) -> None:
         write_text_atomic(text, Path(output))
 
 
+@bench.command("eval")
+@click.argument("target")
+@click.option(
+    "--suite",
+    type=click.Choice(["config", "whitebox", "transfer", "all"]),
+    default="whitebox",
+    show_default=True,
+    help="config: the attacks the run's grid lists; whitebox: clean, FGSM, PGD-10, CW2, "
+    "AutoAttack; transfer: surrogates' FGSM/PGD/JSMA; all: both.",
+)
+@click.option(
+    "--attack", "attack_names", multiple=True, help="Only these preset attacks (repeatable)."
+)
+@click.option("--eval-subset", type=click.IntRange(min=1), help="Evaluate N test images (seeded).")
+@click.option("--surrogate", "surrogates", multiple=True, help="Transfer surrogate models.")
+@click.option("--model", help="Architecture of a checkpoint TARGET.")
+@click.option("--dataset", help="Data set of a checkpoint or RobustBench TARGET (npz:FILE too).")
+@click.option("--robustbench", is_flag=True, help="TARGET is a RobustBench model name.")
+@STORE
+@click.option(
+    "--data-root", envvar="BENCH_DATA", help="Folder with the data sets. Env: BENCH_DATA."
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--progress/--no-progress", default=True, show_default=True)
+def eval_(
+    target: str,
+    suite: str,
+    attack_names: tuple[str, ...],
+    eval_subset: int | None,
+    surrogates: tuple[str, ...],
+    model: str | None,
+    dataset: str | None,
+    robustbench: bool,
+    store: str,
+    data_root: str | None,
+    device: str,
+    progress: bool,
+) -> None:
+    """Evaluate a stored run, a checkpoint file or a RobustBench model (resumable)."""
+    from harness.compat import resolve_device
+    from harness.external import evaluate_target
+
+    rows = evaluate_target(
+        target,
+        suite=suite,
+        attack_names=list(attack_names),
+        subset=eval_subset,
+        surrogates=list(surrogates),
+        model=model,
+        dataset=dataset,
+        robustbench=robustbench,
+        store=store,
+        data_root=data_root,
+        device=resolve_device(device),
+        progress=progress,
+        echo=click.echo,
+    )
+    for name, row in rows["results"].items():
+        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+    failed = [name for name, check in rows.get("checks", {}).items() if not check["ok"]]
+    click.echo(f"checks: {', '.join(failed) + ' FAILED' if failed else 'ok'}")
+
+
 @bench.command("new-method")
 @click.argument("name")
 @click.option("--methods-dir", default=None, help="Where the method file goes (default: methods/).")

@@ -19,7 +19,7 @@ from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed, file_sha256
 from harness.errors import TrainingDiverged
 from harness.evaluate import eval_subset, evaluate_suite, worst_case
-from harness.grid import RunSpec
+from harness.grid import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
 from harness.store import Store
 from harness.teachers import load_teacher
@@ -222,6 +222,8 @@ def default_transfer(cfg: dict[str, Any]) -> dict[str, Any]:
     threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
     attacks = {n: suites.resolve(n, c, threat) for n, c in suites.TRANSFER_ATTACKS.items()}
     train = {k: v for k, v in cfg["train"].items() if k not in ("seed", "select_on")}
+    if not train.get("epochs"):  # an external model: no schedule of its own to borrow
+        train = {**TRAIN_DEFAULTS, "epochs": 100, "milestones": [50, 75]}
     return {"surrogates": suites.SURROGATES, "attacks": attacks, "train": train}
 
 

@@ -1,0 +1,159 @@
+"""``bench eval``: evaluate a stored run, a checkpoint file or a RobustBench model.
+
+A checkpoint or RobustBench model gets a run of its own in the store (kind ``checkpoint`` or
+``robustbench``, id derived from the file's sha256 or the model name), so its numbers reach
+leaderboards and reports like any trained student's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import harness
+from harness import suites
+from harness.compat import load_checkpoint
+from harness.config import config_hash, file_sha256
+from harness.errors import UserError
+from harness.grid import TRAIN_DEFAULTS
+from harness.runner import evaluate_run, load_dataset, provenance, whitebox
+from harness.store import Store
+
+
+def _dataset_spec(dataset: str | None) -> dict[str, Any]:
+    if not dataset:
+        raise UserError("--dataset is needed to evaluate a checkpoint or a RobustBench model")
+    name, _, arg = dataset.partition(":")
+    return {"name": name, "options": {"path": arg} if arg else {}}
+
+
+def _external_config(kind: str, label: str, source: dict, dataset: dict) -> dict[str, Any]:
+    threat = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
+    return {
+        "kind": kind,
+        "method": {"name": kind, "hparams": threat},
+        "dataset": dataset,
+        "model": label,
+        "teacher": None,
+        "seed": 0,
+        "train": {"epochs": 0, "eval_batch_size": TRAIN_DEFAULTS["eval_batch_size"]},
+        "eval": {"attacks": {}},
+        "source": source,
+        "full_epochs": 0,
+        "schedule": "none",
+        "grids": [],
+    }
+
+
+def _load_target(
+    target: str,
+    *,
+    model: str | None,
+    dataset: str | None,
+    robustbench: bool,
+    store: Store,
+    data_root: str | None,
+) -> tuple[str, dict[str, Any], torch.nn.Module, Any]:
+    """(run id, config, model with weights, data) for any kind of target."""
+    if robustbench:
+        from harness.models.robustbench import load_robustbench
+
+        spec = _dataset_spec(dataset)
+        data = load_dataset(spec, data_root)
+        net = load_robustbench(target, dataset=spec["name"])
+        config = _external_config("robustbench", target, {"robustbench": target}, spec)
+    elif Path(target).is_file() or target.endswith((".pt", ".pth", ".tar")):
+        from harness.models import load_weights
+
+        if not model:
+            raise UserError("--model is needed to evaluate a checkpoint file")
+        spec = _dataset_spec(dataset)
+        data = load_dataset(spec, data_root)
+        net = harness.create_model(model, num_classes=data.num_classes, image_size=data.image_size)
+        load_weights(net, target, what=f"checkpoint {target}")
+        source = {"path": str(Path(target).resolve()), "sha256": file_sha256(target)}
+        config = _external_config("checkpoint", model, source, spec)
+    else:
+        run_id = store.resolve(target)
+        config = store.config(run_id)
+        if store.status(run_id) != "complete" and not store.checkpoint(run_id, "best").exists():
+            raise UserError(f"run {run_id} has no checkpoint to evaluate yet")
+        data = load_dataset(config["dataset"], data_root)
+        net = harness.create_model(
+            config["model"], num_classes=data.num_classes, image_size=data.image_size
+        )
+        net.load_state_dict(load_checkpoint(store.checkpoint(run_id, "best"))["student"])
+        return run_id, config, net, data
+    run_id = f"eval-{config['model']}-{config['dataset']['name']}-{config_hash(config)}"
+    return run_id, config, net, data
+
+
+def evaluate_target(
+    target: str,
+    *,
+    suite: str,
+    attack_names: list[str],
+    subset: int | None,
+    surrogates: list[str],
+    model: str | None,
+    dataset: str | None,
+    robustbench: bool,
+    store: str,
+    data_root: str | None,
+    device: torch.device,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
+    st = Store(store)
+    run_id, config, net, data = _load_target(
+        target,
+        model=model,
+        dataset=dataset,
+        robustbench=robustbench,
+        store=st,
+        data_root=data_root,
+    )
+    attacks = None
+    if attack_names:
+        unknown = [a for a in attack_names if a not in suites.PRESETS]
+        if unknown:
+            raise UserError(
+                f"unknown attack preset(s) {', '.join(unknown)}; valid: {', '.join(suites.PRESETS)}"
+            )
+        full = whitebox(config) | {
+            n: suites.resolve(n, suites.PRESETS[n], config["method"]["hparams"])
+            for n in attack_names
+        }
+        attacks = {n: full[n] for n in attack_names}
+    if surrogates:
+        from harness.runner import default_transfer
+
+        transfer = config["eval"].get("transfer") or default_transfer(config)
+        transfer = {**transfer, "surrogates": surrogates}
+        config = {**config, "eval": {**config["eval"], "transfer": transfer}}
+    if st.status(run_id) is None:
+        st.begin(run_id, config)
+    echo(f"evaluating {run_id} ({suite})")
+    out = evaluate_run(
+        net.to(device),
+        data,
+        config,
+        st,
+        run_id,
+        device=device,
+        data_root=data_root,
+        suite=suite,
+        attacks=attacks,
+        subset=subset,
+        progress=progress,
+        echo=echo,
+    )
+    metrics = st.metrics(run_id)
+    metrics["results"] = {**metrics.get("results", {}), **out["results"]}
+    metrics["checks"] = {**metrics.get("checks", {}), **out.get("checks", {})}
+    metrics.setdefault("provenance", provenance(device))
+    st.finish(run_id, metrics)
+    return out
