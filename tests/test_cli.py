@@ -140,7 +140,9 @@ def test_smoke_grid_end_to_end(tmp_path):
     assert [r.name.split("-")[0] for r in runs] == ["dgad", "pgd"]  # the student and its teacher
     student = next(r for r in runs if r.name.startswith("dgad"))
     metrics = json.loads((student / "metrics.json").read_text())
-    assert set(metrics["results"]) == {"clean", "fgsm", "pgd10"}
+    assert set(metrics["results"]) == {"clean", "fgsm", "pgd10", "worst_case"}
+    assert metrics["results"]["worst_case"]["params"]["of"] == ["clean", "fgsm", "pgd10"]
+    assert all(check["ok"] for check in metrics["checks"].values()), metrics["checks"]
     acc = {k: v["accuracy"] for k, v in metrics["results"].items()}
     assert acc["pgd10"] > 0.2 and acc["clean"] >= acc["fgsm"] >= acc["pgd10"]
     assert metrics["results"]["pgd10"]["params"]["steps"] == 10
