@@ -178,7 +178,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
         raise UserError(
             f"{where}: unknown key(s) {', '.join(unknown)} in [eval]; valid: attacks, transfer"
         )
-    attacks = spec.get("attacks", ["clean", "fgsm", "pgd10"])
+    attacks = spec.get("attacks", suites.WHITEBOX)  # the paper's protocol unless a grid says less
     if isinstance(attacks, list):
         out = {}
         for name in attacks:

@@ -29,7 +29,7 @@ def bench(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["run"], ["list"], ["show"], ["leaderboard"], ["new-method"]],
+    [[], ["run"], ["eval"], ["list"], ["show"], ["leaderboard"], ["new-method"]],
 )
 def test_help_everywhere(capsys, args):
     code, out, _ = bench(capsys, *args, "--help")

@@ -132,3 +132,14 @@ def test_shipped_grids_expand():
     assert mini.runs[0].config["dataset"]["options"]["path"].endswith("cifar10_mini.npz")
     dgad = [r for r in mini.runs if r.config["method"]["name"] == "dgad"]
     assert len(dgad) == 1 and dgad[0].config["method"]["hparams"]["gamma"] == 5.0
+
+
+def test_default_eval_is_the_papers_whitebox_protocol(tmp_path):
+    from harness import suites
+
+    (run,) = load_grid(write(tmp_path, BASE), method="pgd-at", student="tiny_cnn", seeds=[0]).runs
+    attacks = run.config["eval"]["attacks"]
+    assert list(attacks) == suites.WHITEBOX
+    assert attacks["pgd10"] == {"attack": "pgd", "steps": 10, "eps": 8 / 255, "step_size": 2 / 255}
+    assert attacks["cw2"] == {"attack": "cw2"}  # no eps: CW2 is unbounded
+    assert attacks["autoattack"]["eps"] == 8 / 255
