@@ -33,20 +33,65 @@ def bench() -> None:
     """Benchmark harness and leaderboard for adversarial distillation."""
 
 
+def grid_options(func: Any) -> Any:
+    """The flags that select cells of a grid (shared by run, status, plan and teachers)."""
+    for option in reversed(
+        [
+            GRID,
+            click.option("--method", help="Only this method or variant (default: the grid's)."),
+            click.option("--dataset", help="Override the grid's data set (npz:FILE for an .npz)."),
+            click.option("--teacher", help="Only this teacher of the grid."),
+            click.option("--student", help="Override the grid's students with this model."),
+            click.option(
+                "--epochs",
+                type=click.IntRange(min=1),
+                help="Shorter schedule; runs are labelled 'short'.",
+            ),
+            click.option(
+                "--seed",
+                "seeds",
+                type=int,
+                multiple=True,
+                help="Seeds (repeatable; default: the grid's).",
+            ),
+            click.option(
+                "--select-on",
+                type=click.Choice(["val", "test"]),
+                help="Checkpoint selection split.",
+            ),
+            STORE,
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def load_selected(
+    grid_name: str,
+    method: str | None,
+    dataset: str | None,
+    teacher: str | None,
+    student: str | None,
+    epochs: int | None,
+    seeds: tuple[int, ...],
+    select_on: str | None,
+) -> Any:
+    from harness.grid import load_grid
+
+    return load_grid(
+        grid_name,
+        method=method,
+        dataset=dataset,
+        teacher=teacher,
+        student=student,
+        epochs=epochs,
+        seeds=list(seeds) or None,
+        select_on=select_on,
+    )
+
+
 @bench.command()
-@GRID
-@click.option("--method", help="Run only this method (default: every method of the grid).")
-@click.option("--dataset", help="Override the grid's data set (npz:FILE for an .npz file).")
-@click.option("--teacher", help="Run only this teacher of the grid.")
-@click.option("--student", help="Override the grid's students with this model.")
-@click.option(
-    "--epochs", type=click.IntRange(min=1), help="Shorter schedule; runs are labelled 'short'."
-)
-@click.option(
-    "--seed", "seeds", type=int, multiple=True, help="Seeds (repeatable; default: the grid's)."
-)
-@click.option("--select-on", type=click.Choice(["val", "test"]), help="Checkpoint selection split.")
-@STORE
+@grid_options
 @click.option(
     "--data-root", envvar="BENCH_DATA", help="Folder with the data sets. Env: BENCH_DATA."
 )
@@ -58,6 +103,26 @@ def bench() -> None:
     help="Continue interrupted runs from their last checkpoint.",
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "slurm", "submitit-local"]),
+    default="local",
+    show_default=True,
+    help="local: here; slurm: submit through submitit; submitit-local: submitit's "
+    "local executor (same code path as slurm, on this machine).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Runs in parallel with --executor local (one GPU each).",
+)
+@click.option("--partition", help="Slurm partition (else the grid's [slurm] table).")
+@click.option("--time", "time_min", type=click.IntRange(min=1), help="Slurm time limit, minutes.")
+@click.option("--gpus", type=click.IntRange(min=0), help="GPUs per Slurm job.")
+@click.option("--cpus", type=click.IntRange(min=1), help="CPUs per Slurm job.")
+@click.option("--mem-gb", type=click.IntRange(min=1), help="Memory per Slurm job.")
 def run(
     grid_name: str,
     method: str | None,
@@ -72,50 +137,60 @@ def run(
     device: str,
     resume: bool,
     progress: bool,
+    executor: str,
+    workers: int,
+    partition: str | None,
+    time_min: int | None,
+    gpus: int | None,
+    cpus: int | None,
+    mem_gb: int | None,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.compat import resolve_device
-    from harness.grid import load_grid
+    from harness.executors import run_local, run_submitit, slurm_parameters
     from harness.leaderboard import leaderboard_markdown
-    from harness.runner import execute
     from harness.store import Store
 
-    grid = load_grid(
-        grid_name,
-        method=method,
-        dataset=dataset,
-        teacher=teacher,
-        student=student,
-        epochs=epochs,
-        seeds=list(seeds) or None,
-        select_on=select_on,
-    )
-    dev = resolve_device(device)
+    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
     st = Store(store)
-    needed = {r.needs for r in grid.runs if r.needs}
-    teachers = [r for r in grid.teacher_runs.values() if r.run_id in needed]
-    outcome: dict[str, int] = {}
-    click.echo(
-        f"grid {grid.name}: {len(teachers)} teacher run(s), {len(grid.runs)} run(s) on {dev}"
-    )
-    failed_teachers = set()
-    for spec in teachers + grid.runs:
-        if spec.needs in failed_teachers:
-            click.echo(f"skip {spec.run_id}: its teacher run {spec.needs} failed")
-            outcome["blocked"] = outcome.get("blocked", 0) + 1
-            continue
-        status = execute(
-            spec,
-            st,
-            device=dev,
-            data_root=data_root,
-            resume=resume,
-            progress=progress,
-            echo=click.echo,
+    if executor != "local":
+        params = slurm_parameters(
+            grid,
+            {
+                "partition": partition,
+                "time": time_min,
+                "gpus_per_node": gpus,
+                "cpus_per_task": cpus,
+                "mem_gb": mem_gb,
+            },
         )
-        outcome[status] = outcome.get(status, 0) + 1
-        if status == "failed" and spec.kind == "teacher":
-            failed_teachers.add(spec.run_id)
+        cluster = "slurm" if executor == "slurm" else "local"
+        jobs = run_submitit(
+            grid, st, cluster=cluster, params=params, data_root=data_root, echo=click.echo
+        )
+        click.echo(
+            f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
+            f"{grid.name} --store {store}"
+        )
+        if executor == "submitit-local":
+            for job in jobs:
+                job.result()
+            path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
+            click.echo(f"leaderboard written to {path}")
+        return
+    dev = resolve_device(device)
+    n_teachers = len({r.needs for r in grid.runs if r.needs})
+    click.echo(f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev}")
+    outcome = run_local(
+        grid,
+        st,
+        device=dev,
+        data_root=data_root,
+        resume=resume,
+        progress=progress,
+        workers=workers,
+        echo=click.echo,
+    )
     path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(outcome.items())))
     click.echo(f"leaderboard written to {path}")
@@ -129,6 +204,66 @@ def _write_leaderboard(store: Any, grid: str, text: str) -> Path:
     path = Path(store.root) / "leaderboards" / f"{grid}.md"
     write_text_atomic(text, path)
     return path
+
+
+@bench.command()
+@grid_options
+def status(
+    grid_name: str,
+    method: str | None,
+    dataset: str | None,
+    teacher: str | None,
+    student: str | None,
+    epochs: int | None,
+    seeds: tuple[int, ...],
+    select_on: str | None,
+    store: str,
+) -> None:
+    """Done / running / failed / pending, per cell of a grid."""
+    from harness.status import status_table
+
+    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
+    click.echo(status_table(grid, store))
+
+
+@bench.command()
+@grid_options
+def plan(
+    grid_name: str,
+    method: str | None,
+    dataset: str | None,
+    teacher: str | None,
+    student: str | None,
+    epochs: int | None,
+    seeds: tuple[int, ...],
+    select_on: str | None,
+    store: str,
+) -> None:
+    """The runs of a grid, their projected GPU-hours and the commands that run them."""
+    from harness.status import plan_table
+
+    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
+    click.echo(plan_table(grid, store))
+
+
+@bench.command()
+@grid_options
+def teachers(
+    grid_name: str,
+    method: str | None,
+    dataset: str | None,
+    teacher: str | None,
+    student: str | None,
+    epochs: int | None,
+    seeds: tuple[int, ...],
+    select_on: str | None,
+    store: str,
+) -> None:
+    """What each teacher of a grid is, where it comes from, and whether it is ready."""
+    from harness.status import teachers_table
+
+    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
+    click.echo(teachers_table(grid, store))
 
 
 @bench.command("list")

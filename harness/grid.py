@@ -41,6 +41,7 @@ TOP_KEYS = {
     "teacher",
     "method",
     "variant",
+    "slurm",
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
