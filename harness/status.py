@@ -119,6 +119,8 @@ def plan_table(grid: Grid, store_root: str | Path) -> str:
         )
         if cfg["teacher"]:
             command += f" --teacher {cfg['teacher']['name']}"
+        if spec.kind == "teacher":
+            command = "(trained by the first command of one of its students)"
         rows.append(
             {
                 "kind": spec.kind,
