@@ -123,13 +123,19 @@ def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
     return value
 
 
-def _names(raw: dict[str, Any], key: str, where: str, default: list | None = None) -> list:
+def _names(
+    raw: dict[str, Any],
+    key: str,
+    where: str,
+    default: list | None = None,
+    allow_empty: bool = False,
+) -> list:
     value = raw.get(key, default)
     if value is None:
         raise UserError(f"{where}: missing key {key!r}")
     if isinstance(value, str | int):
         value = [value]
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, list) or not (value or allow_empty):
         raise UserError(f"{where}: {key!r} must be a non-empty list, got {value!r}")
     return value
 
@@ -270,7 +276,7 @@ def load_grid(
     methods = [method] if method else _names(raw, "methods", where)
     students = [student] if student else _names(raw, "students", where)
     teacher_tables = _table(raw, "teacher", where)
-    teacher_names = _names(raw, "teachers", where, [])
+    teacher_names = _names(raw, "teachers", where, [], allow_empty=True)
     for t in teacher_names:
         if t not in teacher_tables:
             raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")

@@ -1,0 +1,146 @@
+"""Executing grids: failure isolation, parallel workers, submitit with a teacher dependency,
+and what ``bench status`` / ``plan`` report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from harness.executors import run_local, run_submitit, slurm_parameters
+from harness.grid import load_grid
+from harness.registry import METHODS
+from harness.status import plan_table, run_state, status_table
+from harness.store import Store
+from methods.base import Method
+
+FAST = """
+dataset = "digits"
+students = {students}
+methods = {methods}
+teachers = {teachers}
+seeds = [0]
+[threat]
+steps = 2
+[train]
+epochs = 1
+batch_size = 64
+lr = 0.1
+milestones = []
+select_steps = 1
+eval_batch_size = 512
+[eval]
+attacks = ["clean"]
+[teacher.t]
+model = "tiny_cnn"
+train = {{ method = "pgd-at", epochs = 1 }}
+"""
+
+
+def grid_file(tmp_path, students=("tiny_cnn",), methods=("pgd-at",), teachers=()):
+    path = tmp_path / "fast.toml"
+    path.write_text(
+        FAST.format(
+            students=json.dumps(list(students)),
+            methods=json.dumps(list(methods)),
+            teachers=json.dumps(list(teachers)),
+        )
+    )
+    return str(path)
+
+
+@pytest.fixture
+def exploding_method():
+    class Explode(Method):
+        needs_teacher = False
+
+        def perturb(self, student, teacher, x, y):
+            return x
+
+        def loss(self, student, teacher, x, x_adv, y, epoch=0):
+            raise RuntimeError("boom")
+
+    METHODS.register("explode")(Explode)
+    yield "explode"
+    METHODS._entries.pop("explode")
+
+
+def test_a_failing_run_does_not_stop_the_others(tmp_path, exploding_method):
+    grid = load_grid(grid_file(tmp_path, methods=[exploding_method, "pgd-at"]))
+    store = Store(tmp_path / "store")
+    lines = []
+    outcome = run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lines.append)
+    assert outcome == {"failed": 1, "complete": 1}
+    failed = next(r.run_id for r in grid.runs if r.run_id.startswith("explode"))
+    assert run_state(store, failed) == "failed"
+    assert (
+        "RuntimeError: boom"
+        in json.loads((store.run_dir(failed) / "status.json").read_text())["error"]
+    )
+    assert "Traceback" in (store.run_dir(failed) / "log.txt").read_text()
+    table = status_table(grid, store.root)
+    assert "1 done, 1 failed" in table and "RuntimeError: boom" in table
+    # a second invocation skips the complete run and retries the failed one
+    again = run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lines.append)
+    assert again == {"failed": 1, "skipped": 1}
+
+
+def test_parallel_workers(tmp_path):
+    grid = load_grid(grid_file(tmp_path, students=["tiny_cnn", "small_cnn"]))
+    store = Store(tmp_path / "store")
+    outcome = run_local(
+        grid, store, device=torch.device("cpu"), progress=False, workers=2, echo=lambda _: None
+    )
+    assert outcome == {"complete": 2}
+    assert set(store.frame("runs")["status"]) == {"complete"}
+    assert len(store.frame("results")) == 2
+
+
+def test_submitit_local_runs_teacher_before_student(tmp_path):
+    pytest.importorskip("submitit")
+    grid = load_grid(grid_file(tmp_path, methods=["dgad"], teachers=["t"]))
+    store = Store(tmp_path / "store")
+    jobs = run_submitit(
+        grid, store, cluster="local", params={"timeout_min": 10}, echo=lambda _: None
+    )
+    for job in jobs:
+        assert job.result() == "complete"
+    (teacher,) = grid.teacher_runs.values()
+    (student,) = grid.runs
+    t_status = json.loads((store.run_dir(teacher.run_id) / "status.json").read_text())
+    s_status = json.loads((store.run_dir(student.run_id) / "status.json").read_text())
+    assert t_status["status"] == s_status["status"] == "complete"
+    assert s_status["created_at"] >= t_status["updated_at"]  # the student started after
+    assert run_submitit(grid, store, cluster="local", params={}, echo=lambda _: None) == []
+
+
+def test_slurm_parameters_from_grid_and_flags(tmp_path):
+    path = tmp_path / "g.toml"
+    base = Path(grid_file(tmp_path)).read_text()
+    path.write_text(base + '[slurm]\npartition = "gpu"\ntime = 600\n')
+    grid = load_grid(str(path))
+    params = slurm_parameters(grid, {"time": 120, "gpus_per_node": None, "mem_gb": 64})
+    assert params == {
+        "slurm_partition": "gpu",
+        "timeout_min": 120,
+        "mem_gb": 64,
+        "gpus_per_node": 1,
+    }
+    path.write_text(path.read_text() + "colour = 1\n")
+    from harness.errors import UserError
+
+    with pytest.raises(UserError, match="unknown \\[slurm\\] key"):
+        slurm_parameters(load_grid(str(path)), {})
+
+
+def test_plan_uses_measured_throughput(tmp_path):
+    grid = load_grid(grid_file(tmp_path))
+    store = Store(tmp_path / "store")
+    assert "1 run(s) without a measured throughput" in plan_table(grid, store.root)
+    run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
+    longer = load_grid(grid_file(tmp_path), seeds=[1])
+    table = plan_table(longer, store.root)
+    assert "projected:" in table and "without a measured" not in table
+    assert "bench run --grid fast --method pgd-at --student tiny_cnn --seed 1" in table
