@@ -266,6 +266,35 @@ def teachers(
     click.echo(teachers_table(grid, store))
 
 
+@bench.group("store")
+def store_group() -> None:
+    """Check or rebuild the store's SQLite index from its run directories."""
+
+
+@store_group.command("check")
+@STORE
+def store_check(store: str) -> None:
+    """Verify that the index agrees with the run directories (exit 1 if not)."""
+    from harness.store import Store
+
+    st = Store(store)
+    problems = st.check()
+    for line in problems:
+        click.echo(line)
+    click.echo(f"{len(st.run_ids())} run(s), {len(problems)} problem(s)")
+    if problems:
+        sys.exit(1)
+
+
+@store_group.command("rebuild")
+@STORE
+def store_rebuild(store: str) -> None:
+    """Recreate the index from the run directories (the source of truth)."""
+    from harness.store import Store
+
+    click.echo(f"indexed {Store(store).rebuild_index()} run(s)")
+
+
 @bench.command("list")
 @click.argument("kind", type=click.Choice(["methods", "models", "datasets", "attacks", "grids"]))
 @click.argument("pattern", required=False)

@@ -239,3 +239,25 @@ class Store:
             for run_id in ids:
                 self._index_run(conn, run_id)
         return len(ids)
+
+    def check(self) -> list[str]:
+        """Differences between the index and the run directories (empty when consistent)."""
+        problems = []
+        runs = self.frame("runs").set_index("run_id")
+        results = self.frame("results")
+        ids = set(self.run_ids())
+        for run_id in sorted(ids - set(runs.index)):
+            problems.append(f"{run_id}: run directory not in the index")
+        for run_id in sorted(set(runs.index) - ids):
+            problems.append(f"{run_id}: indexed, but its run directory is gone")
+        for run_id in sorted(ids & set(runs.index)):
+            status = self.status(run_id) or "running"
+            if runs.loc[run_id, "status"] != status:
+                problems.append(
+                    f"{run_id}: index says {runs.loc[run_id, 'status']}, directory says {status}"
+                )
+            want = {k: v["accuracy"] for k, v in self.metrics(run_id).get("results", {}).items()}
+            have = dict(results.loc[results["run_id"] == run_id, ["attack", "accuracy"]].values)
+            if want != have:
+                problems.append(f"{run_id}: index results differ from metrics.json")
+        return problems

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -118,14 +119,14 @@ def train(
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 
     last_path = ckpt_dir / "last.pt"
-    if resume and last_path.exists():
-        state = load_checkpoint(last_path)
+    state = _resume_state(ckpt_dir, log) if resume else None
+    if state is not None:
         student.load_state_dict(state["student"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
         method.load_state_dict(state["method"])
         start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        log(f"resumed from {last_path} after epoch {state['epoch']}")
+        log(f"resumed after epoch {state['epoch']}")
 
     t_start = time.perf_counter()
     seen = 0
@@ -201,6 +202,8 @@ def train(
                 {"epoch": epoch, "student": student.state_dict(), "metrics": record},
                 ckpt_dir / "best.pt",
             )
+        if last_path.exists():
+            os.replace(last_path, ckpt_dir / "prev.pt")  # the fallback if last.pt is damaged
         save_atomic(
             {
                 "epoch": epoch,
@@ -225,3 +228,20 @@ def train(
         wall_time_s=wall,
         images_per_s=seen / wall if seen and wall > 0 else math.nan,
     )
+
+
+def _resume_state(ckpt_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The newest readable checkpoint of ``last.pt`` and ``prev.pt``; a damaged one is reported
+    in one line and skipped."""
+    for name in ("last.pt", "prev.pt"):
+        path = ckpt_dir / name
+        if not path.exists():
+            continue
+        try:
+            state = load_checkpoint(path)
+            if not {"epoch", "student", "optimizer", "scheduler", "history"} <= set(state):
+                raise UserError(f"checkpoint {path} is incomplete")
+            return state
+        except UserError as exc:
+            log(f"warning: {exc}; falling back to an earlier checkpoint")
+    return None

@@ -29,7 +29,20 @@ def bench(capsys, *args: str) -> tuple[int, str, str]:
 
 @pytest.mark.parametrize(
     "args",
-    [[], ["run"], ["eval"], ["list"], ["show"], ["leaderboard"], ["new-method"]],
+    [
+        [],
+        ["run"],
+        ["eval"],
+        ["list"],
+        ["show"],
+        ["leaderboard"],
+        ["new-method"],
+        ["status"],
+        ["plan"],
+        ["teachers"],
+        ["store", "check"],
+        ["store", "rebuild"],
+    ],
 )
 def test_help_everywhere(capsys, args):
     code, out, _ = bench(capsys, *args, "--help")

@@ -110,3 +110,23 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(runs) == workers * per == len(st.run_ids())
     assert set(runs["status"]) == {"complete"}
     assert len(st.frame("results", "g")) == 2 * workers * per
+
+
+def test_check_and_rebuild(tmp_path):
+    st = Store(tmp_path)
+    for i in range(3):
+        st.begin(f"run-{i}", config(i))
+        st.finish(f"run-{i}", metrics(0.1 * i))
+    assert st.check() == []
+    import sqlite3
+
+    with sqlite3.connect(st.index_path) as conn:
+        conn.execute("DELETE FROM runs WHERE run_id = 'run-1'")
+        conn.execute("UPDATE results SET accuracy = 0.99 WHERE run_id = 'run-2'")
+    problems = st.check()
+    assert problems == [
+        "run-1: run directory not in the index",
+        "run-2: index results differ from metrics.json",
+    ]
+    st.rebuild_index()
+    assert st.check() == []

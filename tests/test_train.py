@@ -137,3 +137,28 @@ def test_nan_loss_stops_with_epoch_and_step(tmp_path):
 def test_bad_schedule(bad):
     with pytest.raises(UserError):
         cfg(**bad)
+
+
+def test_damaged_last_checkpoint_falls_back_to_the_previous_one(tmp_path):
+    ref, _ = run(tmp_path / "ref")
+    data = synthetic_splits()
+    with pytest.raises(Killed):
+        train(
+            tiny_net(),
+            KillAt(method(), epoch=2, step=1),
+            data,
+            cfg(),
+            ckpt_dir=tmp_path / "k",
+            progress=False,
+            log=lambda _: None,
+        )
+    last = tmp_path / "k" / "last.pt"
+    assert load_checkpoint(tmp_path / "k" / "prev.pt")["epoch"] == 0
+    last.write_bytes(last.read_bytes()[:100])  # truncated, as by a full disk
+    lines = []
+    resumed = tiny_net(seed=9)
+    train(resumed, method(), data, cfg(), ckpt_dir=tmp_path / "k", progress=False, log=lines.append)
+    assert any("cannot load checkpoint" in line and "falling back" in line for line in lines)
+    assert "resumed after epoch 0" in lines
+    for a, b in zip(ref.state_dict().values(), resumed.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
