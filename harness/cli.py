@@ -66,28 +66,11 @@ def grid_options(func: Any) -> Any:
     return func
 
 
-def load_selected(
-    grid_name: str,
-    method: str | None,
-    dataset: str | None,
-    teacher: str | None,
-    student: str | None,
-    epochs: int | None,
-    seeds: tuple[int, ...],
-    select_on: str | None,
-) -> Any:
+def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any) -> Any:
+    """The grid with the cells the flags select (``seeds`` empty: the grid's own)."""
     from harness.grid import load_grid
 
-    return load_grid(
-        grid_name,
-        method=method,
-        dataset=dataset,
-        teacher=teacher,
-        student=student,
-        epochs=epochs,
-        seeds=list(seeds) or None,
-        select_on=select_on,
-    )
+    return load_grid(grid_name, seeds=list(seeds) or None, **selection)
 
 
 @bench.command()
@@ -124,14 +107,6 @@ def load_selected(
 @click.option("--cpus", type=click.IntRange(min=1), help="CPUs per Slurm job.")
 @click.option("--mem-gb", type=click.IntRange(min=1), help="Memory per Slurm job.")
 def run(
-    grid_name: str,
-    method: str | None,
-    dataset: str | None,
-    teacher: str | None,
-    student: str | None,
-    epochs: int | None,
-    seeds: tuple[int, ...],
-    select_on: str | None,
     store: str,
     data_root: str | None,
     device: str,
@@ -144,6 +119,7 @@ def run(
     gpus: int | None,
     cpus: int | None,
     mem_gb: int | None,
+    **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.compat import resolve_device
@@ -151,7 +127,7 @@ def run(
     from harness.leaderboard import leaderboard_markdown
     from harness.store import Store
 
-    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
+    grid = load_selected(**selection)
     st = Store(store)
     if executor != "local":
         params = slurm_parameters(
@@ -208,62 +184,29 @@ def _write_leaderboard(store: Any, grid: str, text: str) -> Path:
 
 @bench.command()
 @grid_options
-def status(
-    grid_name: str,
-    method: str | None,
-    dataset: str | None,
-    teacher: str | None,
-    student: str | None,
-    epochs: int | None,
-    seeds: tuple[int, ...],
-    select_on: str | None,
-    store: str,
-) -> None:
-    """Done / running / failed / pending, per cell of a grid."""
+def status(store: str, **selection: Any) -> None:
+    """Done / running / interrupted / failed / pending, per cell of a grid."""
     from harness.status import status_table
 
-    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
-    click.echo(status_table(grid, store))
+    click.echo(status_table(load_selected(**selection), store))
 
 
 @bench.command()
 @grid_options
-def plan(
-    grid_name: str,
-    method: str | None,
-    dataset: str | None,
-    teacher: str | None,
-    student: str | None,
-    epochs: int | None,
-    seeds: tuple[int, ...],
-    select_on: str | None,
-    store: str,
-) -> None:
+def plan(store: str, **selection: Any) -> None:
     """The runs of a grid, their projected GPU-hours and the commands that run them."""
     from harness.status import plan_table
 
-    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
-    click.echo(plan_table(grid, store))
+    click.echo(plan_table(load_selected(**selection), store))
 
 
 @bench.command()
 @grid_options
-def teachers(
-    grid_name: str,
-    method: str | None,
-    dataset: str | None,
-    teacher: str | None,
-    student: str | None,
-    epochs: int | None,
-    seeds: tuple[int, ...],
-    select_on: str | None,
-    store: str,
-) -> None:
+def teachers(store: str, **selection: Any) -> None:
     """What each teacher of a grid is, where it comes from, and whether it is ready."""
     from harness.status import teachers_table
 
-    grid = load_selected(grid_name, method, dataset, teacher, student, epochs, seeds, select_on)
-    click.echo(teachers_table(grid, store))
+    click.echo(teachers_table(load_selected(**selection), store))
 
 
 @bench.group("store")

@@ -13,13 +13,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, kl, kl_logits
+from methods.common import REDUCTIONS, forward_both, kl, kl_logits
 
 
 def adaptive_attack(method: Method, student: nn.Module, teacher: nn.Module, x: Tensor) -> Tensor:
@@ -58,11 +57,7 @@ class AdaAD(Method):
         return adaptive_attack(self, student, teacher, x)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        clean_logits = student(x)
-        adv_logits = student(x_adv)
-        with torch.no_grad():
-            t_clean = teacher(x)
-            t_adv = teacher(x_adv)
+        clean_logits, adv_logits, t_clean, t_adv = forward_both(student, teacher, x, x_adv)
         loss = adaad_loss(
             adv_logits,
             clean_logits,

@@ -18,10 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks.pgd import ce_sum
-from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import soft_cross_entropy
+from methods.common import ce_attack, soft_cross_entropy
 
 
 def akd_loss(adv_logits: Tensor, teacher_adv_logits: Tensor, y: Tensor, alpha: float) -> Tensor:
@@ -39,8 +37,7 @@ class AKD(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with eval_mode(student):
-            return self.pgd(lambda xa: ce_sum(student(xa), y), x, self.init)
+        return ce_attack(self, student, x, y, self.init)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         with torch.no_grad():

@@ -16,10 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks.pgd import ce_sum
-from harness.modes import train_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, kl_logits
+from methods.common import REDUCTIONS, ce_attack, kl_logits
 
 
 def ard_loss(
@@ -36,12 +34,6 @@ def ard_loss(
     return alpha * temperature**2 * kd + (1 - alpha) * F.cross_entropy(clean_logits, y)
 
 
-def ce_attack_train_mode(method: Method, student: nn.Module, x: Tensor, y: Tensor) -> Tensor:
-    """ARD/IAD's inner loop: CE, uniform start, the student's BN in train mode."""
-    with train_mode(student):
-        return method.pgd(lambda xa: ce_sum(student(xa), y), x, "uniform")
-
-
 @register_method("ard")
 class ARD(Method):
     defaults = {"alpha": 1.0, "temperature": 30.0, "kl_reduction": "elementwise"}
@@ -52,7 +44,7 @@ class ARD(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        return ce_attack_train_mode(self, student, x, y)
+        return ce_attack(self, student, x, y, "uniform", bn_train=True)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
+
+from harness.attacks.pgd import ce_sum
+from harness.modes import set_mode
 
 REDUCTIONS = ("batchmean", "elementwise", "sum", "none")
 
@@ -64,3 +69,22 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
     """``z_y − max_{c≠y} z_c``: negative exactly when the sample is misclassified."""
     rows = torch.arange(len(y), device=y.device)
     return logits[rows, y] - logits[rows, top_wrong_class(logits, y)]
+
+
+def ce_attack(
+    method: Any, student: nn.Module, x: Tensor, y: Tensor, init: str, bn_train: bool = False
+) -> Tensor:
+    """The CE inner maximisation Σ_i CE(S(x'_i), y_i) under ``method``'s threat model; the
+    student's BN in eval mode (Madry, MART, AKD, GACD) or train mode (ARD, IAD)."""
+    with set_mode(bn_train, student):
+        return method.pgd(lambda xa: ce_sum(student(xa), y), x, init)
+
+
+def forward_both(
+    student: nn.Module, teacher: nn.Module, x: Tensor, x_adv: Tensor
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(S(x), S(x'), T(x), T(x')): the student with gradients, the teacher without."""
+    clean, adv = student(x), student(x_adv)
+    with torch.no_grad():
+        t_clean, t_adv = teacher(x), teacher(x_adv)
+    return clean, adv, t_clean, t_adv

@@ -36,7 +36,7 @@ from torch import Tensor, nn
 
 from methods.adaad import adaptive_attack
 from methods.base import Method, register_method
-from methods.common import kl, margin, swap_logits, top_wrong_class
+from methods.common import forward_both, kl, margin, swap_logits, top_wrong_class
 
 LABEL_FIXES = ("swap", "smooth", "mix")
 
@@ -137,11 +137,7 @@ class DGAD(Method):
         return adaptive_attack(self, student, teacher, x)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        clean_logits = student(x)
-        adv_logits = student(x_adv)
-        with torch.no_grad():
-            t_clean = teacher(x)
-            t_adv = teacher(x_adv)
+        clean_logits, adv_logits, t_clean, t_adv = forward_both(student, teacher, x, x_adv)
         weighting = "standard"
         if self.mobilenet_weighting != "off" and is_mobilenet_v2(student):
             weighting = self.mobilenet_weighting

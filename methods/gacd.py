@@ -25,11 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks.pgd import ce_sum
 from harness.models import features
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import kl_logits
+from methods.common import ce_attack, kl_logits
 
 
 def info_nce(
@@ -114,8 +113,7 @@ class GACD(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with eval_mode(student):
-            return self.pgd(lambda xa: ce_sum(student(xa), y), x, "uniform")
+        return ce_attack(self, student, x, y, "uniform")
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         if self.heads is None:

@@ -14,13 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from methods.ard import ce_attack_train_mode
 from methods.base import Method, register_method
-from methods.common import kl, kl_logits
+from methods.common import ce_attack, forward_both, kl, kl_logits
 
 
 def iad_loss(
@@ -54,14 +52,10 @@ class IAD(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        return ce_attack_train_mode(self, student, x, y)
+        return ce_attack(self, student, x, y, "uniform", bn_train=True)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        adv_logits = student(x_adv)
-        clean_logits = student(x)
-        with torch.no_grad():
-            t_clean = teacher(x)
-            t_adv = teacher(x_adv)
+        clean_logits, adv_logits, t_clean, t_adv = forward_both(student, teacher, x, x_adv)
         loss = iad_loss(
             adv_logits,
             clean_logits,

@@ -15,10 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks.pgd import ce_sum
-from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import top_wrong_class
+from methods.common import ce_attack, top_wrong_class
 
 
 def mart_loss(clean_logits: Tensor, adv_logits: Tensor, y: Tensor, beta: float) -> Tensor:
@@ -42,8 +40,7 @@ class MART(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with eval_mode(student):
-            return self.pgd(lambda xa: ce_sum(student(xa), y), x, self.init)
+        return ce_attack(self, student, x, y, self.init)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         loss = mart_loss(student(x), student(x_adv), y, self.beta)

@@ -12,9 +12,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.attacks.pgd import ce_sum
-from harness.modes import eval_mode
 from methods.base import Method, register_method
+from methods.common import ce_attack
 
 
 def pgd_at_loss(adv_logits: Tensor, y: Tensor) -> Tensor:
@@ -30,8 +29,7 @@ class PGDAT(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with eval_mode(student):
-            return self.pgd(lambda xa: ce_sum(student(xa), y), x, self.init)
+        return ce_attack(self, student, x, y, self.init)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)
