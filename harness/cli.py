@@ -286,21 +286,39 @@ def show(run_ref: str, store: str) -> None:
 @GRID
 @STORE
 @click.option(
-    "--output", type=click.Path(dir_okay=False), help="Also write the table to this file."
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "html", "csv", "latex"]),
+    default="md",
+    show_default=True,
+    help="Markdown, a self-contained HTML page, CSV, or LaTeX.",
 )
-def leaderboard(grid_name: str, store: str, output: str | None) -> None:
-    """Print a grid's leaderboard (Markdown) from the store's index."""
+@click.option("--output", type=click.Path(dir_okay=False), help="Write to this file.")
+def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> None:
+    """A grid's leaderboard: one table per (data set, teacher, student), from the store."""
+    from harness import leaderboard as lb
     from harness.grid import grid_path
-    from harness.leaderboard import leaderboard_markdown
     from harness.store import Store
 
     name = grid_path(grid_name).stem
-    text = leaderboard_markdown(Store(store), name)
-    click.echo(text)
+    tables = lb.leaderboard_tables(Store(store), name)
+    if fmt == "html":
+        from harness.html import render_html
+
+        text = render_html(tables, name)
+    else:
+        text = {
+            "md": lambda: lb.to_markdown(tables, name),
+            "csv": lambda: lb.to_csv(tables),
+            "latex": lambda: lb.to_latex(tables),
+        }[fmt]()
     if output:
         from harness.checkpoints import write_text_atomic
 
         write_text_atomic(text, Path(output))
+        click.echo(f"leaderboard written to {output}")
+    else:
+        click.echo(text)
 
 
 @bench.command("eval")

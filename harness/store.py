@@ -37,7 +37,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
     epochs INTEGER, full_epochs INTEGER, schedule TEXT,
     status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
-    flags TEXT
+    flags TEXT, config_hash TEXT, provenance TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
@@ -49,6 +49,7 @@ CREATE TABLE IF NOT EXISTS grid_runs (
 """
 
 STATUSES = ("running", "complete", "failed")
+SCHEMA_VERSION = 2  # bump when SCHEMA changes: older indexes are rebuilt on first write
 
 
 def _read_json(path: Path) -> Any:
@@ -78,9 +79,17 @@ class Store:
         with self._db() as conn:
             conn.execute("BEGIN IMMEDIATE")
             try:
+                outdated = conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION
+                if outdated:  # an index of another version: rebuilt from the run directories
+                    for table in ("runs", "results", "grid_runs"):
+                        conn.execute(f"DROP TABLE IF EXISTS {table}")
                 for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():
                         conn.execute(stmt)
+                if outdated:
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    for run_id in self.run_ids():
+                        self._index_run(conn, run_id)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
@@ -96,7 +105,7 @@ class Store:
         teacher = config.get("teacher") or {}
         train = config.get("train", {})
         conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 config.get("kind"),
@@ -114,6 +123,8 @@ class Store:
                 status.get("updated_at"),
                 metrics.get("wall_time_s"),
                 canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
+                run_id.rsplit("-", 1)[-1],
+                canonical_json(metrics.get("provenance", {})),
             ),
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
