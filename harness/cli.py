@@ -400,6 +400,41 @@ def new_method(name: str, methods_dir: str | None, tests_dir: str) -> None:
     click.echo(f"try it: bench run --method {name} --grid smoke")
 
 
+@bench.command()
+@click.option("--paper", required=True, help="The paper whose tables to reproduce (dgad).")
+@click.option("--table", "table_id", help="One table by number (e.g. 4); default: every table.")
+@click.option("--all", "all_tables", is_flag=True, help="Every table of the paper (the default).")
+@click.option(
+    "--missing",
+    is_flag=True,
+    help="Print the bench commands that fill the empty cells instead of the tables.",
+)
+@STORE
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md"]),
+    default="md",
+    show_default=True,
+    help="Markdown.",
+)
+def report(
+    paper: str, table_id: str | None, all_tables: bool, missing: bool, store: str, fmt: str
+) -> None:
+    """A paper's tables beside ours: ours / paper (ours − paper) per cell, from the store."""
+    from harness.report import build_reports, missing_commands, report_markdown
+    from harness.store import Store
+
+    if table_id is not None and all_tables:
+        raise UserError("give --table N or --all, not both")
+    tables = build_reports(Store(store), paper=paper, table=table_id)
+    if missing:
+        for line in missing_commands(tables):
+            click.echo(line)
+    else:
+        click.echo(report_markdown(tables))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors → one line on stderr and exit code 2."""
     try:
