@@ -1,0 +1,51 @@
+"""Shared fixtures: a headless Chromium for the tests that check pages in a real browser."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def _install_chromium() -> str | None:
+    """Install Debian's chromium with apt-get; the reason it failed, or None."""
+    if not shutil.which("apt-get"):
+        return "apt-get not available"
+    if os.geteuid() != 0:
+        return "not root, cannot apt-get install chromium"
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    try:
+        for cmd in (
+            ["apt-get", "update", "-qq"],
+            ["apt-get", "install", "-y", "-qq", "chromium"],
+        ):
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=900)
+            if proc.returncode != 0:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["?"]
+                return f"{' '.join(cmd)} failed: {tail[0]}"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"apt-get failed: {exc}"
+    return None
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """The path of a working headless chromium; installed with apt-get when absent, else skip."""
+    binary = str(CHROMIUM) if CHROMIUM.exists() else shutil.which("chromium")
+    if binary is None:
+        reason = _install_chromium()
+        if reason:
+            pytest.skip(f"chromium not available: {reason}")
+        binary = str(CHROMIUM)
+    try:
+        proc = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        pytest.skip(f"chromium does not start: {exc}")
+    if proc.returncode != 0 or "Chromium" not in proc.stdout:
+        pytest.skip(f"chromium does not start: {proc.stderr.strip()[-200:]}")
+    return binary
