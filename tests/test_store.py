@@ -97,7 +97,8 @@ def _writer(root: str, worker: int, n: int) -> None:
 
 
 def test_concurrent_writers_lose_nothing(tmp_path):
-    workers, per = 4, 15
+    """Eight processes, 320 runs in all, into one store at once: no row lost, index consistent."""
+    workers, per = 8, 40
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_writer, args=(str(tmp_path), w, per)) for w in range(workers)]
     for p in procs:
@@ -110,6 +111,7 @@ def test_concurrent_writers_lose_nothing(tmp_path):
     assert len(runs) == workers * per == len(st.run_ids())
     assert set(runs["status"]) == {"complete"}
     assert len(st.frame("results", "g")) == 2 * workers * per
+    assert st.check() == []
 
 
 def test_check_and_rebuild(tmp_path):
