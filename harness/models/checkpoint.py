@@ -24,18 +24,6 @@ _PREFIXES = ("module.", "_orig_mod.", "model.")
 _SHOWN = 3  # how many key names one error line lists
 
 
-def check_dims(arch: str, num_classes: int, image_size: int, min_size: int = 8) -> None:
-    """Reject class counts and image sizes a network cannot be built for, as a user error."""
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise UserError(
-            f"model {arch!r}: num_classes must be a positive integer, not {num_classes!r}"
-        )
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < min_size:
-        raise UserError(
-            f"model {arch!r}: image_size must be an integer >= {min_size}, not {image_size!r}"
-        )
-
-
 def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """A plain state dict from a checkpoint object, whatever wrapped it.
 

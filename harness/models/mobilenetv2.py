@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.checkpoint import check_dims
+from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
 
 # (expansion, out_planes, num_blocks, stride)
@@ -53,7 +53,7 @@ class Block(nn.Module):
         return out + self.shortcut(x) if self.stride == 1 else out
 
 
-class MobileNetV2(nn.Module):
+class MobileNetV2(Classifier):
     def __init__(self, num_classes: int = 10, image_size: int = 32, arch: str = "") -> None:
         super().__init__()
         self.arch = arch
@@ -80,9 +80,6 @@ class MobileNetV2(nn.Module):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.linear(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("mobilenet_v2")

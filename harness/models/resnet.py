@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.checkpoint import check_dims
+from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
 
 
@@ -36,7 +36,7 @@ class BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     def __init__(
         self, num_blocks: list[int], num_classes: int = 10, image_size: int = 32, arch: str = ""
     ) -> None:
@@ -67,9 +67,6 @@ class ResNet(nn.Module):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.linear(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("resnet18")

@@ -10,11 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.checkpoint import check_dims
+from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(Classifier):
     """Conv + BN + ReLU stages given as (channels, kernel, stride), then global pooling.
 
     The first stage is a 4x4 "patchify" conv with stride 4: CPU convolutions at full 32x32
@@ -50,9 +50,6 @@ class SmallCNN(nn.Module):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.classifier(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("small_cnn")

@@ -11,13 +11,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.models.checkpoint import check_dims
+from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
 
 CFG16 = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
 
 
-class VGG(nn.Module):
+class VGG(Classifier):
     def __init__(
         self, cfg: list[int | str], num_classes: int = 10, image_size: int = 32, arch: str = ""
     ) -> None:
@@ -46,9 +46,6 @@ class VGG(nn.Module):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.classifier(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 @MODELS.register("vgg16_bn")

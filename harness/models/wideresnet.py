@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from harness.errors import UserError
-from harness.models.checkpoint import check_dims
+from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
 
 
@@ -75,7 +75,7 @@ class NetworkBlock(nn.Module):
         return self.layer(x)
 
 
-class WideResNet(nn.Module):
+class WideResNet(Classifier):
     def __init__(
         self,
         depth: int = 34,
@@ -126,9 +126,6 @@ class WideResNet(nn.Module):
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.fc(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def _check_flag(arch: str, sub_block1: object) -> None:
