@@ -21,13 +21,13 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from tqdm.auto import tqdm
 
 from harness.checkpoints import save_atomic
 from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed
 from harness.data import ArraySet, batches
 from harness.modes import eval_mode
+from harness.progress import image_bar
 from harness.suites import EPS_SWEEP
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
@@ -49,14 +49,7 @@ def correct_mask(
     out = []
     with (
         eval_mode(model),
-        tqdm(
-            total=len(data),
-            desc=desc,
-            unit="img",
-            unit_scale=True,
-            leave=False,
-            disable=None if progress else True,
-        ) as bar,
+        image_bar(len(data), desc, progress) as bar,
     ):
         for x, y in batches(data, batch_size, device=device):
             x_in = attack(model, x, y) if attack is not None else x
@@ -121,15 +114,7 @@ def run_attack(
     eps = (config or {}).get("eps")
     with (
         eval_mode(model),
-        tqdm(
-            total=len(data),
-            initial=min(done * batch_size, len(data)),
-            desc=name,
-            unit="img",
-            unit_scale=True,
-            leave=False,
-            disable=None if progress else True,
-        ) as bar,
+        image_bar(len(data), name, progress, initial=min(done * batch_size, len(data))) as bar,
     ):
         for b, (x, y) in enumerate(batches(data, batch_size, device=device)):
             if b < done:

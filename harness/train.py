@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from harness.attacks.linf import PGD
 from harness.checkpoints import save_atomic
@@ -28,6 +27,7 @@ from harness.config import derive_seed
 from harness.data import DatasetSplits, batches
 from harness.errors import TrainingDiverged, UserError
 from harness.evaluate import accuracy
+from harness.progress import image_bar
 
 SELECT_ON = ("val", "test")
 
@@ -138,14 +138,7 @@ def train(
         sums: dict[str, torch.Tensor] = {}
         n_seen = 0
         t_epoch = time.perf_counter()
-        bar = tqdm(
-            total=len(data.train),
-            desc=f"epoch {epoch + 1}/{cfg.epochs}",
-            unit="img",
-            unit_scale=True,
-            disable=None if progress else True,  # None: only on a terminal
-            leave=False,
-        )
+        bar = image_bar(len(data.train), f"epoch {epoch + 1}/{cfg.epochs}", progress)
         for step, (x, y) in enumerate(
             batches(
                 data.train, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
