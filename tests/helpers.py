@@ -54,3 +54,29 @@ def tiny_net(seed: int = 0, classes: int = 3) -> TinyNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return TinyNet(classes)
+
+
+class FeatureMLP(nn.Module):
+    """Flatten -> Linear(in_dim, hidden) -> tanh -> Linear(hidden, classes), no BN: small
+    enough that every method's loss can be written out by hand in the tests."""
+
+    def __init__(
+        self, seed: int, hidden: int = 6, scale: float = 1.0, in_dim: int = 48, classes: int = 4
+    ) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.fc2 = nn.Linear(hidden, classes)
+        self.num_features = hidden
+        with torch.no_grad():
+            for p in self.parameters():
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.fc1(x.flatten(1)))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))

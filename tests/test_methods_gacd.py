@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 import harness
+from tests.helpers import FeatureMLP as MLP
 
 B, C = 8, 4
 SHAPE = (3, 4, 4)
@@ -28,27 +29,6 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class MLP(nn.Module):
-    def __init__(self, seed: int, hidden: int, scale: float = 1.0) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.fc1 = nn.Linear(D, hidden)
-        self.fc2 = nn.Linear(hidden, C)
-        self.num_features = hidden
-        with torch.no_grad():
-            for p in self.parameters():
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.fc1(x.flatten(1)))
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def batch(seed: int, n: int = B):
