@@ -15,7 +15,7 @@ import torch
 import harness
 from tests.helpers import FeatureMLP as MLP
 
-B, C, H = 8, 4, 6
+B, C = 8, 4
 SHAPE = (3, 4, 4)
 D = 3 * 4 * 4
 
