@@ -87,6 +87,15 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
 )
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Progress bars.")
 @click.option(
+    "--fast",
+    envvar="BENCH_FAST",
+    default="auto",
+    show_default=True,
+    help="Training fast path: auto (all on CUDA, off on CPU), off, all, or switches "
+    "resident,amp,channels_last,compile,fused applied in order, e.g. auto,-compile. "
+    "Env: BENCH_FAST.",
+)
+@click.option(
     "--executor",
     type=click.Choice(["local", "slurm", "submitit-local"]),
     default="local",
@@ -112,6 +121,7 @@ def run(
     device: str,
     resume: bool,
     progress: bool,
+    fast: str,
     executor: str,
     workers: int,
     partition: str | None,
@@ -124,9 +134,11 @@ def run(
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.compat import resolve_device
     from harness.executors import run_local, run_submitit, slurm_parameters
+    from harness.fast import FastPath
     from harness.leaderboard import leaderboard_markdown
     from harness.store import Store
 
+    FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
     grid = load_selected(**selection)
     st = Store(store)
     if executor != "local":
@@ -142,7 +154,13 @@ def run(
         )
         cluster = "slurm" if executor == "slurm" else "local"
         jobs = run_submitit(
-            grid, st, cluster=cluster, params=params, data_root=data_root, echo=click.echo
+            grid,
+            st,
+            cluster=cluster,
+            params=params,
+            data_root=data_root,
+            echo=click.echo,
+            fast=fast,
         )
         click.echo(
             f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
@@ -156,7 +174,10 @@ def run(
         return
     dev = resolve_device(device)
     n_teachers = len({r.needs for r in grid.runs if r.needs})
-    click.echo(f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev}")
+    click.echo(
+        f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev} "
+        f"(fast path: {FastPath.parse(fast, dev)})"
+    )
     outcome = run_local(
         grid,
         st,
@@ -166,6 +187,7 @@ def run(
         progress=progress,
         workers=workers,
         echo=click.echo,
+        fast=fast,
     )
     path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(outcome.items())))

@@ -44,6 +44,7 @@ def run_one(
     resume: bool,
     progress: bool,
     echo: Callable[[str], None],
+    fast: str = "auto",
 ) -> str:
     """``execute`` with failure isolation: anything but a user error marks the run failed."""
     from harness.runner import execute
@@ -57,6 +58,7 @@ def run_one(
             resume=resume,
             progress=progress,
             echo=echo,
+            fast=fast,
         )
     except (UserError, KeyboardInterrupt):
         raise
@@ -79,11 +81,12 @@ def run_local(
     progress: bool = True,
     workers: int = 1,
     echo: Callable[[str], None] = print,
+    fast: str = "auto",
 ) -> dict[str, int]:
     """Teachers, then students; ``workers`` > 1 runs each phase in parallel processes."""
     teachers, students = ordered_runs(grid, store)
     outcome: dict[str, int] = {}
-    kw = {"data_root": data_root, "resume": resume}
+    kw = {"data_root": data_root, "resume": resume, "fast": fast}
     for phase in (teachers, students):
         runnable = []
         for spec in phase:
@@ -121,7 +124,13 @@ def _init_worker(queue: Any) -> None:
 
 
 def _worker(
-    run_id: str, config: dict, needs: str | None, root: str, data_root: str | None, resume: bool
+    run_id: str,
+    config: dict,
+    needs: str | None,
+    root: str,
+    data_root: str | None,
+    resume: bool,
+    fast: str,
 ) -> tuple[str, str, list[str]]:
     lines: list[str] = []
     spec = RunSpec(run_id=run_id, config=config, needs=needs)
@@ -133,6 +142,7 @@ def _worker(
         resume=resume,
         progress=False,
         echo=lines.append,
+        fast=fast,
     )
     return run_id, status, lines
 
@@ -161,7 +171,14 @@ def _parallel(
     ) as pool:
         futures = [
             pool.submit(
-                _worker, s.run_id, s.config, s.needs, str(store.root), kw["data_root"], kw["resume"]
+                _worker,
+                s.run_id,
+                s.config,
+                s.needs,
+                str(store.root),
+                kw["data_root"],
+                kw["resume"],
+                kw["fast"],
             )
             for s in specs
         ]
@@ -191,7 +208,14 @@ def slurm_parameters(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
-def _job(run_id: str, config: dict, needs: str | None, root: str, data_root: str | None) -> str:
+def _job(
+    run_id: str,
+    config: dict,
+    needs: str | None,
+    root: str,
+    data_root: str | None,
+    fast: str = "auto",
+) -> str:
     """What one Slurm (or submitit-local) job runs."""
     from harness.compat import default_device
 
@@ -204,6 +228,7 @@ def _job(run_id: str, config: dict, needs: str | None, root: str, data_root: str
         resume=True,
         progress=False,
         echo=print,
+        fast=fast,
     )
 
 
@@ -216,6 +241,7 @@ def run_submitit(
     data_root: str | None = None,
     folder: Path | None = None,
     echo: Callable[[str], None] = print,
+    fast: str = "auto",
 ) -> list[Any]:
     """Submit the grid through submitit: teachers first, each teacher's students as one job
     array that depends on it (``afterok``); with ``cluster="local"`` (tests, a workstation)
@@ -234,7 +260,7 @@ def run_submitit(
     for spec in teachers:
         if store.status(spec.run_id) == "complete":
             continue
-        job = executor.submit(_job, spec.run_id, spec.config, None, root, data_root)
+        job = executor.submit(_job, spec.run_id, spec.config, None, root, data_root, fast)
         teacher_jobs[spec.run_id] = job
         jobs.append(job)
         echo(f"submitted teacher {spec.run_id} as job {job.job_id}")
@@ -255,7 +281,8 @@ def run_submitit(
         executor.update_parameters(**extra)
         with executor.batch():
             array = [
-                executor.submit(_job, s.run_id, s.config, s.needs, root, data_root) for s in specs
+                executor.submit(_job, s.run_id, s.config, s.needs, root, data_root, fast)
+                for s in specs
             ]
         jobs.extend(array)
         echo(

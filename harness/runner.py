@@ -19,6 +19,7 @@ from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed, file_sha256
 from harness.errors import TrainingDiverged
 from harness.evaluate import eval_subset, evaluate_suite, worst_case
+from harness.fast import FastPath
 from harness.grid import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
 from harness.store import Store
@@ -105,8 +106,12 @@ def execute(
     resume: bool = True,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    fast: str = "auto",
 ) -> str:
     """Run ``spec`` to completion; returns ``"skipped"``, ``"complete"`` or ``"failed"``.
+
+    ``fast`` is the training fast path (:meth:`FastPath.parse`); it is recorded in the run's
+    provenance, not in its id: it changes how a run is computed, not what it is.
 
     Everything a user can get wrong (data set missing, teacher checkpoint of another
     architecture, unknown model) is checked before the run's directory is created.
@@ -128,6 +133,7 @@ def execute(
     student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
     method = harness.create_method(cfg["method"]["name"], **cfg["method"]["hparams"])
     tcfg = TrainConfig(**cfg["train"])
+    fast_path = FastPath.parse(fast, device)
 
     store.begin(spec.run_id, cfg)
     if not resume:
@@ -146,6 +152,7 @@ def execute(
             resume=resume,
             progress=progress,
             log=lambda line: store.log(spec.run_id, line),
+            fast=fast_path,
         )
     except TrainingDiverged as exc:
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
@@ -174,7 +181,7 @@ def execute(
             "history": result.history,
         },
         "wall_time_s": time.perf_counter() - t0,
-        "provenance": provenance(device),
+        "provenance": {**provenance(device), "fast_path": fast_path.as_dict()},
     }
     store.finish(spec.run_id, metrics)
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())

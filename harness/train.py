@@ -1,7 +1,9 @@
 """The trainer: SGD, piecewise LR, per-epoch PGD-10 selection, atomic resumable checkpoints.
 
 It knows no method: each step is ``x_adv = method.perturb(...)`` then
-``loss, logs = method.loss(...)``. Every random draw of an epoch (shuffle, augmentation, attack
+``loss, logs = method.loss(...)``, run the way ``fast`` (:mod:`harness.fast`) says. A step never
+waits on the host: logged values and the finiteness of the loss are accumulated on the device
+and read once per epoch. Every random draw of an epoch (shuffle, augmentation, attack
 starts) comes from generators seeded by (run seed, epoch), so a run resumed from the checkpoint
 of epoch e continues exactly as the uninterrupted run would have.
 """
@@ -12,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from harness.config import derive_seed
 from harness.data import DatasetSplits, batches
 from harness.errors import TrainingDiverged, UserError
 from harness.evaluate import accuracy
+from harness.fast import FastPath
 from harness.progress import image_bar
 
 SELECT_ON = ("val", "test")
@@ -79,6 +82,67 @@ def _scheduler(
     )
 
 
+@dataclass
+class EpochSums:
+    """What one epoch's steps leave on the device: sample-weighted sums of the logged values,
+    and the first step whose loss was not finite (-1: none)."""
+
+    sums: dict[str, torch.Tensor]
+    images: int
+    bad_step: torch.Tensor
+    bad_loss: torch.Tensor
+
+    def raise_if_diverged(self, epoch: int) -> None:
+        """The epoch's one host synchronisation for the finiteness check."""
+        step = int(self.bad_step)
+        if step >= 0:
+            raise TrainingDiverged(epoch, step, float(self.bad_loss))
+
+    def means(self) -> dict[str, float]:
+        return {k: float(v) / max(self.images, 1) for k, v in self.sums.items()}
+
+
+def train_steps(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    method: Any,
+    opt: torch.optim.Optimizer,
+    stream: Iterable[tuple[torch.Tensor, torch.Tensor]],
+    *,
+    epoch: int,
+    fast: FastPath,
+    device: torch.device,
+    on_batch: Callable[[int], None] = lambda n: None,
+) -> EpochSums:
+    """One pass of optimisation steps over ``stream`` with no host synchronisation.
+
+    A non-finite loss is remembered (its first step and value) rather than checked at once;
+    :meth:`EpochSums.raise_if_diverged` reports it before anything of the epoch is saved.
+    """
+    sums: dict[str, torch.Tensor] = {}
+    images = 0
+    bad_step = torch.full((), -1, dtype=torch.long, device=device)
+    bad_loss = torch.zeros((), device=device)
+    for step, (x, y) in enumerate(stream):
+        x = fast.inputs(x)
+        with fast.autocast(device):
+            x_adv = method.perturb(student, teacher, x, y)
+            loss, logs = method.loss(student, teacher, x, x_adv, y, epoch=epoch)
+        first = (bad_step < 0) & ~torch.isfinite(loss.detach())
+        bad_step = torch.where(first, step, bad_step)
+        bad_loss = torch.where(first, loss.detach().float(), bad_loss)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n = len(y)
+        images += n
+        for key, value in {"loss": loss, **logs}.items():
+            value = torch.as_tensor(value, device=device).detach().float() * n
+            sums[key] = sums[key] + value if key in sums else value
+        on_batch(n)
+    return EpochSums(sums, images, bad_step, bad_loss)
+
+
 def train(
     student: nn.Module,
     method: Any,
@@ -91,21 +155,30 @@ def train(
     resume: bool = True,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    fast: FastPath | None = None,
 ) -> TrainResult:
     """Train ``student`` with ``method`` and keep ``last.pt`` (every epoch) and ``best.pt``.
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
     (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
+    ``fast`` defaults to :meth:`FastPath.auto` for ``device``; the selection attack always runs
+    in fp32.
     """
     device = torch.device(device)
+    fast = FastPath.auto(device) if fast is None else fast
     ckpt_dir = Path(ckpt_dir)
     student.to(device)
     method.to(device)
     if teacher is not None:
-        teacher.to(device).eval()
+        teacher.to(device).eval().requires_grad_(False)  # gradients reach inputs, never weights
+    train_set = data.train.to(device) if fast.resident else data.train
+    select_split = data.split(cfg.select_on)
+    select_split = select_split.to(device) if fast.resident else select_split
     method.reseed(derive_seed(cfg.seed, "setup"))
-    first_x, _ = next(batches(data.train, cfg.batch_size, device=device))
+    first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
     method.setup(student, teacher, first_x)
+    fast.prepare(student)
+    fast.prepare(teacher)
     params = list(student.parameters()) + list(method.parameters())
     opt = torch.optim.SGD(
         params,
@@ -113,9 +186,9 @@ def train(
         momentum=cfg.momentum,
         weight_decay=cfg.weight_decay,
         nesterov=cfg.nesterov,
+        **fast.optimizer_options(device),
     )
     sched = _scheduler(opt, cfg)
-    select_split = data.split(cfg.select_on)
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 
     last_path = ckpt_dir / "last.pt"
@@ -135,29 +208,18 @@ def train(
         method.reseed(derive_seed(cfg.seed, "attack", epoch))
         student.train()
         method.train()
-        sums: dict[str, torch.Tensor] = {}
-        n_seen = 0
         t_epoch = time.perf_counter()
-        bar = image_bar(len(data.train), f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        for step, (x, y) in enumerate(
-            batches(
-                data.train, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
-            )
-        ):
-            x_adv = method.perturb(student, teacher, x, y)
-            loss, logs = method.loss(student, teacher, x, x_adv, y, epoch=epoch)
-            if not torch.isfinite(loss.detach()):
-                raise TrainingDiverged(epoch, step, float(loss.detach()))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            n = len(y)
-            n_seen += n
-            for key, value in {"loss": loss, **logs}.items():
-                value = torch.as_tensor(value, device=device).detach().float() * n
-                sums[key] = sums[key] + value if key in sums else value
-            bar.update(n)
+        bar = image_bar(len(train_set), f"epoch {epoch + 1}/{cfg.epochs}", progress)
+        stream = batches(
+            train_set, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
+        )
+        epoch_sums = train_steps(
+            student, teacher, method, opt, stream,
+            epoch=epoch, fast=fast, device=device, on_batch=bar.update,
+        )  # fmt: skip
         bar.close()
+        epoch_sums.raise_if_diverged(epoch)
+        n_seen = epoch_sums.images
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
         seen += n_seen
@@ -181,7 +243,7 @@ def train(
         record = {
             "epoch": epoch,
             "lr": lr_used,
-            **{f"train_{k}": float(v) / max(n_seen, 1) for k, v in sums.items()},
+            **{f"train_{k}": v for k, v in epoch_sums.means().items()},
             f"{cfg.select_on}_clean": clean,
             f"{cfg.select_on}_pgd{cfg.select_steps}": pgd,
             "epoch_time_s": train_time,

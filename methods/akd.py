@@ -14,12 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import ce_attack, soft_cross_entropy
+from methods.common import ce_attack, soft_cross_entropy, teacher_outputs
 
 
 def akd_loss(adv_logits: Tensor, teacher_adv_logits: Tensor, y: Tensor, alpha: float) -> Tensor:
@@ -40,6 +39,5 @@ class AKD(Method):
         return ce_attack(self, student, x, y, self.init)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        with torch.no_grad():
-            t_adv = teacher(x_adv)
+        (t_adv,) = teacher_outputs(teacher, x_adv)
         return akd_loss(student(x_adv), t_adv, y, self.alpha), {}

@@ -12,12 +12,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, ce_attack, kl_logits
+from methods.common import REDUCTIONS, ce_attack, kl_logits, teacher_outputs
 
 
 def ard_loss(
@@ -49,8 +48,7 @@ class ARD(Method):
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)
         clean_logits = student(x)
-        with torch.no_grad():
-            t_clean = teacher(x)
+        (t_clean,) = teacher_outputs(teacher, x)
         loss = ard_loss(
             adv_logits,
             clean_logits,

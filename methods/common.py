@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -80,11 +81,26 @@ def ce_attack(
         return method.pgd(lambda xa: ce_sum(student(xa), y), x, init)
 
 
+def constants(compute: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
+    """The tensors ``compute()`` returns, as constants of the student's loss.
+
+    Computed under inference mode (no autograd bookkeeping at all, cheaper than ``no_grad``),
+    then cloned out of it: inference tensors may not be saved for the student's backward.
+    """
+    with torch.inference_mode():
+        outs = compute()
+    return tuple(out.clone() for out in outs)
+
+
+def teacher_outputs(teacher: nn.Module, *xs: Tensor) -> tuple[Tensor, ...]:
+    """``teacher(x)`` for each ``x``, as constants (the teacher is never trained)."""
+    return constants(lambda: tuple(teacher(x) for x in xs))
+
+
 def forward_both(
     student: nn.Module, teacher: nn.Module, x: Tensor, x_adv: Tensor
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(S(x), S(x'), T(x), T(x')): the student with gradients, the teacher without."""
+    """(S(x), S(x'), T(x), T(x')): the student with gradients, the teacher as constants."""
     clean, adv = student(x), student(x_adv)
-    with torch.no_grad():
-        t_clean, t_adv = teacher(x), teacher(x_adv)
+    t_clean, t_adv = teacher_outputs(teacher, x, x_adv)
     return clean, adv, t_clean, t_adv

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from harness.models import features
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import ce_attack, kl_logits
+from methods.common import ce_attack, constants, kl_logits
 
 
 def info_nce(
@@ -60,22 +60,32 @@ class ContrastiveHeads(nn.Module):
         self.student = nn.Linear(student_dim, feat_dim)
         self.teacher = nn.Linear(teacher_dim, feat_dim)
         self.register_buffer("queue", F.normalize(torch.randn(queue_size, feat_dim), dim=1))
+        # The counters are buffers so checkpoints hold them, mirrored as Python ints so a
+        # training step never reads the device.
         self.register_buffer("filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("ptr", torch.zeros((), dtype=torch.long))
+        self._filled = self._ptr = 0
+        self.register_load_state_dict_post_hook(ContrastiveHeads._read_counters)
+
+    @staticmethod
+    def _read_counters(module: ContrastiveHeads, _incompatible: Any) -> None:
+        module._filled, module._ptr = int(module.filled), int(module.ptr)
 
     def negatives(self) -> Tensor:
         """A copy: ``enqueue`` overwrites the buffer before the loss is backpropagated."""
-        return self.queue[: int(self.filled)].clone()
+        return self.queue[: self._filled].clone()
 
     @torch.no_grad()
     def enqueue(self, emb: Tensor) -> None:
         size = len(self.queue)
         if size == 0:
             return
-        idx = (int(self.ptr) + torch.arange(len(emb), device=emb.device)) % size
+        idx = (self._ptr + torch.arange(len(emb), device=emb.device)) % size
         self.queue[idx] = emb.detach().to(self.queue.dtype)
-        self.ptr.fill_((int(self.ptr) + len(emb)) % size)
-        self.filled.fill_(min(size, int(self.filled) + len(emb)))
+        self._ptr = (self._ptr + len(emb)) % size
+        self._filled = min(size, self._filled + len(emb))
+        self.ptr.fill_(self._ptr)
+        self.filled.fill_(self._filled)
 
 
 @register_method("gacd")
@@ -122,9 +132,7 @@ class GACD(Method):
         adv_logits = (
             student.forward_head(s_feat) if hasattr(student, "forward_head") else student(x_adv)
         )
-        with torch.no_grad():
-            t_feat = features(teacher, x)
-            t_logits = teacher(x)
+        t_feat, t_logits = constants(lambda: (features(teacher, x), teacher(x)))
         f_s = F.normalize(self.heads.student(s_feat), dim=1)
         f_t = F.normalize(self.heads.teacher(t_feat), dim=1)
         w = sample_weights(t_logits, y, self.weighting)

@@ -12,13 +12,12 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, kl
+from methods.common import REDUCTIONS, kl, teacher_outputs
 
 
 def rslad_loss(
@@ -45,8 +44,7 @@ class RSLAD(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with torch.no_grad():
-            target = F.softmax(teacher(x), 1)
+        target = F.softmax(teacher_outputs(teacher, x)[0], 1)
         with eval_mode(student):
             return self.pgd(
                 lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, "normal"
@@ -55,8 +53,7 @@ class RSLAD(Method):
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)
         clean_logits = student(x)
-        with torch.no_grad():
-            t_clean = teacher(x)
+        (t_clean,) = teacher_outputs(teacher, x)
         loss = rslad_loss(
             adv_logits,
             clean_logits,

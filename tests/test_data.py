@@ -458,11 +458,12 @@ def test_augmentation_matches_per_image_reference(padding):
     )  # fmt: skip
     replay = torch.Generator().manual_seed(7)
     order = torch.randperm(len(data), generator=replay)
+    tops, lefts, flips_all = draw_augment_params(len(data), replay, padding)  # the whole epoch
     flips = 0
     for start, (x, y) in zip(range(0, 40, 16), got):
         idx = order[start : start + 16]
         assert torch.equal(y, idx)
-        top, left, flip = draw_augment_params(len(idx), replay, padding)
+        top, left, flip = (t[start : start + 16] for t in (tops, lefts, flips_all))
         for j, i in enumerate(idx.tolist()):
             ref = reference_augment(data.x[i], int(top[j]), int(left[j]), bool(flip[j]), padding)
             assert torch.equal(x[j], ref.float() / 255)
@@ -484,12 +485,21 @@ def test_augment_batch_any_dtype():
 def test_batches_on_cuda_match_cpu():
     data = toy(n=40, size=8)
     runs = [
-        list(batches(data, 16, shuffle=True, augment=True, device=dev,
+        list(batches(source, 16, shuffle=True, augment=True, device="cuda" if i else "cpu",
                      generator=torch.Generator().manual_seed(3)))
-        for dev in ("cpu", "cuda")
+        for i, source in enumerate([data, data, data.to("cuda")])  # on the host, then resident
     ]  # fmt: skip
-    for (xc, yc), (xg, yg) in zip(*runs):
-        assert xg.device.type == "cuda" and torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+    for (xc, yc), *on_gpu in zip(*runs):
+        for xg, yg in on_gpu:
+            assert xg.device.type == "cuda"
+            assert torch.equal(xc, xg.cpu()) and torch.equal(yc, yg.cpu())
+
+
+def test_arrayset_to_keeps_the_data_and_its_device():
+    data = toy(n=6, size=4)
+    assert data.to("cpu") is data and data.device == torch.device("cpu")
+    with pytest.raises(ValueError, match="share a device"):
+        ArraySet(data.x, data.y.to("meta"))
 
 
 def test_global_rng_untouched(tmp_path):

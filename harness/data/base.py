@@ -1,7 +1,8 @@
 """Containers for image data and the seeded validation split every data set shares.
 
-Images are kept as uint8 ``(N, 3, H, W)`` CPU tensors (4x smaller than float; Tiny ImageNet
-fits in 1.2 GB) and converted to float in [0,1] per batch, on the device.
+Images are kept as uint8 ``(N, 3, H, W)`` tensors (4x smaller than float; Tiny ImageNet
+fits in 1.2 GB), on the CPU or, for the fast path, resident on the GPU, and converted to float
+in [0,1] per batch, on the device.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ SPLITS = ("train", "val", "test")
 
 @dataclass(frozen=True, eq=False)
 class ArraySet:
-    """Images ``x`` (uint8, (N, 3, H, W), contiguous, CPU) with labels ``y`` (int64, (N,))."""
+    """Images ``x`` (uint8, (N, 3, H, W), contiguous) with labels ``y`` (int64, (N,)), on one
+    device: the CPU as loaded, or the GPU after :meth:`to`."""
 
     x: torch.Tensor
     y: torch.Tensor
@@ -31,13 +33,23 @@ class ArraySet:
             raise ValueError(f"x must be uint8 (N, 3, H, W), got {x.dtype} {tuple(x.shape)}")
         if y.dtype != torch.int64 or y.dim() != 1 or len(y) != len(x):
             raise ValueError(f"y must be int64 ({len(x)},), got {y.dtype} {tuple(y.shape)}")
-        if x.device.type != "cpu" or y.device.type != "cpu":
-            raise ValueError("ArraySet tensors live on the CPU; batches() moves them")
+        if x.device != y.device:
+            raise ValueError(f"x and y must share a device, got {x.device} and {y.device}")
         if not x.is_contiguous():
             object.__setattr__(self, "x", x.contiguous())
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @property
+    def device(self) -> torch.device:
+        return self.x.device
+
+    def to(self, device: torch.device | str) -> ArraySet:
+        """The same set with both tensors on ``device`` (itself if already there)."""
+        if self.x.device == torch.device(device):
+            return self
+        return ArraySet(self.x.to(device), self.y.to(device))
 
     def subset(self, idx: torch.Tensor) -> ArraySet:
         """The samples at ``idx`` (integer indices or a boolean mask), as a new compact set."""

@@ -69,9 +69,11 @@ def batches(
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """One epoch of ``(x float32 in [0,1], y int64)`` batches on ``device``.
 
-    ``shuffle`` draws one permutation from ``generator``; ``augment`` applies
-    :func:`augment_batch` with the same generator. Without a generator a fresh, randomly
-    seeded one is used (still leaving the global RNG alone).
+    ``shuffle`` draws one permutation from ``generator``, then ``augment`` draws the crop and
+    flip of every image of the epoch (:func:`draw_augment_params` for ``len(data)`` images, in
+    the shuffled order). All draws are made up front on the CPU and, when ``data`` is resident
+    on the device, copied there once, so the batches of a resident set never wait on the host.
+    Without a generator a fresh, randomly seeded one is used (the global RNG is left alone).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -79,17 +81,17 @@ def batches(
         generator = torch.Generator()
         generator.seed()
     n = len(data)
-    order = torch.randperm(n, generator=generator) if shuffle else None
+    order = torch.randperm(n, generator=generator).to(data.device) if shuffle else None
+    if augment:
+        assert generator is not None
+        top, left, flip = (t.to(data.device) for t in draw_augment_params(n, generator, padding))
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
-        if order is None:
-            idx: torch.Tensor | slice = slice(start, min(start + batch_size, n))
-        else:
-            idx = order[start : start + batch_size]
+        end = min(start + batch_size, n)
+        idx = slice(start, end) if order is None else order[start:end]
         # Move uint8 (4x fewer bytes), augment on the device, convert last.
         x = data.x[idx].to(device, non_blocking=True)
         y = data.y[idx].to(device, non_blocking=True, copy=True)  # never a view of the data
         if augment:
-            assert generator is not None
-            x = augment_batch(x, generator, padding)
+            x = apply_augment(x, top[start:end], left[start:end], flip[start:end], padding)
         yield x.float().div_(255), y
