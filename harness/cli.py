@@ -215,11 +215,21 @@ def status(store: str, **selection: Any) -> None:
 
 @bench.command()
 @grid_options
-def plan(store: str, **selection: Any) -> None:
+@click.option(
+    "--throughput",
+    envvar="BENCH_THROUGHPUT",
+    type=click.Path(dir_okay=False),
+    help="throughput.json of benchmarks/throughput.py, for cells without a completed run "
+    "(default: benchmarks/results/throughput.json when present). Env: BENCH_THROUGHPUT.",
+)
+def plan(store: str, throughput: str | None, **selection: Any) -> None:
     """The runs of a grid, their projected GPU-hours and the commands that run them."""
     from harness.status import plan_table
 
-    click.echo(plan_table(load_selected(**selection), store))
+    default = Path("benchmarks/results/throughput.json")
+    if throughput is None and default.is_file():
+        throughput = str(default)
+    click.echo(plan_table(load_selected(**selection), store, throughput))
 
 
 @bench.command()

@@ -82,6 +82,25 @@ def _throughput(store: Store) -> dict[tuple[str, str, str], float]:
     return {k: sum(v) / len(v) for k, v in out.items()}
 
 
+def benchmark_throughput(path: str | Path) -> tuple[dict[tuple[str, str, str], float], str]:
+    """Harness images/s per (method, student, teacher model) from ``benchmarks/throughput.py``'s
+    JSON, and the device it was measured on."""
+    from harness.errors import UserError
+
+    try:
+        report = json.loads(Path(path).read_text())
+        speed = {
+            (row["method"], row["student"], row["teacher"]): float(row["harness"]["images_per_s"])
+            for row in report["training"]
+        }
+        env = report.get("environment", {})
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise UserError(
+            f"cannot read throughput file {path}: {type(exc).__name__}: {exc}"
+        ) from None
+    return speed, env.get("gpu") or env.get("device") or "unknown device"
+
+
 def _train_size(spec: RunSpec) -> int | None:
     from harness.runner import load_dataset
 
@@ -95,18 +114,22 @@ def _train_size(spec: RunSpec) -> int | None:
         return None
 
 
-def plan_table(grid: Grid, store_root: str | Path) -> str:
+def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None = None) -> str:
+    """Per run: its state, projected GPU-hours and command. Images/s come from the store's
+    completed runs of the same (method, student, teacher), else from a benchmark JSON."""
     store = Store(store_root)
-    speed = _throughput(store)
+    measured = _throughput(store)
+    benchmarked, bench_device = benchmark_throughput(throughput) if throughput else ({}, "")
     teachers = [r for r in grid.teacher_runs.values() if r.run_id in {s.needs for s in grid.runs}]
     rows, total, unknown = [], 0.0, 0
     for spec in teachers + grid.runs:
         cfg = spec.config
         key = (cfg["method"]["name"], cfg["model"], (cfg["teacher"] or {}).get("model", "—"))
         n = _train_size(spec)
-        hours = None
-        if key in speed and n:
-            hours = cfg["train"]["epochs"] * n / speed[key] / 3600
+        ips, source = (measured[key], "store") if key in measured else (None, "")
+        if ips is None and key in benchmarked:
+            ips, source = benchmarked[key], "benchmark"
+        hours = cfg["train"]["epochs"] * n / ips / 3600 if ips and n else None
         state = run_state(store, spec.run_id)
         if state != "done":
             if hours is None:
@@ -127,15 +150,21 @@ def plan_table(grid: Grid, store_root: str | Path) -> str:
                 **_cell(spec),
                 "state": state,
                 "gpu_h": f"{hours:.2f}" if hours is not None else "?",
+                "from": source or "—",
                 "command": command,
             }
         )
     note = f"projected: {total:.1f} GPU-hours for the runs not done" + (
         f"; {unknown} run(s) without a measured throughput (run one epoch of each "
-        f"kind, or see benchmarks/)"
+        f"kind, or pass --throughput from benchmarks/throughput.py)"
         if unknown
         else ""
     )
+    if benchmarked:
+        note += (
+            f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "
+            "(the per-epoch selection and the final evaluation come on top)"
+        )
     return f"{tabulate(rows, headers='keys', tablefmt='github')}\n\n{note}"
 
 

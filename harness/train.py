@@ -82,6 +82,37 @@ def _scheduler(
     )
 
 
+def prepare(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    method: Any,
+    first_x: torch.Tensor,
+    cfg: TrainConfig,
+    *,
+    fast: FastPath,
+    device: torch.device,
+) -> torch.optim.Optimizer:
+    """Everything before the first step, returning the optimiser: models on ``device`` in the
+    fast path's form, the teacher frozen (attacks need gradients w.r.t. inputs only), the
+    method set up on a first batch. Shared with ``benchmarks/throughput.py``."""
+    student.to(device)
+    method.to(device)
+    if teacher is not None:
+        teacher.to(device).eval().requires_grad_(False)
+    method.reseed(derive_seed(cfg.seed, "setup"))
+    method.setup(student, teacher, first_x)
+    fast.prepare(student)
+    fast.prepare(teacher)
+    return torch.optim.SGD(
+        list(student.parameters()) + list(method.parameters()),
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        weight_decay=cfg.weight_decay,
+        nesterov=cfg.nesterov,
+        **fast.optimizer_options(device),
+    )
+
+
 @dataclass
 class EpochSums:
     """What one epoch's steps leave on the device: sample-weighted sums of the logged values,
@@ -167,27 +198,11 @@ def train(
     device = torch.device(device)
     fast = FastPath.auto(device) if fast is None else fast
     ckpt_dir = Path(ckpt_dir)
-    student.to(device)
-    method.to(device)
-    if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)  # gradients reach inputs, never weights
     train_set = data.train.to(device) if fast.resident else data.train
     select_split = data.split(cfg.select_on)
     select_split = select_split.to(device) if fast.resident else select_split
-    method.reseed(derive_seed(cfg.seed, "setup"))
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
-    method.setup(student, teacher, first_x)
-    fast.prepare(student)
-    fast.prepare(teacher)
-    params = list(student.parameters()) + list(method.parameters())
-    opt = torch.optim.SGD(
-        params,
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        weight_decay=cfg.weight_decay,
-        nesterov=cfg.nesterov,
-        **fast.optimizer_options(device),
-    )
+    opt = prepare(student, teacher, method, first_x, cfg, fast=fast, device=device)
     sched = _scheduler(opt, cfg)
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 

@@ -144,3 +144,63 @@ def test_plan_uses_measured_throughput(tmp_path):
     table = plan_table(longer, store.root)
     assert "projected:" in table and "without a measured" not in table
     assert "bench run --grid fast --method pgd-at --student tiny_cnn --seed 1" in table
+
+
+def _throughput_json(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
+    report = {
+        "environment": {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"},
+        "training": [
+            {"method": m, "student": s, "teacher": t, "harness": {"images_per_s": ips}}
+            for m, s, t, ips in rows
+        ],
+    }
+    path.write_text(json.dumps(report))
+    return path
+
+
+def test_plan_projects_paper_grids_from_a_benchmark(tmp_path):
+    grid = load_grid("cifar10", method="dgad", student="resnet18", teacher="wrn34-10")
+    bench = _throughput_json(
+        tmp_path / "throughput.json", [("dgad", "resnet18", "wrn34_10", 1000.0)]
+    )
+    table = plan_table(grid, tmp_path / "store", bench)
+    (spec,) = grid.runs
+    hours = spec.config["train"]["epochs"] * 50_000 / 1000.0 / 3600  # select_on = test
+    row = next(
+        line for line in table.splitlines() if line.startswith("| student") and "dgad" in line
+    )
+    assert f" {hours:.2f} | benchmark " in row
+    assert f"projected: {hours:.1f} GPU-hours" in table
+    assert "NVIDIA H100 80GB HBM3" in table
+
+
+def test_plan_prefers_the_store_over_a_benchmark(tmp_path):
+    grid = load_grid(grid_file(tmp_path))
+    store = Store(tmp_path / "store")
+    run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
+    (spec,) = grid.runs
+    cfg = spec.config
+    bench = _throughput_json(
+        tmp_path / "t.json",
+        [
+            (
+                cfg["method"]["name"],
+                cfg["model"],
+                cfg["teacher"]["model"] if cfg["teacher"] else "—",
+                1e-3,
+            )
+        ],
+    )
+    table = plan_table(load_grid(grid_file(tmp_path), seeds=[1]), store.root, bench)
+    row = next(line for line in table.splitlines() if line.startswith("| student"))
+    assert "| store " in row and "benchmark" not in row
+
+
+def test_plan_refuses_an_unreadable_benchmark_in_one_line(tmp_path):
+    from harness.errors import UserError
+
+    bad = tmp_path / "t.json"
+    bad.write_text('{"training": [{"method": "dgad"}]}')
+    with pytest.raises(UserError, match="cannot read throughput file") as info:
+        plan_table(load_grid(grid_file(tmp_path)), tmp_path / "store", bad)
+    assert "\n" not in str(info.value)

@@ -1,0 +1,71 @@
+"""benchmarks/throughput.py runs on the CPU at tiny sizes, so it cannot rot between GPU runs."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks/throughput.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def report(throughput, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    argv = ["--device", "cpu", "--methods", "pgd-at", "dgad", "--pairs", "tiny_cnn:tiny_cnn",
+            "--batch-size", "8", "--steps", "2", "--warmup", "1", "--attack-steps", "2",
+            "--ref-workers", "0",
+            "--eval-attacks", "clean", "pgd10", "--eval-images", "12", "--eval-batch-size", "6",
+            "--peak-tflops", "1", "--out", str(out)]  # fmt: skip
+    throughput.main(argv)
+    return out
+
+
+def test_writes_json_and_markdown_side_by_side(report):
+    data = json.loads((report / "throughput.json").read_text())
+    assert [(r["method"], r["student"], r["teacher"]) for r in data["training"]] == [
+        ("pgd-at", "tiny_cnn", "tiny_cnn"),
+        ("dgad", "tiny_cnn", "tiny_cnn"),
+    ]
+    for row in data["training"]:
+        ours, ref = row["harness"]["images_per_s"], row["reference"]["images_per_s"]
+        assert ours > 0 and ref > 0
+        assert row["speedup"] == pytest.approx(ours / ref)
+        assert row["epoch_s_50k"] == pytest.approx(50_000 / ours)
+        assert row["achieved_tflops"] == pytest.approx(row["gflop_per_image"] * ours / 1e3)
+        assert row["fraction_of_peak"] == pytest.approx(row["achieved_tflops"] / 1.0)
+    assert data["environment"]["device"] == "cpu" and data["config"]["fast"] == "auto"
+    assert [r["attack"] for r in data["evaluation"]] == ["clean", "pgd10"]
+    clean, pgd = data["evaluation"]
+    assert clean["accuracy"] == 1.0  # labels are the model's own predictions
+    assert pgd["images"] == 12 and 0 <= pgd["accuracy"] <= 1
+    md = (report / "throughput.md").read_text()
+    assert "| dgad | tiny_cnn ← tiny_cnn |" in md and "| pgd10 | 12 |" in md
+
+
+def test_flops_grow_with_the_passes_a_method_makes(report):
+    """DGAD backpropagates through teacher and student at every attack step; PGD-AT through
+    the student only: with the same two networks DGAD must count more FLOPs per image."""
+    rows = {
+        r["method"]: r for r in json.loads((report / "throughput.json").read_text())["training"]
+    }
+    assert rows["dgad"]["gflop_per_image"] > 1.5 * rows["pgd-at"]["gflop_per_image"] > 0
+
+
+def test_flop_count_matches_a_hand_count(throughput):
+    import torch
+
+    x, w = torch.randn(4, 5, requires_grad=True), torch.randn(5, 3)
+    with throughput._FlopCount() as counter:
+        (grad,) = torch.autograd.grad((x @ w).sum(), x)  # autograd.grad w.r.t. an input
+    assert counter.total == 2 * 4 * 5 * 3 * 2  # forward mm + the mm of the input gradient
