@@ -69,3 +69,34 @@ def test_flop_count_matches_a_hand_count(throughput):
     with throughput._FlopCount() as counter:
         (grad,) = torch.autograd.grad((x @ w).sum(), x)  # autograd.grad w.r.t. an input
     assert counter.total == 2 * 4 * 5 * 3 * 2  # forward mm + the mm of the input gradient
+
+
+@pytest.fixture(scope="module")
+def parity():
+    spec = importlib.util.spec_from_file_location("parity", ROOT / "benchmarks/parity.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_parity_calls_a_difference_noise_only_within_the_seed_spread(parity):
+    same = parity.compare([0.50, 0.52, 0.54], [0.51, 0.53, 0.52], n_test=1000)
+    assert same["fast_mean"] == pytest.approx(0.52) and same["reference_mean"] == pytest.approx(
+        0.52
+    )
+    assert same["fast_std"] == pytest.approx(0.02)
+    # standard error of the difference: sqrt(0.02²/3 + 0.01²/3) = 0.0129; tolerance twice that
+    assert same["tolerance"] == pytest.approx(2 * (0.02**2 / 3 + 0.01**2 / 3) ** 0.5)
+    assert same["within_noise"]
+    worse = parity.compare([0.40, 0.41, 0.42], [0.51, 0.53, 0.52], n_test=1000)
+    assert worse["difference"] == pytest.approx(-0.11) and not worse["within_noise"]
+    exact = parity.compare([0.5, 0.5], [0.501, 0.501], n_test=1000)  # no spread: one image
+    assert exact["tolerance"] == pytest.approx(0.001) and exact["within_noise"]
+
+
+def test_parity_table_marks_a_real_difference(parity):
+    pgd = parity.compare([0.3, 0.31], [0.5, 0.51], 100)
+    rep = {"method": "dgad", "grid": "g", "seeds": [0, 1], "fast": "auto", "reference": "off",
+           "test_images": 100, "attacks": {"pgd10": pgd}}  # fmt: skip
+    row = parity.markdown(rep).splitlines()[-1]
+    assert row.startswith("| pgd10 | 0.300, 0.310 | 0.500, 0.510 |") and "| NO (" in row
