@@ -12,6 +12,7 @@ from typing import Any
 
 from harness.errors import UserError
 
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _FRACTION = re.compile(
     r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(?:/\s*([0-9]*\.?[0-9]+))?\s*$"
 )
@@ -79,3 +80,10 @@ def file_sha256(path: Any, chunk: int = 1 << 20) -> str:
         while block := fh.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def check_sha256(value: Any, what: str) -> str:
+    """``value`` as a sha256 digest in lower case: exactly 64 hex digits, or a one-line error."""
+    if not isinstance(value, str) or not _SHA256.fullmatch(value):
+        raise UserError(f"{what} must be a sha256 digest (64 hex digits), got {value!r}")
+    return value.lower()

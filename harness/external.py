@@ -155,5 +155,7 @@ def evaluate_target(
     metrics["results"] = {**metrics.get("results", {}), **out["results"]}
     metrics["checks"] = {**metrics.get("checks", {}), **out.get("checks", {})}
     metrics.setdefault("provenance", provenance(device))
+    if hasattr(net, "weights_sha256"):
+        metrics["provenance"]["weights_sha256"] = net.weights_sha256
     st.finish(run_id, metrics)
     return out

@@ -14,9 +14,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from harness import suites
-from harness.config import coerce, config_hash, file_sha256, parse_number
+from harness.config import check_sha256, coerce, config_hash, file_sha256, parse_number
 from harness.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -56,7 +57,8 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "eval_batch_size": 256,
 }
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-TEACHER_SOURCES = ("train", "checkpoint", "robustbench")
+TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
+URL_SCHEMES = ("https", "http", "file")
 
 
 @dataclass
@@ -236,7 +238,25 @@ def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
     unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model"})
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
-    return {"name": name, "model": spec["model"], "source": sources[0], "spec": spec}
+    source = sources[0]
+    spec = dict(spec)
+    if "sha256" in spec:
+        if source == "train":
+            raise UserError(
+                f"{where}: [teacher.{name}] is trained by the grid; sha256 is for checkpoint, "
+                "url and robustbench teachers"
+            )
+        spec["sha256"] = check_sha256(spec["sha256"], f"{where}: [teacher.{name}] sha256")
+    if source == "url":
+        url = spec["url"]
+        if not isinstance(url, str) or urlparse(url).scheme not in URL_SCHEMES:
+            raise UserError(
+                f"{where}: [teacher.{name}] url must start with "
+                f"{', '.join(s + '://' for s in URL_SCHEMES)}, got {url!r}"
+            )
+        if "sha256" not in spec:
+            raise UserError(f'{where}: [teacher.{name}] url needs sha256 = "<64 hex digits>"')
+    return {"name": name, "model": spec["model"], "source": source, "spec": spec}
 
 
 def load_grid(
@@ -377,14 +397,23 @@ def load_grid(
                 "sha256": digest,
             }
             teacher_refs[tname] = (ref, None)
-        else:
+        elif t["source"] == "url":
+            ref = {
+                "name": tname,
+                "model": t["model"],
+                "source": "url",
+                "url": spec["url"],
+                "sha256": spec["sha256"],
+            }
+            teacher_refs[tname] = (ref, None)
+        else:  # a pinned hash is part of the teacher's identity, as a checkpoint's is
             ref = {
                 "name": tname,
                 "model": t["model"],
                 "source": "robustbench",
                 "robustbench": spec["robustbench"],
                 "threat_model": spec.get("threat_model", "Linf"),
-            }
+            } | ({"sha256": spec["sha256"]} if "sha256" in spec else {})
             teacher_refs[tname] = (ref, None)
 
     variants = _table(raw, "variant", where)

@@ -25,6 +25,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.config import canonical_json
+from harness.downloads import url_path
 from harness.errors import UserError
 from harness.grid import Grid, RunSpec, load_grid, read_toml
 from harness.leaderboard import MAIN
@@ -398,8 +399,9 @@ def _teacher_fill(view: _StoreView, grid: Grid, tname: str, where: str) -> Fill:
         ref = next(r for r in grid.runs if (r.config["teacher"] or {}).get("name") == tname)
         tref = ref.config["teacher"]
         kind, model = "checkpoint", tref["model"]
-        source = {"path": tref["path"], "sha256": tref["sha256"]}
-        command = f"bench eval {tref['path']} --model {model} --dataset {dataset}"
+        path = tref.get("path") or str(url_path(tref["url"], tref["sha256"]).resolve())
+        source = {"path": path, "sha256": tref["sha256"]}
+        command = f"bench eval {path} --model {model} --dataset {dataset}"
     fill = Fill(where, grid.name, [external_run_id(kind, model, source, dataset)], command)
     key = "robustbench" if kind == "robustbench" else "sha256"
     matches = [

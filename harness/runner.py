@@ -183,6 +183,8 @@ def execute(
         "wall_time_s": time.perf_counter() - t0,
         "provenance": {**provenance(device), "fast_path": fast_path.as_dict()},
     }
+    if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
+        metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
     store.finish(spec.run_id, metrics)
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")

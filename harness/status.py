@@ -10,6 +10,7 @@ from typing import Any
 
 from tabulate import tabulate
 
+from harness.downloads import url_path
 from harness.grid import Grid, RunSpec
 from harness.store import Store
 
@@ -185,6 +186,11 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
             source = f"checkpoint {path}"
             ready = "ready" if path.exists() else "missing"
             where = spec.get("sha256", "")
+        elif "url" in spec:
+            path = url_path(spec["url"], str(spec.get("sha256", "")).lower())
+            source = f"URL {spec['url']}"
+            ready = "ready" if path.exists() else "downloaded on first use"
+            where = str(path)
         else:
             source = f"RobustBench {spec['robustbench']} ({spec.get('threat_model', 'Linf')})"
             ready = "downloaded on first use"

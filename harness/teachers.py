@@ -1,7 +1,14 @@
-"""Teachers from a harness-trained run, a local checkpoint, or RobustBench by name."""
+"""Teachers from a harness-trained run, a local checkpoint, a URL, or RobustBench by name.
+
+Weights from outside the store are checked by sha256 before they are loaded: a checkpoint
+against the hash the grid was expanded with, a URL's against its required pin, RobustBench's
+against its pin or the hash recorded at first download (:mod:`harness.downloads`). The model's
+``weights_sha256`` (file name -> hash) goes into the run's provenance.
+"""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -9,12 +16,19 @@ from torch import nn
 
 import harness
 from harness.config import file_sha256
+from harness.downloads import MODEL_DIR
 from harness.errors import UserError
 from harness.store import Store
 
 
 def load_teacher(
-    ref: dict[str, Any], store: Store, *, num_classes: int, image_size: int, dataset: str
+    ref: dict[str, Any],
+    store: Store,
+    *,
+    num_classes: int,
+    image_size: int,
+    dataset: str,
+    model_dir: str | Path = MODEL_DIR,
 ) -> nn.Module:
     """The frozen teacher a run's config names (eval mode, no gradients on its weights)."""
     from harness.models import load_weights
@@ -29,15 +43,28 @@ def load_teacher(
             model, _student_weights(store.checkpoint(run_id, "best")), what=f"teacher run {run_id}"
         )
     elif source == "checkpoint":
-        if file_sha256(ref["path"]) != ref["sha256"]:
+        digest = file_sha256(ref["path"])
+        if digest != ref["sha256"]:
             raise UserError(f"teacher checkpoint {ref['path']} changed since the grid was expanded")
         model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
         load_weights(model, ref["path"], what=f"checkpoint {ref['path']}")
+        model.weights_sha256 = {Path(ref["path"]).name: digest}
+    elif source == "url":
+        from harness.downloads import fetch_url
+
+        path = fetch_url(ref["url"], ref["sha256"], model_dir)
+        model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
+        load_weights(model, path, what=f"teacher {ref['name']!r} checkpoint")
+        model.weights_sha256 = {path.name: ref["sha256"]}
     elif source == "robustbench":
         from harness.models.robustbench import load_robustbench
 
         model = load_robustbench(
-            ref["robustbench"], dataset=dataset, threat_model=ref["threat_model"]
+            ref["robustbench"],
+            dataset=dataset,
+            threat_model=ref["threat_model"],
+            model_dir=model_dir,
+            sha256=ref.get("sha256"),
         )
     else:
         raise UserError(f"unknown teacher source {source!r}")

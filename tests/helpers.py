@@ -1,6 +1,12 @@
-"""Small shared fixtures for tests: a synthetic data set and a tiny BN network."""
+"""Small shared fixtures for tests: a synthetic data set, tiny networks, robustbench offline."""
 
 from __future__ import annotations
+
+import importlib.util
+import sys
+from enum import Enum
+from types import ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -80,3 +86,60 @@ class FeatureMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
+
+
+def robustbench_utils(monkeypatch) -> ModuleType:
+    """``robustbench.utils`` without the network: the installed one (its network-only imports
+    stubbed where missing), else a stand-in with the names ``load_robustbench`` uses. Either
+    way ``download_gdrive`` fails until a test replaces it."""
+    from harness.errors import UserError
+    from harness.models.robustbench import _import_robustbench
+
+    for dep in ("requests", "pkg_resources"):  # robustbench imports them; nothing here calls them
+        if dep not in sys.modules and importlib.util.find_spec(dep) is None:
+            monkeypatch.setitem(sys.modules, dep, ModuleType(dep))
+    try:
+        utils = _import_robustbench()
+    except UserError:
+        utils = _stand_in_robustbench(monkeypatch)
+
+    def offline(gdrive_id: str, path: Any) -> None:
+        raise OSError(f"no network in tests (gdrive_id={gdrive_id})")
+
+    monkeypatch.setattr(utils, "download_gdrive", offline)
+    return utils
+
+
+def _stand_in_robustbench(monkeypatch) -> ModuleType:
+    class BenchmarkDataset(Enum):
+        cifar_10 = "cifar10"
+        cifar_100 = "cifar100"
+        imagenet = "imagenet"
+
+    class ThreatModel(Enum):
+        Linf = "Linf"
+        L2 = "L2"
+        corruptions = "corruptions"
+
+    def rm_substr_from_state_dict(state_dict: dict, substr: str) -> dict:
+        return {k[len(substr) :] if substr in k else k: v for k, v in state_dict.items()}
+
+    def add_substr_to_state_dict(state_dict: dict, substr: str) -> dict:
+        return {substr + k: v for k, v in state_dict.items()}
+
+    def safe_load_state_dict(model: nn.Module, name: str, state_dict: dict, dataset) -> nn.Module:
+        model.load_state_dict(state_dict, strict=True)
+        return model
+
+    utils = ModuleType("robustbench.utils")
+    utils.BenchmarkDataset, utils.ThreatModel = BenchmarkDataset, ThreatModel
+    utils.all_models = {d: {t: {} for t in ThreatModel} for d in BenchmarkDataset}
+    utils.rm_substr_from_state_dict = rm_substr_from_state_dict
+    utils.add_substr_to_state_dict = add_substr_to_state_dict
+    utils._safe_load_state_dict = safe_load_state_dict
+    utils.download_gdrive = None  # replaced by robustbench_utils
+    package = ModuleType("robustbench")
+    package.utils = utils
+    monkeypatch.setitem(sys.modules, "robustbench", package)
+    monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
+    return utils

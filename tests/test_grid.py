@@ -143,3 +143,53 @@ def test_default_eval_is_the_papers_whitebox_protocol(tmp_path):
     assert attacks["pgd10"] == {"attack": "pgd", "steps": 10, "eps": 8 / 255, "step_size": 2 / 255}
     assert attacks["cw2"] == {"attack": "cw2"}  # no eps: CW2 is unbounded
     assert attacks["autoattack"]["eps"] == 8 / 255
+
+
+RB = BASE.replace(
+    'train = { method = "trades", epochs = 4 }', 'robustbench = "Chen2021LTD_WRN34_10"'
+)
+DIGEST = "0123456789abcdef" * 4
+
+
+def test_robustbench_teacher_takes_a_pinned_sha256(tmp_path):
+    pinned = load_grid(write(tmp_path, RB + f'sha256 = "{DIGEST.upper()}"\n'), method="dgad")
+    ref = pinned.runs[0].config["teacher"]
+    assert ref["source"] == "robustbench" and ref["sha256"] == DIGEST  # normalised
+    unpinned = load_grid(write(tmp_path, RB), method="dgad")
+    assert "sha256" not in unpinned.runs[0].config["teacher"]
+    assert pinned.runs[0].run_id != unpinned.runs[0].run_id  # the pin is part of the teacher
+
+
+def test_url_teacher_needs_its_sha256(tmp_path):
+    url = BASE.replace(
+        'train = { method = "trades", epochs = 4 }', 'url = "https://example.org/t.pt"'
+    )
+    g = load_grid(write(tmp_path, url + f'sha256 = "{DIGEST}"\n'), method="dgad")
+    ref = g.runs[0].config["teacher"]
+    assert ref == {
+        "name": "t1",
+        "model": "small_cnn",
+        "source": "url",
+        "url": "https://example.org/t.pt",
+        "sha256": DIGEST,
+    }
+    with pytest.raises(UserError, match=r"url needs sha256") as info:
+        load_grid(write(tmp_path, url))
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (RB + 'sha256 = "abc123"\n', "must be a sha256 digest (64 hex digits)"),
+        (RB + f'sha256 = "{DIGEST[:-1]}g"\n', "must be a sha256 digest"),
+        (RB + f'sha256 = "{DIGEST}\\n"\n', "must be a sha256 digest"),
+        (RB + "sha256 = 12\n", "must be a sha256 digest"),
+        (BASE + f'sha256 = "{DIGEST}"\n', "is trained by the grid"),
+        (RB.replace("robustbench =", "url =") + f'sha256 = "{DIGEST}"\n', "url must start with"),
+    ],
+)
+def test_bad_teacher_hashes_give_one_line(tmp_path, text, message):
+    with pytest.raises(UserError) as info:
+        load_grid(write(tmp_path, text))
+    assert message in str(info.value) and "\n" not in str(info.value)

@@ -14,6 +14,7 @@ import harness
 from harness.errors import UserError
 from harness.models import clean_state_dict, features, load_robustbench, load_weights
 from harness.models.robustbench import _alias_autoattack, with_feature_api
+from tests.helpers import robustbench_utils
 
 NAMES = [
     "resnet18",
@@ -244,55 +245,56 @@ def test_load_robustbench_without_robustbench(monkeypatch):
     )
 
 
-def _fake_robustbench(monkeypatch, load_model):
-    package = types.ModuleType("robustbench")
-    utils = types.ModuleType("robustbench.utils")
-    utils.load_model = load_model
-    package.utils = utils
-    monkeypatch.setitem(sys.modules, "robustbench", package)
-    monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
+def _zoo_entry(monkeypatch, name: str, build) -> types.ModuleType:
+    """robustbench (offline) with a cifar10/Linf entry ``name`` whose download saves ``build()``."""
+    rb = robustbench_utils(monkeypatch)
+    entries = rb.all_models[rb.BenchmarkDataset("cifar10")][rb.ThreatModel("Linf")]
+    monkeypatch.setitem(entries, name, {"model": build, "gdrive_id": f"id-of-{name}"})
+    return rb
 
 
 def test_load_robustbench_adds_feature_api(monkeypatch, tmp_path):
-    calls = []
-
-    def load_model(**kwargs):
-        calls.append(kwargs)
+    def build():
         return nn.Sequential(nn.Flatten(), nn.Linear(3 * 4 * 4, 7), nn.ReLU(), nn.Linear(7, 10))
 
-    _fake_robustbench(monkeypatch, load_model)
-    model = load_robustbench("Chen2021LTD_WRN34_10", model_dir=str(tmp_path))
-    assert calls == [
-        {
-            "model_name": "Chen2021LTD_WRN34_10",
-            "model_dir": str(tmp_path),
-            "dataset": "cifar10",
-            "threat_model": "Linf",
-        }
-    ]
+    rb = _zoo_entry(monkeypatch, "Tiny2099", build)
+    calls = []
+    monkeypatch.setattr(
+        rb,
+        "download_gdrive",
+        lambda gid, path: (
+            calls.append((gid, path.parent)) or torch.save(build().state_dict(), path)
+        ),
+    )
+    model = load_robustbench("Tiny2099", model_dir=str(tmp_path))
+    assert calls == [("id-of-Tiny2099", tmp_path / "cifar10" / "Linf")]
+    assert model.arch == "robustbench:Tiny2099" and not model.training
     x = _rand(2, 3, 4, 4)
     assert model.num_features == 7
     with torch.no_grad():
         torch.testing.assert_close(model.forward_head(features(model, x)), model(x))
 
 
-def test_load_robustbench_errors_are_one_line(monkeypatch):
-    def unknown(**kwargs):
-        raise KeyError(kwargs["model_name"])
-
-    _fake_robustbench(monkeypatch, unknown)
+def test_load_robustbench_errors_are_one_line(monkeypatch, tmp_path):
+    _zoo_entry(monkeypatch, "Tiny2099", nn.Identity)
     with pytest.raises(UserError, match="unknown RobustBench model 'Nobody2099'"):
-        load_robustbench("Nobody2099")
+        load_robustbench("Nobody2099", model_dir=tmp_path)
     with pytest.raises(UserError, match="unknown RobustBench dataset"):
         load_robustbench("Zhang2019Theoretically", dataset="mnist")
+    with pytest.raises(UserError) as info:  # robustbench_utils's download: no network
+        load_robustbench("Tiny2099", model_dir=tmp_path)
+    assert "\n" not in str(info.value) and "OSError: no network in tests" in str(info.value)
+    assert list((tmp_path / "cifar10" / "Linf").iterdir()) == []  # no partial file left
 
-    def offline(**kwargs):
-        raise OSError("Failed to resolve host\nmore detail")
+    def wrong_architecture(gid, path):
+        torch.save({"weight": torch.zeros(2)}, path)
 
-    _fake_robustbench(monkeypatch, offline)
+    rb = _zoo_entry(monkeypatch, "Other2099", lambda: nn.Linear(3, 4))
+    monkeypatch.setattr(rb, "download_gdrive", wrong_architecture)
     with pytest.raises(UserError) as info:
-        load_robustbench("Zhang2019Theoretically")
-    assert "\n" not in str(info.value) and "OSError: Failed to resolve host" in str(info.value)
+        load_robustbench("Other2099", model_dir=tmp_path)
+    message = str(info.value)
+    assert "\n" not in message and "cannot load RobustBench model Other2099" in message
 
 
 def test_pyautoattack_is_aliased_as_autoattack(monkeypatch):

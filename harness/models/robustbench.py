@@ -2,14 +2,18 @@
 
 ``robustbench==1.1.1`` imports the original ``autoattack`` package at import time; here
 AutoAttack comes as ``pyautoattack`` (same attack code, same submodule names), so it is aliased
-under the old name first. Only ``load_model`` is used: RobustBench's ``benchmark()`` does not
-work with pyautoattack.
+under the old name first. RobustBench's ``benchmark()`` does not work with pyautoattack, and its
+``load_model`` downloads and unpickles in one call; so this module takes the architecture and
+the download from RobustBench's zoo, checks the file's sha256 in between
+(:mod:`harness.downloads`), and loads the weights itself with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
 import sys
-from types import MethodType
+from pathlib import Path
+from types import MethodType, ModuleType
+from typing import Any
 
 import torch
 from torch import nn
@@ -22,12 +26,19 @@ THREAT_MODELS = ("Linf", "L2", "corruptions", "corruptions_3d")
 
 
 def load_robustbench(
-    name: str, dataset: str = "cifar10", threat_model: str = "Linf", model_dir: str = "models"
+    name: str,
+    dataset: str = "cifar10",
+    threat_model: str = "Linf",
+    model_dir: str | Path = "models",
+    sha256: str | None = None,
 ) -> nn.Module:
     """RobustBench model ``name`` in eval mode, with ``forward_features``/``forward_head``.
 
-    Weights are read from ``model_dir/<dataset>/<threat_model>/<name>.pt`` and downloaded there
-    when missing. RobustBench models take inputs in [0,1]; those that normalise do it inside.
+    Weights are read from ``model_dir/<dataset>/<threat_model>/<name>.pt`` (RobustBench's own
+    layout, so its earlier downloads are reused) and downloaded there when missing. The file's
+    sha256 must be ``sha256`` when given, else the one recorded at its first use; the hashes end
+    up in ``model.weights_sha256`` (file name -> hash). RobustBench models take inputs in [0,1];
+    those that normalise do it inside.
     """
     if dataset not in DATASETS:
         raise UserError(f"unknown RobustBench dataset {dataset!r}; valid: {', '.join(DATASETS)}")
@@ -37,22 +48,86 @@ def load_robustbench(
         )
     rb_utils = _import_robustbench()
     try:
-        model = rb_utils.load_model(
-            model_name=name, model_dir=model_dir, dataset=dataset, threat_model=threat_model
-        )
-    except KeyError:
+        entry = rb_utils.all_models[rb_utils.BenchmarkDataset(dataset)][
+            rb_utils.ThreatModel(threat_model)
+        ][name]
+    except (KeyError, ValueError):
         raise UserError(
             f"unknown RobustBench model {name!r} for {dataset}/{threat_model} "
             "(see robustbench.model_zoo for the names)"
         ) from None
-    except Exception as exc:  # network, gdrive quota, truncated file, ...
+    what = f"RobustBench model {name} ({dataset}/{threat_model})"
+    folder = Path(model_dir) / dataset / threat_model
+    try:
+        model, hashes = _build(rb_utils, entry, name, dataset, folder, sha256, what)
+    except UserError:
+        raise
+    except Exception as exc:  # an architecture that does not take the weights, ...
         first = (str(exc).strip().splitlines() or [""])[0]
-        raise UserError(
-            f"cannot load RobustBench model {name!r} ({dataset}/{threat_model}) from "
-            f"{model_dir}: {type(exc).__name__}: {first}"
-        ) from None
+        raise UserError(f"cannot load {what}: {type(exc).__name__}: {first}") from None
+    if sha256 is None and hashes:
+        from harness.downloads import warn_once
+
+        digest, *more = hashes.values()
+        pin = "ensembles cannot be pinned" if more else f'pin it with sha256 = "{digest}"'
+        warn_once(f"{what} is trusted on first use, not pinned ({pin})")
     model.arch = f"robustbench:{name}"
-    return with_feature_api(model)
+    model.weights_sha256 = hashes
+    return with_feature_api(model.eval())
+
+
+def _build(
+    rb_utils: ModuleType,
+    entry: dict[str, Any],
+    name: str,
+    dataset: str,
+    folder: Path,
+    sha256: str | None,
+    what: str,
+) -> tuple[nn.Module, dict[str, str]]:
+    """What robustbench 1.1.1's ``load_model`` does, with the hash check before the load."""
+    from harness.compat import load_checkpoint
+    from harness.downloads import verified
+
+    ds = rb_utils.BenchmarkDataset(dataset)
+    if dataset == "imagenet" and "Standard" in name:  # torchvision's pretrained weights
+        if sha256:
+            raise UserError(f"{what} has no weight file of its own to check sha256 against")
+        return entry["model"](), {}
+    ids = entry["gdrive_id"]
+    if not isinstance(ids, list):  # one file
+        path = folder / f"{name}.pt"
+        fetch = lambda tmp: rb_utils.download_gdrive(ids, tmp)  # noqa: E731
+        hashes = {path.name: verified(path, fetch, sha256, what=what)}
+        model = entry["model"]()
+        checkpoint = load_checkpoint(path)
+        if "Kireev2021Effectiveness" in name or name == "Andriushchenko2020Understanding":
+            checkpoint = checkpoint["last"]  # RobustBench's choice of its 'last' and 'best'
+        state = _state_dict(rb_utils, checkpoint, ("module.", "model."))
+        if dataset == "imagenet":  # the zoo's input normalisation is an outer layer
+            state = rb_utils.add_substr_to_state_dict(state, "model.")
+        return rb_utils._safe_load_state_dict(model, name, state, ds), hashes
+    if sha256:
+        raise UserError(f"{what} is an ensemble of {len(ids)} files; sha256 pins a single file")
+    model = entry["model"]()
+    hashes = {}
+    for i, gid in enumerate(ids):
+        path = folder / f"{name}.pt_m{i}.pt"
+        fetch = lambda tmp, gid=gid: rb_utils.download_gdrive(gid, tmp)  # noqa: E731
+        hashes[path.name] = verified(path, fetch, None, what=f"{what} member {i}")
+        state = _state_dict(rb_utils, load_checkpoint(path), ("module.",))
+        model.models[i] = rb_utils._safe_load_state_dict(model.models[i], name, state, ds)
+        model.models[i].eval()
+    return model, hashes
+
+
+def _state_dict(rb_utils: ModuleType, checkpoint: Any, prefixes: tuple[str, ...]) -> Any:
+    """The checkpoint's state dict with RobustBench's prefix fix-ups (``module.``, ...)."""
+    if isinstance(checkpoint, dict) and "state_dict" in checkpoint:
+        checkpoint = checkpoint["state_dict"]
+    for prefix in prefixes:
+        checkpoint = rb_utils.rm_substr_from_state_dict(checkpoint, prefix)
+    return checkpoint
 
 
 def _import_robustbench():
