@@ -16,7 +16,7 @@ from harness.registry import ATTACKS, DATASETS, METHODS, MODELS
 __version__ = "0.1.0"
 
 
-def create_method(name: str, **hparams: Any) -> Any:
+def create_method(name: str, /, **hparams: Any) -> Any:
     """A distillation / adversarial-training method by name, with its hyperparameters."""
     return METHODS.create(name, **hparams)
 
@@ -25,7 +25,7 @@ def list_methods(pattern: str | None = None) -> list[str]:
     return METHODS.names(pattern)
 
 
-def create_model(name: str, num_classes: int = 10, image_size: int = 32, **kwargs: Any) -> Any:
+def create_model(name: str, /, num_classes: int = 10, image_size: int = 32, **kwargs: Any) -> Any:
     """A freshly initialised network taking inputs in [0,1] of shape (B, 3, size, size)."""
     return MODELS.create(name, num_classes=num_classes, image_size=image_size, **kwargs)
 
@@ -34,7 +34,7 @@ def list_models(pattern: str | None = None) -> list[str]:
     return MODELS.names(pattern)
 
 
-def create_dataset(name: str, **options: Any) -> Any:
+def create_dataset(name: str, /, **options: Any) -> Any:
     """A :class:`harness.data.DatasetSplits` (train / val / test as uint8 tensors)."""
     return DATASETS.create(name, **options)
 
@@ -43,7 +43,7 @@ def list_datasets(pattern: str | None = None) -> list[str]:
     return DATASETS.names(pattern)
 
 
-def create_attack(name: str, **params: Any) -> Any:
+def create_attack(name: str, /, **params: Any) -> Any:
     """An attack object: ``attack(model, x, y) -> x_adv``."""
     return ATTACKS.create(name, **params)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from harness.errors import UserError
+from harness.errors import UserError, one_line
 
 STORE = click.option(
     "--store",
@@ -347,7 +347,10 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
     if output:
         from harness.checkpoints import write_text_atomic
 
-        write_text_atomic(text, Path(output))
+        try:
+            write_text_atomic(text, Path(output))
+        except OSError as exc:  # a file where a folder should be, a name too long, ...
+            raise UserError(f"cannot write {output}: {exc.strerror}") from None
         click.echo(f"leaderboard written to {output}")
     else:
         click.echo(text)
@@ -478,6 +481,9 @@ def main(argv: list[str] | None = None) -> None:
         click.echo("aborted", err=True)
         sys.exit(130)
     except click.ClickException as exc:
+        if not isinstance(exc, getattr(click.exceptions, "NoArgsIsHelpError", ())):  # help: as is
+            message = one_line(" ".join(exc.format_message().split()))  # click's may span lines
+            exc.format_message = lambda: message  # type: ignore[method-assign]
         exc.show()
         sys.exit(exc.exit_code)
     except click.exceptions.Exit as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import sys
+import warnings
 from types import ModuleType
 from typing import Any
 
@@ -58,7 +59,9 @@ def load_checkpoint(path: Any, map_location: Any = "cpu") -> Any:
     from harness.errors import UserError
 
     try:
-        return torch.load(path, map_location=map_location, weights_only=True)
+        with warnings.catch_warnings():  # a stray line before the one-line error or the result
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")
+            return torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
         raise UserError(f"checkpoint not found: {path}") from None
     except Exception as exc:  # UnpicklingError, truncated zip, ...

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
+from pathlib import Path
 from typing import Any
 
 from harness.errors import UserError
@@ -23,7 +25,12 @@ def parse_number(value: Any, what: str) -> float:
     if isinstance(value, bool):
         raise UserError(f"{what} must be a number, got {value!r}")
     if isinstance(value, int | float):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer beyond 1.8e308, which TOML and Python both allow
+            raise UserError(
+                f"{what} is too large: an integer of {value.bit_length()} bits"
+            ) from None
     if isinstance(value, str):
         match = _FRACTION.match(value)
         if match:
@@ -72,6 +79,14 @@ def derive_seed(*parts: Any) -> int:
     """A 63-bit seed from any parts (run seed, "epoch", 3, ...), stable across processes."""
     digest = hashlib.sha256(canonical_json([str(p) for p in parts]).encode()).digest()
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
+
+
+def is_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a file; False, not OSError, for a name the file system cannot hold."""
+    try:
+        return Path(path).is_file()
+    except OSError:  # ENAMETOOLONG and the like: no such file can exist
+        return False
 
 
 def file_sha256(path: Any, chunk: int = 1 << 20) -> str:

@@ -2,11 +2,28 @@
 
 from __future__ import annotations
 
+import unicodedata
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and control characters escaped (a newline becomes ``\\n``).
+
+    Messages quote what the user gave (a file name, a key of a grid), which may hold any
+    character; escaped, a message still prints as the one line the CLI promises.
+    """
+    return "".join(
+        c.encode("unicode_escape").decode() if unicodedata.category(c) in ("Cc", "Zl", "Zp") else c
+        for c in text
+    )
+
 
 class UserError(Exception):
     """A mistake in what the user asked for (bad name, bad file, missing data), not a bug."""
 
     exit_code = 2
+
+    def __init__(self, message: str) -> None:
+        super().__init__(one_line(str(message)))
 
 
 class TrainingDiverged(RuntimeError):

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from harness.config import coerce
 from harness.errors import UserError
 from harness.grid import Grid, RunSpec
 from harness.store import Store
@@ -25,6 +26,14 @@ SLURM_KEYS = {
     "account": "slurm_account",
     "qos": "slurm_qos",
     "array_parallelism": "slurm_array_parallelism",
+}
+#: The integer keys of [slurm] and their least values; the others are strings.
+SLURM_MINIMA = {
+    "time": 1,
+    "gpus_per_node": 0,
+    "cpus_per_task": 1,
+    "mem_gb": 1,
+    "array_parallelism": 1,
 }
 
 
@@ -202,6 +211,13 @@ def slurm_parameters(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:
             f"{grid.path}: unknown [slurm] key(s) {', '.join(unknown)}; "
             f"valid: {', '.join(SLURM_KEYS)}"
         )
+    for key, value in merged.items():
+        what = f"{grid.path}: [slurm] {key}"
+        if key in SLURM_MINIMA:
+            if coerce(value, 0, what) < SLURM_MINIMA[key]:
+                raise UserError(f"{what} must be >= {SLURM_MINIMA[key]}, got {value}")
+        else:
+            coerce(value, "", what)
     params = {SLURM_KEYS[k]: v for k, v in merged.items()}
     params.setdefault("timeout_min", 24 * 60)
     params.setdefault("gpus_per_node", 1)

@@ -16,7 +16,7 @@ import torch
 import harness
 from harness import suites
 from harness.compat import load_checkpoint
-from harness.config import config_hash, file_sha256
+from harness.config import config_hash, file_sha256, is_file
 from harness.errors import UserError
 from harness.grid import TRAIN_DEFAULTS
 from harness.runner import evaluate_run, load_dataset, provenance, whitebox
@@ -65,7 +65,7 @@ def _load_target(
         data = load_dataset(spec, data_root)
         net = load_robustbench(target, dataset=spec["name"])
         config = _external_config("robustbench", target, {"robustbench": target}, spec)
-    elif Path(target).is_file() or target.endswith((".pt", ".pth", ".tar")):
+    elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
 
         if not model:

@@ -9,6 +9,7 @@ A teacher with a ``train`` recipe is itself a run the grid executes first.
 
 from __future__ import annotations
 
+import datetime
 import os
 import sys
 from dataclasses import dataclass, field
@@ -17,7 +18,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness import suites
-from harness.config import check_sha256, coerce, config_hash, file_sha256, parse_number
+from harness.config import check_sha256, coerce, config_hash, file_sha256, is_file, parse_number
 from harness.errors import UserError
 
 if sys.version_info >= (3, 11):
@@ -56,6 +57,16 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "select_steps": 10,
     "eval_batch_size": 256,
 }
+#: The least value of each [train] number the trainer, the data loader and SGD accept (lr and
+#: lr_gamma must be > 0).
+TRAIN_MINIMA = {
+    "epochs": 1,
+    "batch_size": 1,
+    "eval_batch_size": 1,
+    "momentum": 0,
+    "weight_decay": 0,
+    "select_steps": 0,
+}
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
 URL_SCHEMES = ("https", "http", "file")
@@ -86,13 +97,16 @@ class Grid:
 def grid_path(name: str) -> Path:
     """A grid by name (``smoke`` → leaderboards/smoke.toml, or $BENCH_GRIDS) or by file path."""
     p = Path(name)
-    if p.suffix == ".toml" or p.exists():
-        if not p.is_file():
-            raise UserError(f"grid file not found: {name}")
-        return p
-    for folder in [os.environ.get("BENCH_GRIDS"), GRID_DIR]:
-        if folder and (Path(folder) / f"{name}.toml").is_file():
-            return Path(folder) / f"{name}.toml"
+    try:
+        if p.suffix == ".toml" or p.exists():
+            if not p.is_file():
+                raise UserError(f"grid file not found: {name}")
+            return p
+        for folder in [os.environ.get("BENCH_GRIDS"), GRID_DIR]:
+            if folder and (Path(folder) / f"{name}.toml").is_file():
+                return Path(folder) / f"{name}.toml"
+    except OSError as exc:  # a name too long for the file system, a folder we may not read
+        raise UserError(f"grid {name!r}: {exc.strerror}") from None
     raise UserError(f"unknown grid {name!r}; valid grids: {', '.join(list_grids()) or '(none)'}")
 
 
@@ -116,12 +130,29 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise UserError(f"{path}: invalid TOML: {msg}") from None
     except UnicodeDecodeError:
         raise UserError(f"{path}: not a UTF-8 text file") from None
+    except ValueError:  # tomllib refuses integers over 4300 digits with a bare ValueError
+        raise UserError(f"{path}: invalid TOML: an integer with too many digits") from None
+    except RecursionError:
+        raise UserError(f"{path}: invalid TOML: arrays or tables nested too deeply") from None
 
 
-def _table(raw: dict[str, Any], key: str, where: str) -> dict[str, Any]:
+def _no_dates(node: Any, where: str, key: str = "") -> None:
+    """Refuse TOML dates and times: no grid key takes one, and a run's config must be JSON."""
+    if isinstance(node, datetime.date | datetime.time):
+        raise UserError(f"{where}: {key} = {node.isoformat()}: a grid takes no dates or times")
+    if isinstance(node, dict):
+        for k, value in node.items():
+            _no_dates(value, where, f"{key}.{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, value in enumerate(node):
+            _no_dates(value, where, f"{key}[{i}]")
+
+
+def _table(raw: dict[str, Any], key: str, where: str, name: str | None = None) -> dict[str, Any]:
+    """``raw[key]`` (default empty), which must be a table; ``name`` is its ``[header]``."""
     value = raw.get(key, {})
     if not isinstance(value, dict):
-        raise UserError(f"{where}: [{key}] must be a table, got {value!r}")
+        raise UserError(f"{where}: [{name or key}] must be a table, got {value!r}")
     return value
 
 
@@ -131,14 +162,18 @@ def _names(
     where: str,
     default: list | None = None,
     allow_empty: bool = False,
+    strings: bool = True,
 ) -> list:
-    value = raw.get(key, default)
+    """``raw[key]`` as a list (a lone value is a list of one); ``strings``: of names."""
+    given = value = raw.get(key, default)
     if value is None:
         raise UserError(f"{where}: missing key {key!r}")
     if isinstance(value, str | int):
         value = [value]
     if not isinstance(value, list) or not (value or allow_empty):
         raise UserError(f"{where}: {key!r} must be a non-empty list, got {value!r}")
+    if strings and not all(isinstance(v, str) for v in value):
+        raise UserError(f"{where}: {key!r} must be a list of names (strings), got {given!r}")
     return value
 
 
@@ -167,6 +202,23 @@ def _resolve_keys(
     return out
 
 
+def _train(given: dict[str, Any], where: str, table: str) -> dict[str, Any]:
+    """A ``[train]`` table with its defaults, in the ranges the trainer and SGD accept.
+
+    Checked here so that a bad value fails before any run starts, not after a teacher trained.
+    """
+    train = _resolve_keys(given, TRAIN_DEFAULTS, where, table)
+    for key, low in TRAIN_MINIMA.items():
+        if train[key] < low:
+            raise UserError(f"{where}: [{table}] {key} must be >= {low}, got {train[key]!r}")
+    for key in ("lr", "lr_gamma"):
+        if not train[key] > 0:
+            raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
+    if train["nesterov"] and not train["momentum"] > 0:
+        raise UserError(f"{where}: [{table}] nesterov = true needs momentum > 0")
+    return train
+
+
 def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
     threat = _resolve_keys(_table(raw, "threat", where), THREAT_DEFAULTS, where, "threat")
     for key in ("eps", "step_size"):
@@ -191,7 +243,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
     if isinstance(attacks, list):
         out = {}
         for name in attacks:
-            if name not in suites.PRESETS:
+            if not isinstance(name, str) or name not in suites.PRESETS:
                 raise UserError(
                     f"{where}: unknown eval attack {name!r}; valid presets: "
                     f"{', '.join(suites.PRESETS)} (or a table [eval.attacks.NAME] attack = ...)"
@@ -276,6 +328,7 @@ def load_grid(
     path = grid_path(name)
     raw = read_toml(path)
     where = str(path)
+    _no_dates(raw, where)
     unknown = sorted(set(raw) - TOP_KEYS)
     if unknown:
         raise UserError(
@@ -284,13 +337,13 @@ def load_grid(
     grid_name = path.stem
     data = _dataset(raw, where, dataset)
     threat = _threat(raw, where)
-    base_train = _resolve_keys(_table(raw, "train", where), TRAIN_DEFAULTS, where, "train")
+    base_train = _train(_table(raw, "train", where), where, "train")
     select = select_on or raw.get("select_on", "val")
     if select not in ("val", "test"):
         raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
     eval_attacks = _eval_attacks(raw, threat, where)
     transfer = _transfer(raw, threat, where)
-    seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0])
+    seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0], strings=False)
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
     methods = [method] if method else _names(raw, "methods", where)
@@ -308,16 +361,17 @@ def load_grid(
     method_tables = _table(raw, "method", where)
     if epochs is not None and epochs < 1:
         raise UserError(f"--epochs must be >= 1, got {epochs}")
+    sources = {t: _teacher_source(t, teacher_tables[t], where) for t in teacher_names}
 
     DATASETS.get(data["name"])
-    for model in students + [teacher_tables[t].get("model") for t in teacher_names]:
+    for model in students + [sources[t]["model"] for t in teacher_names]:
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
     grid = Grid(name=grid_name, path=path, raw=raw)
 
     def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:
-        train = _resolve_keys({**base_train, **overrides}, TRAIN_DEFAULTS, where, what)
+        train = _train({**base_train, **overrides}, where, what)
         full = train["epochs"]
         if epochs is not None and epochs != full:
             train["milestones"] = sorted(
@@ -361,7 +415,7 @@ def load_grid(
 
     teacher_refs: dict[str, tuple[dict[str, Any], str | None]] = {}
     for tname in teacher_names:
-        t = _teacher_source(tname, teacher_tables[tname], where)
+        t = sources[tname]
         spec = t["spec"]
         if t["source"] == "train":
             recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
@@ -381,7 +435,7 @@ def load_grid(
             ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
             if not ckpt.is_absolute():
                 ckpt = (path.parent / ckpt).resolve()
-            if not ckpt.is_file():
+            if not is_file(ckpt):
                 raise UserError(f"{where}: teacher {tname!r} checkpoint not found: {ckpt}")
             digest = file_sha256(ckpt)
             if spec.get("sha256") and spec["sha256"] != digest:
@@ -420,11 +474,14 @@ def load_grid(
     for label in methods:
         method_name, vparams = _variant(label, variants, where)
         cls = METHODS.get(method_name)
-        mtable = dict(method_tables.get(method_name, {}))
-        train_over = mtable.pop("train", {})
-        per_student = mtable.pop("student", {})
+        header = f"method.{method_name}"
+        mtable = dict(_table(method_tables, method_name, where, header))
+        train_over = _table(mtable, "train", where, f"{header}.train")
+        per_student = _table(mtable, "student", where, f"{header}.student")
+        mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
         for model in students:
-            hparams = {**mtable, **per_student.get(model, {}), **vparams}
+            own = _table(per_student, model, where, f"{header}.student.{model}")
+            hparams = {**mtable, **own, **vparams}
             for seed in seed_list:
                 common = (label, method_name, hparams, model)
                 if not cls.needs_teacher:
@@ -524,8 +581,12 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
     unknown = sorted(set(spec) - {"surrogates", "attacks", "epochs"})
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [eval.transfer]")
-    surrogates = spec.get("surrogates", suites.SURROGATES)
-    names = spec.get("attacks", list(suites.TRANSFER_ATTACKS))
+    from harness.registry import MODELS
+
+    surrogates = _names(spec, "surrogates", f"{where}: [eval.transfer]", suites.SURROGATES)
+    for model in surrogates:
+        MODELS.get(model)
+    names = _names(spec, "attacks", f"{where}: [eval.transfer]", list(suites.TRANSFER_ATTACKS))
     bad = [n for n in names if n not in suites.TRANSFER_ATTACKS]
     if bad:
         raise UserError(
@@ -533,7 +594,9 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
             f"valid: {', '.join(suites.TRANSFER_ATTACKS)}"
         )
     attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in names}
-    base = _resolve_keys(_table(raw, "train", where), TRAIN_DEFAULTS, where, "train")
-    epochs = spec.get("epochs", base["epochs"])
+    base = _train(_table(raw, "train", where), where, "train")
+    epochs = coerce(spec.get("epochs", base["epochs"]), 1, f"{where}: [eval.transfer] epochs")
+    if epochs < 1:
+        raise UserError(f"{where}: [eval.transfer] epochs must be >= 1, got {epochs}")
     train = {**base, "epochs": epochs, "milestones": [m for m in base["milestones"] if m < epochs]}
     return {"transfer": {"surrogates": surrogates, "attacks": attacks, "train": train}}

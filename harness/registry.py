@@ -76,37 +76,40 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         self._load()
-        return name in self._entries
+        return isinstance(name, str) and name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
         try:
             return self._entries[name]
-        except KeyError:
+        except (KeyError, TypeError):  # TypeError: a list or table from a grid file
             valid = ", ".join(self.names()) or "(none)"
             raise UserError(f"unknown {self.kind} {name!r}; valid {self.kind}s: {valid}") from None
 
-    def create(self, name: str, **kwargs: Any) -> Any:
-        """Build ``name`` with ``kwargs``; unknown keyword arguments list the valid ones."""
+    def create(self, name: str, /, **kwargs: Any) -> Any:
+        """Build ``name`` with ``kwargs`` (any names, ``name`` too); unknown ones list the valid."""
         factory = self.get(name)
         check_kwargs(f"{self.kind} {name!r}", factory, kwargs)
         return factory(**kwargs)
 
 
 def check_kwargs(what: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:
-    """Reject keyword arguments ``factory`` does not take, naming the ones it does."""
+    """Reject keyword arguments ``factory`` does not take, naming the ones it does, and missing
+    required ones (``--dataset npz`` without a file), which the call would make a TypeError."""
     try:
         params = inspect.signature(factory).parameters.values()
     except (TypeError, ValueError):  # builtins without a signature: let the call itself decide
         return
-    if any(p.kind is p.VAR_KEYWORD for p in params):
-        return
-    valid = [p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    named = [p for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    valid = [p.name for p in named]
     unknown = sorted(set(kwargs) - set(valid))
-    if unknown:
+    if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
         raise UserError(
             f"unknown parameter(s) {', '.join(unknown)} for {what}; valid: {', '.join(valid)}"
         )
+    missing = [p.name for p in named if p.default is p.empty and p.name not in kwargs]
+    if missing:
+        raise UserError(f"missing parameter(s) {', '.join(missing)} for {what}")
 
 
 METHODS = Registry("method", "bench.methods", ["methods"])

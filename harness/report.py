@@ -24,7 +24,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.config import canonical_json
+from harness.config import canonical_json, is_file
 from harness.downloads import url_path
 from harness.errors import UserError
 from harness.grid import Grid, RunSpec, load_grid, read_toml
@@ -50,7 +50,7 @@ def list_papers() -> list[str]:
 def paper_spec(paper: str) -> dict[str, Any]:
     """``reports/<paper>/tables.toml``, read and checked for shape."""
     path = REPORTS_DIR / paper / "tables.toml"
-    if not path.is_file():
+    if not is_file(path):
         valid = ", ".join(list_papers()) or "(none)"
         raise UserError(f"unknown paper {paper!r}; valid: {valid}")
     spec = read_toml(path)

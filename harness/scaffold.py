@@ -12,6 +12,7 @@ from harness.errors import UserError
 from harness.registry import METHODS
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
+MAX_NAME = 64  # its files (test_method_NAME.py, and their temporary names) must fit in 255 bytes
 
 
 def new_method(name: str, methods_dir: Path, tests_dir: Path) -> tuple[Path, Path]:
@@ -20,24 +21,31 @@ def new_method(name: str, methods_dir: Path, tests_dir: Path) -> tuple[Path, Pat
         raise UserError(
             f"method name {name!r} must be lowercase letters and digits, words joined by '-'"
         )
+    if len(name) > MAX_NAME:
+        raise UserError(
+            f"method name {name[:20]!r}... is {len(name)} characters; at most {MAX_NAME}"
+        )
     if name in METHODS:
         raise UserError(f"method {name!r} already exists")
     func_name = name.replace("-", "_")
     class_name = "".join(part.capitalize() for part in name.split("-"))
     method_path = Path(methods_dir) / f"{func_name}.py"
     test_path = Path(tests_dir) / f"test_method_{func_name}.py"
-    for path in (method_path, test_path):
-        if path.exists():
-            raise UserError(f"{path} already exists")
-    if not Path(methods_dir).is_dir():
-        raise UserError(f"methods folder {methods_dir} does not exist")
+    try:
+        for path in (method_path, test_path):
+            if path.exists():
+                raise UserError(f"{path} already exists")
+        if not Path(methods_dir).is_dir():
+            raise UserError(f"methods folder {methods_dir} does not exist")
+        Path(tests_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a name too long for the file system, a file in the way: before writing
+        raise UserError(f"cannot write {exc.filename}: {exc.strerror}") from None
     env = Environment(
         loader=PackageLoader("harness", "templates"),
         undefined=StrictUndefined,
         keep_trailing_newline=True,
     )
     values = {"name": name, "func_name": func_name, "class_name": class_name}
-    Path(tests_dir).mkdir(parents=True, exist_ok=True)
     write_text_atomic(env.get_template("method.py.j2").render(values), method_path)
     write_text_atomic(env.get_template("test_method.py.j2").render(values), test_path)
     return method_path, test_path

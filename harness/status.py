@@ -173,7 +173,8 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
     store = Store(store_root)
     rows = []
     tables = grid.raw.get("teacher", {})
-    for name in grid.raw.get("teachers", []):
+    names = grid.raw.get("teachers", [])
+    for name in [names] if isinstance(names, str) else names:  # a grid may name just one
         spec = tables[name]
         if "train" in spec:
             run = grid.teacher_runs[name]

@@ -57,16 +57,33 @@ def _read_json(path: Path) -> Any:
         return json.load(fh)
 
 
+def _empty_frame(table: str) -> pd.DataFrame:
+    """``table`` of an empty index, with its columns."""
+    conn = sqlite3.connect(":memory:")
+    try:
+        conn.executescript(SCHEMA)
+        return pd.read_sql_query(f"SELECT * FROM {table}", conn)
+    finally:
+        conn.close()
+
+
 class Store:
     def __init__(self, root: str | os.PathLike) -> None:
         self.root = Path(root)
         self.runs_dir = self.root / "runs"
         self.index_path = self.root / "index.sqlite"
+        try:
+            self.root.exists()
+        except OSError as exc:  # a name too long for the file system: every lookup would fail
+            raise UserError(f"store folder {self.root}: {exc.strerror}") from None
 
     # -- index ----------------------------------------------------------------------------------
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        self.root.mkdir(parents=True, exist_ok=True)
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file in the way, no permission
+            raise UserError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
         conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
         try:
             conn.execute("PRAGMA busy_timeout = 120000")
@@ -228,6 +245,8 @@ class Store:
         """The ``runs`` or ``results`` table (optionally one grid's) as a DataFrame."""
         if table not in ("runs", "results"):
             raise ValueError(table)
+        if not self.index_path.exists() and not self.run_ids():
+            return _empty_frame(table)  # nothing to read: a read never creates the store
         if not self.index_path.exists():
             with self._write():
                 pass

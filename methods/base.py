@@ -49,7 +49,7 @@ class Method:
     nonnegative: ClassVar[tuple[str, ...]] = ("steps",)  # ... >= 0
     unit: ClassVar[tuple[str, ...]] = ()  # ... in [0, 1]
 
-    def __init__(self, **hparams: Any) -> None:
+    def __init__(self, /, **hparams: Any) -> None:
         allowed = {**THREAT_DEFAULTS, **self.defaults}
         unknown = sorted(set(hparams) - set(allowed))
         if unknown:

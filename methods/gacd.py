@@ -103,7 +103,7 @@ class GACD(Method):
     positive = ("feat_dim", "nce_t")
     nonnegative = ("queue_size", "ce_weight", "beta", "kd_weight")
 
-    def __init__(self, **hparams: Any) -> None:
+    def __init__(self, /, **hparams: Any) -> None:
         super().__init__(**hparams)
         self.heads: ContrastiveHeads | None = None
 

@@ -1,10 +1,12 @@
-"""Shared fixtures: a headless Chromium for the tests that check pages in a real browser."""
+"""Shared fixtures: a headless Chromium for the tests that check pages in a real browser; the
+fuzz's count of bad inputs at the end of a session."""
 
 from __future__ import annotations
 
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -49,3 +51,16 @@ def chromium() -> str:
     if proc.returncode != 0 or "Chromium" not in proc.stdout:
         pytest.skip(f"chromium does not start: {proc.stderr.strip()[-200:]}")
     return binary
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """How many inputs tests/test_fuzz.py tried (the README's "bad inputs tried")."""
+    fuzz = sys.modules.get("tests.test_fuzz")
+    tried = getattr(fuzz, "TRIED", None)
+    if tried:
+        refused = fuzz.REFUSED
+        per_test = ", ".join(f"{k} {n}" for k, n in sorted(tried.items()))
+        terminalreporter.write_line(
+            f"bad inputs tried: {sum(tried.values())} ({sum(refused.values())} refused with an "
+            f"error, the rest valid after all): {per_test}"
+        )

@@ -13,6 +13,7 @@ import torch
 
 import harness
 from harness.cli import main
+from harness.grid import GRID_DIR
 
 BENCH = [sys.executable, "-m", "harness.cli"]
 
@@ -168,3 +169,98 @@ def test_smoke_grid_end_to_end(tmp_path):
         [*BENCH, "show", "dgad", "--store", str(store)], capture_output=True, text=True, env=env
     )
     assert show.returncode == 0 and "complete" in show.stdout and "pgd10" in show.stdout
+
+
+# -- what the fuzz (tests/test_fuzz.py) found: tracebacks, multi-line errors, stores written ----
+def test_names_too_long_for_the_file_system(capsys, tmp_path):
+    long = "a" * 300
+    store = tmp_path / "store"
+    cases = [
+        (["status", "--grid", long], f"error: grid {long!r}: File name too long"),
+        (["report", "--paper", long, "--store", str(store)], f"error: unknown paper {long!r}"),
+        (["eval", long, "--store", str(store)], f"error: no run {long!r} in {store}"),
+        (["show", "x", "--store", long], f"error: store folder {long}: File name too long"),
+        (
+            ["eval", "x.pt", "--model", "tiny_cnn", "--dataset", "cifar10", "--data-root", long],
+            f"error: data root {long}: File name too long",
+        ),
+    ]
+    for args, message in cases:
+        code, _, err = bench(capsys, *args)
+        assert code == 2 and err.strip().split("\n")[0].startswith(message), err
+        assert_one_line_error(code, err, message, store)
+
+
+def test_user_input_with_a_newline_stays_on_one_line(capsys, tmp_path):
+    code, _, err = bench(capsys, "new-method", "x", "--methods-dir", "a\nb")
+    assert code == 2 and err == "error: methods folder a\\nb does not exist\n"
+    code, _, err = bench(capsys, "status", "--grid", "smoke", "a\nb")
+    assert code == 2 and err.rstrip("\n").split("\n")[-1] == (
+        "Error: Got unexpected extra argument (a b)"
+    )
+    code, _, err = bench(capsys, "list")
+    assert code == 2 and err.rstrip("\n").split("\n")[-1] == (
+        "Error: Missing argument '{methods|models|datasets|attacks|grids}'. "
+        "Choose from: methods, models, datasets, attacks, grids"
+    )
+
+
+def test_leaderboard_output_that_cannot_be_written(capsys, tmp_path):
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    out, store = tmp_path / "notes.txt" / "board.md", tmp_path / "store"
+    code, _, err = bench(
+        capsys, "leaderboard", "--grid", "smoke", "--output", str(out), "--store", str(store)
+    )
+    assert err == f"error: cannot write {out}: File exists\n"
+    assert_one_line_error(code, err, "cannot write", store)
+    assert not store.exists()
+
+
+def test_reading_an_empty_store_creates_nothing(capsys, tmp_path):
+    store = tmp_path / "store"
+    for args in (
+        ["leaderboard", "--grid", "smoke"],
+        ["store", "check"],
+        ["plan", "--grid", "smoke"],
+    ):
+        code, _, _ = bench(capsys, *args, "--store", str(store))
+        assert code == 0 and not store.exists(), args
+
+
+def test_npz_without_a_file(capsys, tmp_path):
+    store = tmp_path / "store"
+    code, _, err = bench(
+        capsys, "eval", "x.pt", "--model", "tiny_cnn", "--dataset", "npz", "--store", str(store)
+    )
+    assert err == "error: missing parameter(s) path for dataset 'npz'\n"
+    assert_one_line_error(code, err, "npz", store)
+
+
+def test_garbage_checkpoint_is_one_line_without_a_warning(capsys, tmp_path):
+    import warnings
+
+    ckpt, store = tmp_path / "garbage.pt", tmp_path / "store"
+    ckpt.write_bytes(b"\x80\x04not a pickle")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, _, err = bench(
+            capsys,
+            "eval",
+            str(ckpt),
+            "--model",
+            "tiny_cnn",
+            "--dataset",
+            "digits",
+            "--store",
+            str(store),
+        )
+    assert_one_line_error(code, err, f"cannot load checkpoint {ckpt}", store)
+    assert not [w for w in caught if "pickle protocol" in str(w.message)]
+
+
+def test_teachers_of_a_grid_naming_one_teacher_without_a_list(capsys, tmp_path):
+    text = (GRID_DIR / "smoke.toml").read_text()
+    path = tmp_path / "one.toml"
+    path.write_text(text.replace('teachers = ["small-pgdat"]', 'teachers = "small-pgdat"'))
+    code, out, _ = bench(capsys, "teachers", "--grid", str(path), "--store", str(tmp_path / "s"))
+    assert code == 0 and "small-pgdat" in out and "small_cnn" in out

@@ -92,6 +92,9 @@ def test_split_lookup_and_data_root(monkeypatch):
     monkeypatch.setenv("BENCH_DATA", "/somewhere")
     assert data_root() == Path("/somewhere")
     assert data_root("/explicit") == Path("/explicit")
+    with pytest.raises(UserError) as info:  # every lookup under it would be an OSError
+        data_root("a" * 300)
+    assert str(info.value) == f"data root {'a' * 300}: File name too long"
 
 
 def test_carve_val_is_stratified_seeded_and_exact():

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from harness.errors import UserError
 from harness.executors import run_local, run_submitit, slurm_parameters
 from harness.grid import load_grid
 from harness.registry import METHODS
@@ -129,8 +130,6 @@ def test_slurm_parameters_from_grid_and_flags(tmp_path):
         "gpus_per_node": 1,
     }
     path.write_text(path.read_text() + "colour = 1\n")
-    from harness.errors import UserError
-
     with pytest.raises(UserError, match="unknown \\[slurm\\] key"):
         slurm_parameters(load_grid(str(path)), {})
 
@@ -204,3 +203,22 @@ def test_plan_refuses_an_unreadable_benchmark_in_one_line(tmp_path):
     with pytest.raises(UserError, match="cannot read throughput file") as info:
         plan_table(load_grid(grid_file(tmp_path)), tmp_path / "store", bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('time = "x"', "[slurm] time must be an integer, got 'x'"),
+        ("mem_gb = 0", "[slurm] mem_gb must be >= 1, got 0"),
+        ("partition = 5", "[slurm] partition must be a string, got 5"),
+    ],
+)
+def test_slurm_values_are_checked(tmp_path, table, message):
+    path = tmp_path / "g.toml"
+    path.write_text(
+        'dataset = "digits"\nstudents = ["tiny_cnn"]\nmethods = ["pgd-at"]\n'
+        f"[train]\nepochs = 1\n[slurm]\n{table}\n"
+    )
+    with pytest.raises(UserError) as info:
+        slurm_parameters(load_grid(str(path)), {})
+    assert str(info.value) == f"{path}: {message}"

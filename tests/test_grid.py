@@ -193,3 +193,91 @@ def test_bad_teacher_hashes_give_one_line(tmp_path, text, message):
     with pytest.raises(UserError) as info:
         load_grid(write(tmp_path, text))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+DEEP = "[" * 3000 + "]" * 3000
+# bad grids the fuzz (tests/test_fuzz.py) found crashing the loader, and the error each gives now
+FUZZ_FOUND = [
+    (
+        BASE.replace('methods = ["pgd-at", "dgad"]', 'methods = [["dgad"]]'),
+        "{path}: 'methods' must be a list of names (strings), got [['dgad']]",
+    ),
+    (
+        BASE.split("[teacher.t1]")[0] + "[teacher]\nt1 = 5\n",
+        '{path}: [teacher.t1] needs model = "<model name>"',
+    ),
+    (
+        BASE + '[eval]\nattacks = [["clean"]]\n',
+        "{path}: unknown eval attack ['clean']; valid presets: clean, fgsm, pgd10, pgd20, pgd50, "
+        "cw_inf, cw2, autoattack (or a table [eval.attacks.NAME] attack = ...)",
+    ),
+    (
+        BASE.replace('eps = "8/255"', "eps = " + "9" * 400),
+        "{path}: [threat] eps is too large: an integer of 1329 bits",
+    ),
+    (
+        BASE.replace("epochs = 10", "epochs = " + "9" * 4301),
+        "{path}: invalid TOML: an integer with too many digits",
+    ),
+    (
+        BASE.replace("seeds = [0, 1]", f"seeds = {DEEP}"),
+        "{path}: invalid TOML: arrays or tables nested too deeply",
+    ),
+    (
+        BASE + "[method.dgad]\nname = 1\n",
+        "unknown hyperparameter(s) name for method 'dgad'; valid: els_adv, els_clean, eps, gamma, "
+        "label_fix, map, mix, mobilenet_weighting, pcr, smoothing, step_size, steps",
+    ),
+    (
+        BASE.replace("[threat]", "dataset_options = { val_fraction = 1979-05-27 }\n[threat]"),
+        "{path}: dataset_options.val_fraction = 1979-05-27: a grid takes no dates or times",
+    ),
+    (BASE.replace("epochs = 10", "epochs = 0"), "{path}: [train] epochs must be >= 1, got 0"),
+    (
+        BASE.replace("epochs = 10", "epochs = 10\nlr = -1"),
+        "{path}: [train] lr must be > 0, got -1.0",
+    ),
+    (
+        BASE.replace("epochs = 10", "epochs = 10\nnesterov = true\nmomentum = 0"),
+        "{path}: [train] nesterov = true needs momentum > 0",
+    ),
+    (
+        BASE + '[eval.transfer]\nepochs = "x"\n',
+        "{path}: [eval.transfer] epochs must be an integer, got 'x'",
+    ),
+    (
+        BASE + "[eval.transfer]\nattacks = 5\n",
+        "{path}: [eval.transfer]: 'attacks' must be a list of names (strings), got 5",
+    ),
+    (BASE + "[method]\ndgad = 5\n", "{path}: [method.dgad] must be a table, got 5"),
+    (BASE + "[method.dgad]\ntrain = 5\n", "{path}: [method.dgad.train] must be a table, got 5"),
+    (
+        BASE + "[method.dgad.student]\ntiny_cnn = 5\n",
+        "{path}: [method.dgad.student.tiny_cnn] must be a table, got 5",
+    ),
+    (
+        '"a\\nb" = 1\n' + BASE,
+        "{path}: unknown key(s) a\\nb; valid: dataset, dataset_options, description, eval, "
+        "method, methods, seeds, select_on, slurm, students, teacher, teachers, threat, train, "
+        "variant",
+    ),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), FUZZ_FOUND)
+def test_fuzz_found_grids_give_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(UserError) as info:
+        load_grid(path, epochs=1)
+    assert str(info.value) == message.format(path=path)
+
+
+def test_transfer_surrogates_are_checked_at_load(tmp_path):
+    with pytest.raises(UserError, match=r"^unknown model 'resnet19'; valid models: "):
+        load_grid(write(tmp_path, BASE + '[eval.transfer]\nsurrogates = ["resnet19"]\n'))
+
+
+def test_grid_name_too_long_for_the_file_system():
+    with pytest.raises(UserError) as info:
+        load_grid("a" * 300)
+    assert str(info.value) == f"grid {'a' * 300!r}: File name too long"

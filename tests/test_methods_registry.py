@@ -193,3 +193,22 @@ def test_out_of_range_hyperparameters_are_refused(name, bad, text):
         harness.create_method(name, **bad)
     (key,) = bad
     assert f"{name}.{key} must be {text}" in str(info.value)
+
+
+@pytest.mark.parametrize("key", ["name", "self"])
+def test_hyperparameters_named_like_arguments_are_unknown_not_a_type_error(key):
+    # a grid's [method.dgad] table may hold any key: these used to collide with the arguments
+    with pytest.raises(UserError) as info:
+        harness.create_method("dgad", **{key: 1})
+    assert str(info.value) == (
+        f"unknown hyperparameter(s) {key} for method 'dgad'; valid: els_adv, els_clean, eps, "
+        "gamma, label_fix, map, mix, mobilenet_weighting, pcr, smoothing, step_size, steps"
+    )
+    with pytest.raises(UserError, match=f"unknown hyperparameter\\(s\\) {key} for method 'gacd'"):
+        harness.create_method("gacd", **{key: 1})
+
+
+def test_integer_too_large_for_a_float():
+    with pytest.raises(UserError) as info:
+        harness.create_method("dgad", gamma=10**400)
+    assert str(info.value) == "dgad.gamma is too large: an integer of 1329 bits"

@@ -8,6 +8,9 @@ import os
 import subprocess
 import sys
 
+import pytest
+
+from harness.errors import UserError
 from harness.scaffold import new_method
 
 PLUGIN_PYPROJECT = """
@@ -112,3 +115,15 @@ def test_installed_entry_point_plugin_runs_on_the_smoke_grid(tmp_path):
     metrics = json.loads((student / "metrics.json").read_text())
     assert 0.0 <= metrics["results"]["pgd10"]["accuracy"] <= 1.0
     assert "plugin-kd" in (store / "leaderboards" / "smoke.md").read_text()
+
+
+def test_new_method_refuses_names_and_folders_it_cannot_write(tmp_path):
+    (tmp_path / "m").mkdir()
+    (tmp_path / "notes.txt").write_text("a file, not a folder")
+    with pytest.raises(UserError) as info:  # test_method_<250 a>.py is longer than 255 bytes
+        new_method("a" * 250, tmp_path / "m", tmp_path / "t")
+    assert str(info.value) == "method name 'aaaaaaaaaaaaaaaaaaaa'... is 250 characters; at most 64"
+    with pytest.raises(UserError) as info:
+        new_method("my-kd", tmp_path / "m", tmp_path / "notes.txt" / "t")
+    assert str(info.value) == f"cannot write {tmp_path / 'notes.txt' / 't'}: Not a directory"
+    assert list((tmp_path / "m").iterdir()) == []

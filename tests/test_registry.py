@@ -93,3 +93,23 @@ def test_entry_point_module_registers_through_decorator(monkeypatch, tmp_path):
     )
     assert t.R.names() == ["from-module"]
     assert t.R.create("from-module") == 42
+
+
+def test_unhashable_name_is_an_unknown_name():
+    # a grid may put a list where a name goes
+    with pytest.raises(UserError) as info:
+        harness.create_method(["dgad"])
+    assert str(info.value).startswith("unknown method ['dgad']; valid methods: adaad, ")
+    assert ["dgad"] not in reg.METHODS
+
+
+def test_missing_required_parameter_is_named():
+    with pytest.raises(UserError) as info:
+        harness.create_dataset("npz")
+    assert str(info.value) == "missing parameter(s) path for dataset 'npz'"
+
+
+def test_user_error_messages_are_one_line():
+    assert str(UserError("grid file not found: a\nb\r\x1b[31m")) == (
+        "grid file not found: a\\nb\\r\\x1b[31m"
+    )

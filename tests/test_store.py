@@ -132,3 +132,22 @@ def test_check_and_rebuild(tmp_path):
     ]
     st.rebuild_index()
     assert st.check() == []
+
+
+def test_reading_an_empty_store_creates_nothing(tmp_path):
+    store = Store(tmp_path / "store")
+    assert store.frame("runs").empty and "run_id" in store.frame("runs").columns
+    assert store.frame("results", grid="g").empty
+    assert not (tmp_path / "store").exists()
+
+
+def test_store_folder_the_file_system_cannot_hold(tmp_path):
+    with pytest.raises(UserError) as info:
+        Store("a" * 300)
+    assert str(info.value) == f"store folder {'a' * 300}: File name too long"
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError) as info:
+        Store(tmp_path / "file" / "store").rebuild_index()
+    assert (
+        str(info.value) == f"cannot create the store folder {tmp_path}/file/store: Not a directory"
+    )

@@ -89,7 +89,12 @@ def data_root(root: str | os.PathLike | None = None) -> pathlib.Path:
     """Where data sets live: ``root`` if given, else ``$BENCH_DATA``, else ``./data``."""
     if root is None or str(root) == "":
         root = os.environ.get("BENCH_DATA") or "data"
-    return pathlib.Path(root).expanduser()
+    path = pathlib.Path(root).expanduser()
+    try:
+        path.exists()
+    except OSError as exc:  # a name too long for the file system: every lookup would fail
+        raise UserError(f"data root {path}: {exc.strerror}") from None
+    return path
 
 
 def check_fraction(name: str, value: float) -> float:
