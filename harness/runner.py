@@ -159,7 +159,10 @@ def execute(
         echo(f"failed {spec.run_id}: {exc}")
         return "failed"
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
+    # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
+    student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
     student.load_state_dict(best["student"])
+    student.to(device)
     evaluation = evaluate_run(
         student,
         data,

@@ -253,3 +253,34 @@ def test_cuda_training_steps_never_synchronise(method):
     finally:
         torch.cuda.set_sync_debug_mode("default")
     sums.raise_if_diverged(0)
+
+
+def test_a_run_records_its_fast_path_and_is_evaluated_as_a_plain_model(tmp_path, monkeypatch):
+    import harness.runner as runner_mod
+    from harness.executors import run_local
+    from harness.grid import load_grid
+    from harness.store import Store
+    from tests.test_executors import grid_file
+
+    evaluated = []
+    real = runner_mod.evaluate_run
+
+    def spy(model, *args, **kw):
+        evaluated.append(model)
+        return real(model, *args, **kw)
+
+    monkeypatch.setattr(runner_mod, "evaluate_run", spy)
+    grid = load_grid(grid_file(tmp_path))
+    store = Store(tmp_path / "store")
+    run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None,
+              fast="amp,channels_last")  # fmt: skip
+    (spec,) = grid.runs
+    fast = store.metrics(spec.run_id)["provenance"]["fast_path"]
+    assert fast == {**ALL_OFF, "amp": True, "channels_last": True}
+    (model,) = evaluated
+    conv = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    assert conv.weight.is_contiguous() and not conv.weight.is_contiguous(
+        memory_format=torch.channels_last
+    )  # the trained student was NHWC; evaluation gets a fresh NCHW copy of its best weights
+    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))["student"]
+    assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
