@@ -11,12 +11,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def throughput():
-    spec = importlib.util.spec_from_file_location("throughput", ROOT / "benchmarks/throughput.py")
+def load_script(name: str):
+    """A benchmarks/ script as a module (they are scripts, not a package)."""
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def throughput():
+    return load_script("throughput")
 
 
 @pytest.fixture(scope="module")
@@ -73,10 +78,7 @@ def test_flop_count_matches_a_hand_count(throughput):
 
 @pytest.fixture(scope="module")
 def parity():
-    spec = importlib.util.spec_from_file_location("parity", ROOT / "benchmarks/parity.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("parity")
 
 
 def test_parity_calls_a_difference_noise_only_within_the_seed_spread(parity):
