@@ -11,7 +11,7 @@ import harness.transfer as tr
 from harness.attacks.base import Attack
 from harness.data import ArraySet
 from harness.registry import ATTACKS
-from tests.helpers import synthetic_splits, tiny_net
+from tests.helpers import fit, synthetic_splits, tiny_net
 
 
 @pytest.fixture(autouse=True)
@@ -26,14 +26,7 @@ def one_thread():
 def trained():
     """A tiny net trained to fit the synthetic blobs (clean accuracy well above chance)."""
     data = synthetic_splits(n_train=96, n_test=48)
-    net = tiny_net()
-    opt = torch.optim.SGD(net.parameters(), lr=0.2)
-    x = data.train.x.float() / 255
-    for _ in range(60):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), data.train.y).backward()
-        opt.step()
-    return net.eval(), data
+    return fit(tiny_net(), data.train, steps=60).eval(), data
 
 
 PGD = {"attack": "pgd", "eps": 8 / 255, "step_size": 2 / 255, "steps": 3}

@@ -17,12 +17,11 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from harness.checkpoints import save_atomic
 from harness.compat import load_checkpoint
 from harness.config import derive_seed
-from tests.helpers import synthetic_splits, tiny_net
+from tests.helpers import fit, synthetic_splits, tiny_net
 
 ROOT = Path(__file__).resolve().parent.parent
 KILLS = 5
@@ -99,13 +98,7 @@ def wait_for(predicate, timeout: float) -> bool:
 def setup(tmp: Path) -> float:
     """A tiny net fitted to synthetic blobs, saved for the workers; its clean test accuracy."""
     data = synthetic_splits(n_train=200, n_test=N, classes=CLASSES)
-    net = tiny_net(classes=CLASSES)
-    opt = torch.optim.SGD(net.parameters(), lr=0.2)
-    x = data.train.x.float() / 255
-    for _ in range(100):
-        opt.zero_grad()
-        nn.functional.cross_entropy(net(x), data.train.y).backward()
-        opt.step()
+    net = fit(tiny_net(classes=CLASSES), data.train, steps=100)
     save_atomic(
         {
             "net": net.state_dict(),
