@@ -265,7 +265,21 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
                 for k, v in params.items()
             }
         resolved[name] = suites.resolve(name, params, threat)
+        if resolved[name] is not None:
+            _check_attack(name, resolved[name], where)
     return resolved
+
+
+def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
+    """Build the attack once: a bad parameter fails when the grid loads, not after training."""
+    from harness.evaluate import build_attack
+
+    try:
+        build_attack(config, seed=0)
+    except UserError as exc:
+        raise UserError(f"{where}: eval attack {name!r}: {exc}") from None
+    except (TypeError, ValueError, ArithmeticError) as exc:
+        raise UserError(f"{where}: eval attack {name!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _dataset(raw: dict[str, Any], where: str, override: str | None) -> dict[str, Any]:

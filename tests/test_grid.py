@@ -281,3 +281,22 @@ def test_grid_name_too_long_for_the_file_system():
     with pytest.raises(UserError) as info:
         load_grid("a" * 300)
     assert str(info.value) == f"grid {'a' * 300!r}: File name too long"
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        (
+            'mypgd = { attack = "pgd", stepz = 3 }',
+            "eval attack 'mypgd': unknown parameter(s) stepz for attack 'pgd'; valid:",
+        ),
+        ('aa = { attack = "autoattack", version = "fast" }', "eval attack 'aa': "),
+        ('x = { attack = "nope" }', "unknown attack 'nope'"),
+    ],
+)
+def test_eval_attack_parameters_are_checked_when_the_grid_loads(tmp_path, table, message):
+    """Not hours later, when the first run finishes training."""
+    path = write(tmp_path, BASE + f"[eval.attacks]\n{table}\n")
+    with pytest.raises(UserError) as info:
+        load_grid(str(path))
+    assert message in str(info.value) and "\n" not in str(info.value)
