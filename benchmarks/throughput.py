@@ -335,10 +335,11 @@ def default_peak(device: torch.device) -> float | None:
 def markdown(report: dict[str, Any]) -> str:
     env, cfg = report["environment"], report["config"]
     where = env["gpu"] or f"CPU ({env['threads']} threads)"
+    resolved = report["training"][0]["harness"]["fast_path"] if report["training"] else "-"
     lines = [
         f"Training throughput on {where}, torch {env['torch']}, {env['date']}; batch "
         f"{cfg['batch_size']}, {cfg['steps']} timed steps after {cfg['warmup']}; harness fast "
-        f"path: {cfg['fast']}.",
+        f"path: {cfg['fast']} (here: {resolved}).",
         "",
         "| method | student ← teacher | harness img/s | reference img/s | speed-up | epoch (50k) "
         "| GFLOP/img | % of peak | peak GiB (harness / ref) |",
@@ -351,7 +352,7 @@ def markdown(report: dict[str, Any]) -> str:
         lines.append(
             f"| {r['method']} | {r['student']} ← {r['teacher']} "
             f"| {r['harness']['images_per_s']:.1f} | {r['reference']['images_per_s']:.1f} "
-            f"| {r['speedup']:.2f}× | {r['epoch_s_50k']:.0f} s | {r['gflop_per_image']:.1f} "
+            f"| {r['speedup']:.2f}× | {r['epoch_s_50k']:.0f} s | {r['gflop_per_image']:.3g} "
             f"| {frac} | {mem} |"
         )
     if report["evaluation"]:
