@@ -33,11 +33,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import itertools
 import json
 import math
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,16 +132,16 @@ def time_harness(
     opt = prepare(student, teacher, method, first_x, cfg, fast=fast, device=device)
     student.train()
     method.train()
-    stream = list(
-        batches(data, bs, shuffle=True, augment=True, device=device,
-                generator=torch.Generator().manual_seed(0))
-    )  # fmt: skip
+
+    def stream(seed: int, n: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        gen = torch.Generator().manual_seed(seed)
+        epoch = batches(data, bs, shuffle=True, augment=True, device=device, generator=gen)
+        return itertools.islice(epoch, n)
+
     reset_peak(device)
-    train_steps(student, teacher, method, opt, stream[: args.warmup], epoch=1, fast=fast,
+    train_steps(student, teacher, method, opt, stream(0, args.warmup), epoch=1, fast=fast,
                 device=device).raise_if_diverged(0)  # fmt: skip
-    timed = batches(data, bs, shuffle=True, augment=True, device=device,
-                    generator=torch.Generator().manual_seed(1))  # fmt: skip
-    timed = (b for i, b in enumerate(timed) if i < args.steps)
+    timed = stream(1, args.steps)  # stops after its last batch: nothing extra is timed
     sync(device)
     t0 = time.perf_counter()
     sums = train_steps(student, teacher, method, opt, timed, epoch=1, fast=fast, device=device)
@@ -175,15 +177,25 @@ class PILDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
+def plain_setup(
+    method_name: str, pair: tuple[str, str], args: argparse.Namespace, x: torch.Tensor
+) -> tuple[nn.Module, nn.Module, Any]:
+    """Student, teacher (eval mode) and method on ``x``'s device, set up as the official
+    scripts do: nothing frozen, converted or compiled."""
+    student, teacher = build(pair[0], 0).to(x.device), build(pair[1], 1).to(x.device).eval()
+    method = make_method(method_name, args).to(x.device)
+    method.reseed(0)
+    method.setup(student, teacher, x)
+    return student, teacher, method
+
+
 def time_reference(
     method_name: str, pair: tuple[str, str], args: argparse.Namespace, device: torch.device
 ) -> dict[str, Any]:
-    student, teacher = build(pair[0], 0).to(device), build(pair[1], 1).to(device).eval()
-    method = make_method(method_name, args).to(device)
     bs = args.batch_size
     data = synthetic_set(bs * (args.warmup + args.steps))
-    method.reseed(0)
-    method.setup(student, teacher, data.float_batch(slice(0, bs), device)[0])
+    first_x = data.float_batch(slice(0, bs), device)[0]
+    student, teacher, method = plain_setup(method_name, pair, args, first_x)
     opt = torch.optim.SGD(
         list(student.parameters()) + method.parameters(),
         lr=0.1, momentum=0.9, weight_decay=5e-4, foreach=False,
@@ -247,13 +259,9 @@ def flops_per_image(
     method_name: str, pair: tuple[str, str], args: argparse.Namespace, device: torch.device
 ) -> float:
     """Forward + backward FLOPs of one training step (inner maximisation included), per image."""
-    student, teacher = build(pair[0], 0).to(device), build(pair[1], 1).to(device).eval()
-    teacher.requires_grad_(False)
-    method = make_method(method_name, args).to(device)
     bs = min(args.batch_size, 16)
     x, y = synthetic_set(bs).float_batch(slice(0, bs), device)
-    method.reseed(0)
-    method.setup(student, teacher, x)
+    student, teacher, method = plain_setup(method_name, pair, args, x)
     with _FlopCount() as counter:
         x_adv = method.perturb(student, teacher, x, y)
         loss, _ = method.loss(student, teacher, x, x_adv, y, epoch=1)
