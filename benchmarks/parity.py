@@ -54,24 +54,27 @@ def compare(fast: list[float], ref: list[float], n_test: int) -> dict[str, Any]:
     }
 
 
-def train_both(args: argparse.Namespace) -> dict[str, dict[int, dict[str, float]]]:
+def train_both(args: argparse.Namespace) -> tuple[dict[str, dict[int, dict[str, float]]], int]:
+    """Accuracy per setting, seed and attack, and the number of test images."""
     device = resolve_device(args.device)
-    accuracies: dict[str, dict[int, dict[str, float]]] = {}
-    for label, spec in (("fast", args.fast), ("reference", args.reference)):
+    settings = {"fast": args.fast, "reference": args.reference}
+    for spec in settings.values():  # both typos caught before the first run trains
         FastPath.parse(spec, device)
-        grid = load_grid(args.grid, method=args.method, student=args.student, epochs=args.epochs,
-                         seeds=args.seeds)  # fmt: skip
+    grid = load_grid(args.grid, method=args.method, student=args.student, epochs=args.epochs,
+                     seeds=args.seeds)  # fmt: skip
+    accuracies: dict[str, dict[int, dict[str, float]]] = {}
+    n_test = 0
+    for label, spec in settings.items():
         store = Store(Path(args.store) / label)
         outcome = run_local(grid, store, device=device, progress=False, fast=spec)
         if outcome.get("failed") or outcome.get("blocked"):
             raise SystemExit(f"{label}: {outcome}")
-        accuracies[label] = {
-            run.config["seed"]: {
-                attack: r["accuracy"] for attack, r in store.metrics(run.run_id)["results"].items()
-            }
-            for run in grid.runs
-        }
-    return accuracies
+        accuracies[label] = {}
+        for run in grid.runs:
+            results = store.metrics(run.run_id)["results"]
+            accuracies[label][run.config["seed"]] = {a: r["accuracy"] for a, r in results.items()}
+            n_test = max(n_test, *(r["n"] for r in results.values()))
+    return accuracies, n_test
 
 
 def report(args: argparse.Namespace, accuracies: dict[str, Any], n_test: int) -> dict[str, Any]:
@@ -124,9 +127,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--store", default="results/parity", help="two stores go under it")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
-    accuracies = train_both(args)
-    store = Store(Path(args.store) / "fast")
-    n_test = int(store.frame("results")["n"].max())
+    accuracies, n_test = train_both(args)
     rep = report(args, accuracies, n_test)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
