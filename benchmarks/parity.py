@@ -25,6 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from harness.compat import resolve_device  # noqa: E402
+from harness.errors import run_script  # noqa: E402
 from harness.executors import run_local  # noqa: E402
 from harness.fast import FastPath  # noqa: E402
 from harness.grid import load_grid  # noqa: E402
@@ -138,4 +139,4 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

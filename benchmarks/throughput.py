@@ -53,6 +53,7 @@ sys.path.insert(0, str(ROOT))
 import harness  # noqa: E402
 from harness.compat import import_torchvision, load_checkpoint, resolve_device  # noqa: E402
 from harness.data import ArraySet, batches  # noqa: E402
+from harness.errors import run_script  # noqa: E402
 from harness.evaluate import build_attack, correct_mask  # noqa: E402
 from harness.fast import FastPath  # noqa: E402
 from harness.suites import PRESETS, resolve  # noqa: E402
@@ -466,4 +467,4 @@ def _plain(value: Any) -> Any:
 
 
 if __name__ == "__main__":
-    main()
+    run_script(main)

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import sys
 import unicodedata
+from collections.abc import Callable
+from typing import Any
 
 
 def one_line(text: str) -> str:
@@ -24,6 +27,16 @@ class UserError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(one_line(str(message)))
+
+
+def run_script(main: Callable[[], Any]) -> None:
+    """Run a script's ``main`` (``benchmarks/``) the way ``bench`` runs a command: a
+    :class:`UserError` becomes one line on stderr and exit code 2, not a traceback."""
+    try:
+        main()
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
 
 
 class TrainingDiverged(RuntimeError):

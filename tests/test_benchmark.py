@@ -102,3 +102,21 @@ def test_parity_table_marks_a_real_difference(parity):
            "test_images": 100, "attacks": {"pgd10": pgd}}  # fmt: skip
     row = parity.markdown(rep).splitlines()[-1]
     assert row.startswith("| pgd10 | 0.300, 0.310 | 0.500, 0.510 |") and "| NO (" in row
+
+
+@pytest.mark.parametrize("script", ["throughput.py", "parity.py"])
+def test_scripts_report_a_bad_setting_in_one_line(script, tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / script), "--fast", "bogus", "--device", "cpu",
+         "--out", str(tmp_path / "out")],
+        capture_output=True, text=True, cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.splitlines() == [
+        "error: unknown fast-path switch 'bogus' in 'bogus'; valid: auto, off, all, resident, "
+        "amp, channels_last, compile, fused (prefix - to turn one off)"
+    ]
+    assert not (tmp_path / "out").exists()
