@@ -1,5 +1,6 @@
-"""Shared fixtures: a headless Chromium for the tests that check pages in a real browser; the
-fuzz's count of bad inputs at the end of a session."""
+"""Shared fixtures: one intra-op thread for modules of tiny-tensor tests; a headless Chromium for
+the tests that check pages in a real browser; the fuzz's count of bad inputs at the end of a
+session."""
 
 from __future__ import annotations
 
@@ -12,6 +13,18 @@ from pathlib import Path
 import pytest
 
 CHROMIUM = Path("/usr/bin/chromium")
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for a module (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    on tiny tensors extra threads only spin, 10x slower on a busy 2-core machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 def _install_chromium() -> str | None:

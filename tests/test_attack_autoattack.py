@@ -21,12 +21,7 @@ EPS = 8 / 255
 FAST = {"n_iter": 10, "n_target_classes": 3, "n_queries": 100}  # standard, cut down
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny_net(classes: int = 10, seed: int = 0) -> nn.Module:

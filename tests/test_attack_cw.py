@@ -17,12 +17,7 @@ from harness.errors import UserError
 CLASSES = 4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_net(seed: int = 0, shift: float = 0.0) -> nn.Module:

@@ -18,12 +18,7 @@ torchattacks = pytest.importorskip("torchattacks")
 CLASSES = 5
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def conv_net(channels: int = 1, size: int = 6, seed: int = 0, dtype=torch.float32) -> nn.Module:

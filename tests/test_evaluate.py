@@ -13,13 +13,7 @@ from harness.data import ArraySet
 from harness.registry import ATTACKS
 from tests.helpers import fit, synthetic_splits, tiny_net
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

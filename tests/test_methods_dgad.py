@@ -50,13 +50,7 @@ ST = torch.tensor([False, True, False, True, False, True, False, False])
 NEG_MARGIN = torch.tensor([True, False, False, True, True, False, True, False])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra intra-op threads only spin (10x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class FixedTeacher(nn.Module):

@@ -25,13 +25,7 @@ UNIFORM_INIT = {"pgd-at", "ard", "iad", "akd", "gacd"}
 NO_TEACHER = {"pgd-at", "trades", "mart"}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny tensors: extra intra-op threads only spin (10x slower on a busy 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recorder(nn.Module):
