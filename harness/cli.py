@@ -96,6 +96,12 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
     "Env: BENCH_FAST.",
 )
 @click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Bit-repeatable training on one GPU (cuDNN/cuBLAS/Inductor deterministic; slower). "
+    "The grid's 'deterministic = true' asks for it too.",
+)
+@click.option(
     "--executor",
     type=click.Choice(["local", "slurm", "submitit-local"]),
     default="local",
@@ -122,6 +128,7 @@ def run(
     resume: bool,
     progress: bool,
     fast: str,
+    deterministic: bool,
     executor: str,
     workers: int,
     partition: str | None,
@@ -140,6 +147,11 @@ def run(
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
     grid = load_selected(**selection)
+    deterministic = deterministic or grid.deterministic
+    if deterministic:
+        from harness.determinism import request_cublas_workspace
+
+        request_cublas_workspace()  # before CUDA starts, here and in every worker
     st = Store(store)
     if executor != "local":
         params = slurm_parameters(
@@ -161,6 +173,7 @@ def run(
             data_root=data_root,
             echo=click.echo,
             fast=fast,
+            deterministic=deterministic,
         )
         click.echo(
             f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
@@ -176,7 +189,7 @@ def run(
     n_teachers = len({r.needs for r in grid.runs if r.needs})
     click.echo(
         f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev} "
-        f"(fast path: {FastPath.parse(fast, dev)})"
+        f"(fast path: {FastPath.parse(fast, dev)}{', deterministic' if deterministic else ''})"
     )
     outcome = run_local(
         grid,
@@ -188,6 +201,7 @@ def run(
         workers=workers,
         echo=click.echo,
         fast=fast,
+        deterministic=deterministic,
     )
     path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(outcome.items())))

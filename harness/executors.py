@@ -5,14 +5,18 @@ teacher's run is complete; a failed run is recorded in the store and the others 
 
 from __future__ import annotations
 
+import os
+import signal
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, MutableMapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from harness.config import coerce
+from harness.determinism import deterministic as deterministic_mode
 from harness.errors import UserError
 from harness.grid import Grid, RunSpec
 from harness.store import Store
@@ -54,21 +58,25 @@ def run_one(
     progress: bool,
     echo: Callable[[str], None],
     fast: str = "auto",
+    deterministic: bool = False,
 ) -> str:
-    """``execute`` with failure isolation: anything but a user error marks the run failed."""
+    """``execute`` with failure isolation (anything but a user error marks the run failed), in
+    the deterministic mode when asked for (:func:`harness.determinism.deterministic`)."""
     from harness.runner import execute
 
     try:
-        return execute(
-            spec,
-            store,
-            device=device,
-            data_root=data_root,
-            resume=resume,
-            progress=progress,
-            echo=echo,
-            fast=fast,
-        )
+        with deterministic_mode(deterministic) as determinism:
+            return execute(
+                spec,
+                store,
+                device=device,
+                data_root=data_root,
+                resume=resume,
+                progress=progress,
+                echo=echo,
+                fast=fast,
+                determinism=determinism,
+            )
     except (UserError, KeyboardInterrupt):
         raise
     except Exception as exc:  # a crash in one run must not take the grid down
@@ -91,11 +99,13 @@ def run_local(
     workers: int = 1,
     echo: Callable[[str], None] = print,
     fast: str = "auto",
+    deterministic: bool = False,
 ) -> dict[str, int]:
-    """Teachers, then students; ``workers`` > 1 runs each phase in parallel processes."""
+    """Teachers, then students; ``workers`` > 1 runs each phase in parallel, one process per
+    run, each pinned to one device (:func:`pin_worker`)."""
     teachers, students = ordered_runs(grid, store)
     outcome: dict[str, int] = {}
-    kw = {"data_root": data_root, "resume": resume, "fast": fast}
+    kw = {"data_root": data_root, "resume": resume, "fast": fast, "deterministic": deterministic}
     for phase in (teachers, students):
         runnable = []
         for spec in phase:
@@ -116,23 +126,55 @@ def run_local(
     return outcome
 
 
-def _devices(device: torch.device, workers: int) -> list[str]:
+# -- parallel workers: one process per run, one device per worker ------------------------------
+def worker_devices(device: torch.device, workers: int) -> list[str]:
+    """The device of each of ``workers`` slots: with ``cuda`` (no index), the visible GPUs in
+    turn; else ``device`` for every slot."""
     if device.type == "cuda" and device.index is None:
         n = torch.cuda.device_count()
+        if n == 0:
+            raise UserError("--workers with device cuda: no CUDA device is visible")
         return [f"cuda:{i % n}" for i in range(workers)]
     return [str(device)] * workers
 
 
-_WORKER_DEVICE: str | None = None
+def cpu_cores() -> int:
+    """The CPU cores this process may run on (its affinity mask, e.g. a Slurm allocation)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
 
 
-def _init_worker(queue: Any) -> None:
-    global _WORKER_DEVICE
-    _WORKER_DEVICE = queue.get()
-    torch.set_num_threads(max(1, torch.get_num_threads() // 2))
+def pin_worker(
+    device: str, workers: int, environ: MutableMapping[str, str] = os.environ
+) -> torch.device:
+    """Pin a fresh worker process to ``device`` and its share of the CPU; the device to use.
+
+    Before CUDA starts in the process, the GPU becomes the only one it sees
+    (``CUDA_VISIBLE_DEVICES`` narrowed to that entry of the parent's list) and the current
+    device, so compiled kernels, cuDNN, cuBLAS and anything else that uses "the current device"
+    land on it rather than on GPU 0; the worker then runs on ``cuda:0``. Intra-op threads:
+    this machine's cores divided by the number of workers.
+    """
+    torch.set_num_threads(max(1, cpu_cores() // max(1, workers)))
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return dev
+    index = dev.index or 0
+    if not torch.cuda.is_initialized():
+        visible = [v.strip() for v in environ.get("CUDA_VISIBLE_DEVICES", "").split(",")]
+        visible = [v for v in visible if v]
+        environ["CUDA_VISIBLE_DEVICES"] = visible[index] if visible else str(index)
+        dev = torch.device("cuda", 0)
+    torch.cuda.set_device(dev)
+    return dev
 
 
-def _worker(
+def worker_main(
+    conn: Any,
+    device: str,
+    workers: int,
     run_id: str,
     config: dict,
     needs: str | None,
@@ -140,20 +182,66 @@ def _worker(
     data_root: str | None,
     resume: bool,
     fast: str,
-) -> tuple[str, str, list[str]]:
-    lines: list[str] = []
-    spec = RunSpec(run_id=run_id, config=config, needs=needs)
-    status = run_one(
-        spec,
-        Store(root),
-        device=torch.device(_WORKER_DEVICE),
-        data_root=data_root,
-        resume=resume,
-        progress=False,
-        echo=lines.append,
-        fast=fast,
-    )
-    return run_id, status, lines
+    deterministic: bool,
+) -> None:
+    """One run in a worker process: its output lines, then ``("done", status)``, go back over
+    ``conn``; a user error comes back as ``("error", message)``, any other crash as
+    ``("crash", message)``."""
+    try:
+        dev = pin_worker(device, workers)
+        spec = RunSpec(run_id=run_id, config=config, needs=needs)
+        status = run_one(
+            spec,
+            Store(root),
+            device=dev,
+            data_root=data_root,
+            resume=resume,
+            progress=False,
+            echo=lambda line: conn.send(("line", line)),
+            fast=fast,
+            deterministic=deterministic,
+        )
+        conn.send(("done", status))
+    except UserError as exc:
+        conn.send(("error", str(exc)))
+    except Exception as exc:  # before the run's directory existed: the parent records it
+        traceback.print_exc()
+        conn.send(("crash", f"{type(exc).__name__}: {exc}".splitlines()[0]))
+    finally:
+        conn.close()
+
+
+def _death(exitcode: int | None) -> str:
+    """Why a worker process ended without reporting, in words."""
+    if exitcode is not None and exitcode < 0:
+        try:
+            return f"worker process killed by {signal.Signals(-exitcode).name}"
+        except ValueError:
+            return f"worker process killed by signal {-exitcode}"
+    return f"worker process exited with code {exitcode} without reporting"
+
+
+def _record_failure(spec: RunSpec, store: Store, reason: str, echo: Callable[[str], None]) -> str:
+    """Mark ``spec`` failed for ``reason`` (creating its directory if the worker had not)."""
+    status = store.status(spec.run_id)
+    if status == "complete":  # it finished, then its process died: the run is done
+        return "complete"
+    if status is None:
+        store.begin(spec.run_id, spec.config)
+    store.log(spec.run_id, reason)
+    store.fail(spec.run_id, reason)
+    echo(f"failed {spec.run_id}: {reason}")
+    return "failed"
+
+
+@dataclass
+class _Job:
+    spec: RunSpec
+    process: Any
+    slot: int
+    status: str | None = None  # what the run reported
+    crash: str | None = None  # why it crashed before its run directory existed
+    user_error: bool = False
 
 
 def _parallel(
@@ -164,38 +252,71 @@ def _parallel(
     echo: Callable[[str], None],
     **kw: Any,
 ) -> list[str]:
+    """Each run in a fresh process (spawned, so CUDA starts clean in it), at most ``workers`` at
+    a time, each on its own slot's device. A process that dies without reporting (abort,
+    segfault, a CUDA error that kills it, the OOM killer) marks its run failed and the others go
+    on; a user error stops new runs from starting and is raised once the running ones end."""
     import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from multiprocessing.connection import wait
 
-    specs = list(specs)
-    if not specs:
+    pending = list(specs)
+    if not pending:
         return []
+    n = min(workers, len(pending))
+    slots = worker_devices(device, n)
     ctx = mp.get_context("spawn")
-    queue = ctx.Manager().Queue()
-    for name in _devices(device, workers):
-        queue.put(name)
-    statuses = []
-    with ProcessPoolExecutor(
-        workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
-    ) as pool:
-        futures = [
-            pool.submit(
-                _worker,
-                s.run_id,
-                s.config,
-                s.needs,
-                str(store.root),
-                kw["data_root"],
-                kw["resume"],
-                kw["fast"],
-            )
-            for s in specs
-        ]
-        for fut in as_completed(futures):
-            _, status, lines = fut.result()
-            for line in lines:
-                echo(line)
-            statuses.append(status)
+    free = list(range(n))
+    running: dict[Any, _Job] = {}
+    statuses: list[str] = []
+    error: str | None = None
+    try:
+        while pending or running:
+            while pending and free and error is None:
+                slot, spec = free.pop(0), pending.pop(0)
+                receive, send = ctx.Pipe(duplex=False)
+                process = ctx.Process(
+                    target=worker_main,
+                    args=(send, slots[slot], n, spec.run_id, spec.config, spec.needs,
+                          str(store.root), kw["data_root"], kw["resume"], kw["fast"],
+                          kw["deterministic"]),
+                    name=f"bench-worker-{slot}",
+                )  # fmt: skip
+                process.start()
+                send.close()  # the child holds the only writer: its exit ends the stream
+                running[receive] = _Job(spec, process, slot)
+            if not running:
+                break
+            for conn in wait(list(running)):
+                job = running[conn]
+                try:
+                    kind, payload = conn.recv()
+                except EOFError:  # the process is gone and everything it sent has been read
+                    conn.close()
+                    job.process.join()
+                    del running[conn]
+                    free.append(job.slot)
+                    if job.status is not None:
+                        statuses.append(job.status)
+                    elif not job.user_error:
+                        reason = job.crash or _death(job.process.exitcode)
+                        statuses.append(_record_failure(job.spec, store, reason, echo))
+                    continue
+                if kind == "line":
+                    echo(payload)
+                elif kind == "done":
+                    job.status = payload
+                elif kind == "crash":
+                    job.crash = payload
+                elif kind == "error":
+                    job.user_error = True
+                    error = error or payload
+    finally:
+        for job in running.values():  # interrupted: stop the workers this call started
+            if job.process.is_alive():
+                job.process.terminate()
+            job.process.join()
+    if error is not None:
+        raise UserError(error)
     return statuses
 
 
@@ -231,8 +352,9 @@ def _job(
     root: str,
     data_root: str | None,
     fast: str = "auto",
+    deterministic: bool = False,
 ) -> str:
-    """What one Slurm (or submitit-local) job runs."""
+    """What one Slurm (or submitit-local) job runs (Slurm gives it its GPU)."""
     from harness.compat import default_device
 
     spec = RunSpec(run_id=run_id, config=config, needs=needs)
@@ -245,6 +367,7 @@ def _job(
         progress=False,
         echo=print,
         fast=fast,
+        deterministic=deterministic,
     )
 
 
@@ -258,6 +381,7 @@ def run_submitit(
     folder: Path | None = None,
     echo: Callable[[str], None] = print,
     fast: str = "auto",
+    deterministic: bool = False,
 ) -> list[Any]:
     """Submit the grid through submitit: teachers first, each teacher's students as one job
     array that depends on it (``afterok``); with ``cluster="local"`` (tests, a workstation)
@@ -276,7 +400,9 @@ def run_submitit(
     for spec in teachers:
         if store.status(spec.run_id) == "complete":
             continue
-        job = executor.submit(_job, spec.run_id, spec.config, None, root, data_root, fast)
+        job = executor.submit(
+            _job, spec.run_id, spec.config, None, root, data_root, fast, deterministic
+        )
         teacher_jobs[spec.run_id] = job
         jobs.append(job)
         echo(f"submitted teacher {spec.run_id} as job {job.job_id}")
@@ -297,7 +423,9 @@ def run_submitit(
         executor.update_parameters(**extra)
         with executor.batch():
             array = [
-                executor.submit(_job, s.run_id, s.config, s.needs, root, data_root, fast)
+                executor.submit(
+                    _job, s.run_id, s.config, s.needs, root, data_root, fast, deterministic
+                )
                 for s in specs
             ]
         jobs.extend(array)

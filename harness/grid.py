@@ -44,6 +44,7 @@ TOP_KEYS = {
     "method",
     "variant",
     "slurm",
+    "deterministic",
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
@@ -92,6 +93,9 @@ class Grid:
     raw: dict[str, Any]
     teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
     runs: list[RunSpec] = field(default_factory=list)
+    #: ``deterministic = true``: bit-repeatable arithmetic (how runs are computed, not part of
+    #: their ids; ``bench run --deterministic`` asks for it too).
+    deterministic: bool = False
 
 
 def grid_path(name: str) -> Path:
@@ -382,7 +386,10 @@ def load_grid(
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
-    grid = Grid(name=grid_name, path=path, raw=raw)
+    determinism = raw.get("deterministic", False)
+    if not isinstance(determinism, bool):
+        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
+    grid = Grid(name=grid_name, path=path, raw=raw, deterministic=determinism)
 
     def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:
         train = _train({**base_train, **overrides}, where, what)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import platform
 import time
 from collections.abc import Callable
@@ -17,6 +18,7 @@ from harness import suites
 from harness.checkpoints import save_atomic
 from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed, file_sha256
+from harness.determinism import DeterminismRecord, tf32_state, true_fp32
 from harness.errors import TrainingDiverged
 from harness.evaluate import eval_subset, evaluate_suite, worst_case
 from harness.fast import FastPath
@@ -65,9 +67,11 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "packages": packages,
         "host": platform.node(),
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return info
 
 
@@ -107,11 +111,14 @@ def execute(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> str:
     """Run ``spec`` to completion; returns ``"skipped"``, ``"complete"`` or ``"failed"``.
 
-    ``fast`` is the training fast path (:meth:`FastPath.parse`); it is recorded in the run's
-    provenance, not in its id: it changes how a run is computed, not what it is.
+    ``fast`` is the training fast path (:meth:`FastPath.parse`); ``determinism`` the record of
+    the deterministic mode the caller runs this in (:func:`harness.determinism.deterministic`,
+    as :func:`harness.executors.run_one` does), if any. Both are recorded in the run's
+    provenance, not in its id: they change how a run is computed, not what it is.
 
     Everything a user can get wrong (data set missing, teacher checkpoint of another
     architecture, unknown model) is checked before the run's directory is created.
@@ -140,6 +147,7 @@ def execute(
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
     t0 = time.perf_counter()
+    train_precision = tf32_state()
     try:
         result = train(
             student,
@@ -173,6 +181,8 @@ def execute(
         data_root=data_root,
         progress=progress,
         echo=echo,
+        fast=fast,
+        determinism=determinism,
     )
     results = evaluation["results"]
     metrics = {
@@ -184,7 +194,13 @@ def execute(
             "history": result.history,
         },
         "wall_time_s": time.perf_counter() - t0,
-        "provenance": {**provenance(device), "fast_path": fast_path.as_dict()},
+        "provenance": {
+            **provenance(device),
+            "fast_path": fast_path.as_dict(),
+            "compile": result.compile,
+            "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
+            "training_precision": train_precision,
+        },
     }
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
         metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
@@ -208,11 +224,38 @@ def evaluate_run(
     subset: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> dict[str, Any]:
     """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
 
     ``suite``: ``config`` (what the run's config lists), ``whitebox``, ``transfer`` or ``all``.
+    Attacks and predictions run in true fp32 (TF32 off). Transfer surrogates missing from the
+    store are trained first, with ``fast`` and under ``determinism`` (see :func:`execute`).
     """
+    with true_fp32():
+        return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
+                         suite=suite, attacks=attacks, subset=subset, progress=progress,
+                         echo=echo, fast=fast, determinism=determinism)  # fmt: skip
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    data: Any,
+    cfg: dict[str, Any],
+    store: Store,
+    run_id: str,
+    *,
+    device: torch.device,
+    data_root: str | None,
+    suite: str,
+    attacks: dict[str, Any] | None,
+    subset: int | None,
+    progress: bool,
+    echo: Callable[[str], None],
+    fast: str,
+    determinism: DeterminismRecord | None,
+) -> dict[str, Any]:
     seed = derive_seed(cfg["seed"], "eval")
     test = eval_subset(data.test, subset, seed)
     bs = cfg["train"].get("eval_batch_size", 256)
@@ -248,6 +291,8 @@ def evaluate_run(
             seed=seed,
             progress=progress,
             echo=echo,
+            fast=fast,
+            determinism=determinism,
         ).items():
             masks[name] = mask
             out["results"][name] = {
@@ -287,8 +332,11 @@ def transfer_suite(
     seed: int,
     progress: bool,
     echo: Callable[[str], None],
+    fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once)."""
+    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once,
+    with the fast path and determinism of the run that needs them first)."""
     from harness.grid import surrogate_run
 
     out = {}
@@ -297,7 +345,8 @@ def transfer_suite(
         spec = surrogate_run(name, cfg["dataset"], train)
         if store.status(spec.run_id) != "complete":
             echo(f"training transfer surrogate {name} ({spec.run_id})")
-            execute(spec, store, device=device, data_root=data_root, progress=progress, echo=echo)
+            execute(spec, store, device=device, data_root=data_root, progress=progress, echo=echo,
+                    fast=fast, determinism=determinism)  # fmt: skip
         path = store.checkpoint(spec.run_id, "best")
         data = load_dataset(cfg["dataset"], data_root)
         surrogate = harness.create_model(

@@ -25,8 +25,10 @@ from torch import nn
 from harness.attacks.linf import PGD
 from harness.checkpoints import save_atomic
 from harness.compat import load_checkpoint
+from harness.compiling import RunCompiler
 from harness.config import derive_seed
 from harness.data import DatasetSplits, batches
+from harness.determinism import true_fp32
 from harness.errors import TrainingDiverged, UserError
 from harness.evaluate import accuracy
 from harness.fast import FastPath
@@ -72,6 +74,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     wall_time_s: float
     images_per_s: float
+    compile: dict[str, Any] | None = None  # :class:`harness.compiling.CompileRecord`, if any
 
 
 def _scheduler(
@@ -91,18 +94,20 @@ def prepare(
     *,
     fast: FastPath,
     device: torch.device,
+    compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form, the teacher frozen (attacks need gradients w.r.t. inputs only), the
-    method set up on a first batch. Shared with ``benchmarks/throughput.py``."""
+    fast path's form (compiled by the run's ``compiler``), the teacher frozen (attacks need
+    gradients w.r.t. inputs only), the method set up on a first batch. Shared with
+    ``benchmarks/throughput.py``."""
     student.to(device)
     method.to(device)
     if teacher is not None:
         teacher.to(device).eval().requires_grad_(False)
     method.reseed(derive_seed(cfg.seed, "setup"))
     method.setup(student, teacher, first_x)
-    fast.prepare(student)
-    fast.prepare(teacher)
+    fast.prepare(student, compiler, "student")
+    fast.prepare(teacher, compiler, "teacher")
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -192,8 +197,8 @@ def train(
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
     (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
-    ``fast`` defaults to :meth:`FastPath.auto` for ``device``; the selection attack always runs
-    in fp32.
+    ``fast`` defaults to :meth:`FastPath.auto` for ``device``; selection always runs in true
+    fp32 (no autocast, TF32 off).
     """
     device = torch.device(device)
     fast = FastPath.auto(device) if fast is None else fast
@@ -202,7 +207,10 @@ def train(
     select_split = data.split(cfg.select_on)
     select_split = select_split.to(device) if fast.resident else select_split
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
-    opt = prepare(student, teacher, method, first_x, cfg, fast=fast, device=device)
+    compiler = RunCompiler() if fast.compile else None
+    opt = prepare(
+        student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
+    )
     sched = _scheduler(opt, cfg)
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 
@@ -247,14 +255,14 @@ def train(
             steps=cfg.select_steps,
             seed=derive_seed(cfg.seed, "select", epoch),
         )
-        clean = accuracy(student, select_split, None, batch_size=cfg.eval_batch_size, device=device)
-        pgd = (
-            accuracy(
-                student, select_split, select_attack, batch_size=cfg.eval_batch_size, device=device
-            )
-            if cfg.select_steps > 0
-            else clean
-        )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
+        with true_fp32():
+            bs = cfg.eval_batch_size
+            clean = accuracy(student, select_split, None, batch_size=bs, device=device)
+            pgd = (
+                accuracy(student, select_split, select_attack, batch_size=bs, device=device)
+                if cfg.select_steps > 0
+                else clean
+            )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
         record = {
             "epoch": epoch,
             "lr": lr_used,
@@ -291,12 +299,16 @@ def train(
         )
 
     wall = time.perf_counter() - t_start
+    record = compiler.record() if compiler is not None else None
+    if record is not None:
+        log(record.summary())
     return TrainResult(
         best_epoch=int(best["epoch"]),
         best={"pgd": best["pgd"], "clean": best["clean"]},
         history=history,
         wall_time_s=wall,
         images_per_s=seen / wall if seen and wall > 0 else math.nan,
+        compile=record.as_dict() if record is not None else None,
     )
 
 

@@ -8,11 +8,15 @@ from torch import nn
 
 import harness
 from harness.compat import load_checkpoint
+from harness.compiling import RunCompiler
 from harness.data import batches
 from harness.errors import TrainingDiverged, UserError
 from harness.fast import SWITCHES, FastPath
+from harness.models.base import Classifier
 from harness.train import TrainConfig, train, train_steps
 from tests.helpers import synthetic_splits, tiny_net
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 ALL_ON = dict.fromkeys(SWITCHES, True)
 ALL_OFF = dict.fromkeys(SWITCHES, False)
@@ -57,13 +61,15 @@ def test_fused_optimiser_only_on_cuda():
 
 
 def test_channels_last_and_compile_keep_checkpoint_keys():
-    net = tiny_net()
+    net, plain = tiny_net(), tiny_net()
     keys = list(net.state_dict())
-    FastPath(channels_last=True).prepare(net)
+    fast = FastPath(channels_last=True, compile=True)
+    fast.prepare(net, RunCompiler("eager"))
     assert net.body[0].weight.is_contiguous(memory_format=torch.channels_last)
     assert list(net.state_dict()) == keys
-    x = FastPath(channels_last=True).inputs(torch.rand(2, 3, 8, 8))
+    x = fast.inputs(torch.rand(2, 3, 8, 8))
     assert x.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(net(x), plain(x), atol=1e-6)
 
 
 def _config(**kw) -> TrainConfig:
@@ -284,3 +290,138 @@ def test_a_run_records_its_fast_path_and_is_evaluated_as_a_plain_model(tmp_path,
     )  # the trained student was NHWC; evaluation gets a fresh NCHW copy of its best weights
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))["student"]
     assert all(torch.equal(best[k], v) for k, v in model.state_dict().items())
+
+
+# -- torch.compile: every run of a grid compiled, and the record of what ran eager -------------
+class MicroCNN(Classifier):
+    """An architecture of its own that, like every harness network, inherits ``forward``."""
+
+    def __init__(self, num_classes: int = 10, image_size: int = 32) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 4, stride=4, bias=False)
+        self.bn = nn.BatchNorm2d(8)
+        self.fc = nn.Linear(8, num_classes)
+        self.num_features = 8
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.bn(self.conv(x))).mean((2, 3))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc(f)
+
+
+@pytest.fixture
+def micro_cnn():
+    from harness.registry import MODELS
+
+    MODELS.register("micro_cnn")(MicroCNN)
+    yield "micro_cnn"
+    MODELS._entries.pop("micro_cnn")
+
+
+COMPILE_GRID = """
+dataset = "digits"
+dataset_options = { test_fraction = 0.8 }
+students = ["tiny_cnn", "small_cnn", "micro_cnn"]
+methods = ["gacd"]
+teachers = ["t"]
+[threat]
+steps = 2
+[train]
+epochs = 2
+batch_size = 64
+milestones = [1]
+select_steps = 2
+eval_batch_size = 128
+[eval]
+attacks = ["clean"]
+[teacher.t]
+model = "tiny_cnn"
+train = { method = "pgd-at", epochs = 1 }
+"""
+
+
+def _dynamo_counts() -> dict:
+    from collections import Counter
+
+    from torch._dynamo.utils import counters
+
+    return {k: Counter(v) for k, v in counters.items()}
+
+
+def test_every_run_of_a_grid_is_compiled(tmp_path, monkeypatch, micro_cnn):
+    """A teacher and three students of different architectures train in one process, as
+    ``bench run`` trains a grid; GACD calls ``forward_features``/``forward_head`` itself and runs
+    its teacher twice per step. torch's own counters: no frame failed to compile, none hit the
+    recompile limit, nothing broke a graph, and every run compiled graphs of its own; each run
+    recorded what it compiled and that no call ran eager. (With ``nn.Module.compile()`` all of
+    them shared ``Classifier.forward``'s 8 graphs: the first run spent them and the rest ran
+    eager.) Dynamo's guards and caches are what is counted, the same for every backend: the
+    cheap ``eager`` backend stands in for Inductor, which the test above runs."""
+    from collections import Counter
+
+    import harness.compiling as compiling
+    from harness.executors import run_local
+    from harness.grid import load_grid
+    from harness.store import Store
+
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    path = tmp_path / "g.toml"
+    path.write_text(COMPILE_GRID)
+    grid = load_grid(str(path))
+    store = Store(tmp_path / "store")
+    before = _dynamo_counts()
+    outcome = run_local(grid, store, device=torch.device("cpu"), progress=False,
+                        echo=lambda _: None, fast="compile")  # fmt: skip
+    after = _dynamo_counts()
+    assert outcome == {"complete": 4}
+
+    def delta(group: str) -> dict:
+        return dict(after.get(group, Counter()) - before.get(group, Counter()))
+
+    frames = delta("frames")
+    assert frames["total"] == frames["ok"] > 0
+    assert not [m for m in delta("unimplemented") if "recompile limit" in m.lower()]
+    assert delta("graph_break") == {}
+    records = [
+        store.metrics(r.run_id)["provenance"]["compile"]
+        for r in [*grid.teacher_runs.values(), *grid.runs]
+    ]
+    assert sum(r["graphs"] for r in records) == delta("stats")["unique_graphs"]
+    for record in records:
+        assert record["backend"] == "eager" and record["graphs"] > 0
+        assert record["eager_calls"] == record["recompile_limit_hits"] == 0
+        assert record["failed_frames"] == 0 and record["fell_back"] is False
+        assert all(n < record["recompile_limit"] for n in record["entry_graphs"].values())
+        assert record["entry_graphs"]["student.forward"] > 0
+    for record in records[1:]:  # GACD's direct calls were compiled, not run eager
+        graphs = record["entry_graphs"]
+        assert graphs["student.forward_features"] > 0 and graphs["student.forward_head"] > 0
+        assert graphs["teacher.forward_features"] > 0 and graphs["teacher.forward"] > 0
+    log = (store.run_dir(grid.runs[-1].run_id) / "log.txt").read_text()
+    assert f"torch.compile (eager): {records[-1]['graphs']} graph(s)\n" in log
+
+
+def test_a_call_that_falls_back_to_eager_is_counted_and_recorded():
+    """The record can say "fell back": with room for one graph per entry point, the second
+    BatchNorm mode runs eager, and torch's counters and the trampoline both see it."""
+    compiler = RunCompiler("eager")
+    net = compiler.compile(tiny_net(), "student")
+    x = torch.rand(4, 3, 8, 8)
+    with torch._dynamo.config.patch(recompile_limit=1):
+        net(x)
+        net.eval()
+        net(x), net(x)
+        record = compiler.record()
+    assert record.recompile_limit_hits == 1 and record.eager_calls == 2
+    assert record.fell_back and record.entry_graphs["student.forward"] == 1
+    assert "FELL BACK TO EAGER: 2 eager call(s), 1 recompile-limit hit(s)" in record.summary()
+
+
+def test_short_last_batches_reuse_the_graphs_of_full_ones():
+    compiler = RunCompiler("eager")
+    net = compiler.compile(tiny_net(), "student")
+    for n in (64, 40, 17):  # every size from 16 on: one graph (smaller batches may get one more)
+        net(torch.rand(n, 3, 8, 8))
+    record = compiler.record()
+    assert record.entry_graphs["student.forward"] == 1 and not record.fell_back

@@ -257,9 +257,9 @@ FUZZ_FOUND = [
     ),
     (
         '"a\\nb" = 1\n' + BASE,
-        "{path}: unknown key(s) a\\nb; valid: dataset, dataset_options, description, eval, "
-        "method, methods, seeds, select_on, slurm, students, teacher, teachers, threat, train, "
-        "variant",
+        "{path}: unknown key(s) a\\nb; valid: dataset, dataset_options, description, "
+        "deterministic, eval, method, methods, seeds, select_on, slurm, students, teacher, "
+        "teachers, threat, train, variant",
     ),
 ]
 
