@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from torch import nn
@@ -237,28 +239,121 @@ def test_non_finite_loss_is_reported_at_its_first_step():
     assert "inf" in str(info.value)
 
 
+def test_host_batches_reach_a_gpu_through_pinned_non_blocking_copies(monkeypatch):
+    """CUDA mocked: a set kept on the host reaches the GPU only through pinned memory and
+    non-blocking copies (a copy from pageable memory makes the host wait); the epoch's random
+    draws move once, then each batch its images and labels."""
+    moved: list[tuple[str, tuple[int, ...]]] = []
+    real_to = torch.Tensor.to
+
+    def pin_memory(tensor, *args, **kw):
+        moved.append(("pin", tuple(tensor.shape)))
+        return tensor
+
+    def to(tensor, *args, **kw):
+        target = args[0] if args else kw.get("device")
+        if isinstance(target, (str, torch.device)) and torch.device(target).type == "cuda":
+            kind = "non-blocking" if kw.get("non_blocking") else "blocking"
+            moved.append((kind, tuple(tensor.shape)))
+            return tensor  # stays on the CPU, so the rest of the epoch runs here
+        return real_to(tensor, *args, **kw)
+
+    monkeypatch.setattr(torch.Tensor, "pin_memory", pin_memory)
+    monkeypatch.setattr(torch.Tensor, "to", to)
+    data = synthetic_splits().train  # 96 images of 3x8x8
+    epoch = batches(data, 40, shuffle=True, augment=True, device="cuda",
+                    generator=torch.Generator().manual_seed(0))  # fmt: skip
+    sizes = [len(y) for _, y in epoch]
+    assert sizes == [40, 40, 16]
+    draws = [("pin", (96,)), ("non-blocking", (96,))] * 3
+    per_batch = [
+        step
+        for n in sizes
+        for shape in ((n, 3, 8, 8), (n,))
+        for step in (("pin", shape), ("non-blocking", shape))
+    ]
+    assert moved == draws + per_batch
+
+
+def _cuda_stream(resident: bool, device: torch.device):
+    data = synthetic_splits().train
+    data = data.to(device) if resident else data
+    return data, batches(data, 32, shuffle=True, augment=True, device=device,
+                         generator=torch.Generator().manual_seed(0))  # fmt: skip
+
+
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("resident", [True, False], ids=["resident", "host"])
 @pytest.mark.parametrize("method", ["dgad", "adaad", "trades", "gacd"])
-def test_cuda_training_steps_never_synchronise(method):
-    """CUDA's own detector: any host synchronisation inside the steps raises."""
+def test_cuda_training_steps_never_synchronise(method, resident):
+    """CUDA's own detector: any host synchronisation inside the steps raises, the making of
+    each batch included (the epoch's draws and, for a set on the host, every batch's copy)."""
     device = torch.device("cuda")
-    data = synthetic_splits().train.to(device)
+    data, _ = _cuda_stream(resident, device)
     student, teacher = tiny_net().to(device), tiny_net(1).to(device).eval().requires_grad_(False)
     fast = FastPath.parse("auto,-compile", device)
     m = harness.create_method(method, steps=2).to(device)
     m.reseed(0)
     m.setup(student, teacher, next(batches(data, 32, device=device))[0])
     opt = torch.optim.SGD(list(student.parameters()) + m.parameters(), lr=0.01, fused=True)
-    stream = list(batches(data, 32, shuffle=True, augment=True, device=device,
-                          generator=torch.Generator().manual_seed(0)))  # fmt: skip
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
+        _, stream = _cuda_stream(resident, device)
         sums = train_steps(student, teacher, m, opt, stream, epoch=0, fast=fast, device=device)
     finally:
         torch.cuda.set_sync_debug_mode("default")
     sums.raise_if_diverged(0)
+    assert sums.images == len(data)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("spec", ["auto", "auto,-compile"])
+def test_cuda_deterministic_runs_repeat_to_the_bit(tmp_path, spec):
+    """Two runs with ``deterministic`` on one GPU end with identical weights (with Inductor
+    too), and the compiled one compiled every call: nothing fell back to eager."""
+    from harness.determinism import deterministic
+
+    weights, records = [], []
+    for name in ("a", "b"):
+        net = tiny_net()
+        cfg = TrainConfig(epochs=2, batch_size=32, milestones=[1], select_steps=2, seed=1)
+        with deterministic() as determinism:
+            result = train(net, harness.create_method("dgad", steps=3), synthetic_splits(), cfg,
+                           ckpt_dir=tmp_path / name, teacher=tiny_net(1), device="cuda",
+                           progress=False, log=lambda _: None,
+                           fast=FastPath.parse(spec, "cuda"))  # fmt: skip
+        weights.append({k: v.cpu() for k, v in net.state_dict().items()})
+        records.append((result.compile, determinism.nondeterministic_ops))
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+    for compiled, nondeterministic in records:
+        assert nondeterministic == []
+        if "-compile" not in spec:
+            assert compiled["graphs"] > 0 and not compiled["fell_back"]
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_workers_are_pinned_to_their_gpu(tmp_path):
+    from harness.executors import run_local
+    from harness.grid import load_grid
+    from harness.store import Store
+    from tests.test_executors import grid_file
+
+    grid = load_grid(grid_file(tmp_path, students=["tiny_cnn", "small_cnn"]))
+    store = Store(tmp_path / "store")
+    outcome = run_local(grid, store, device=torch.device("cuda"), progress=False, workers=2,
+                        echo=lambda _: None, fast="auto,-compile")  # fmt: skip
+    assert outcome == {"complete": 2}
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    expected = [v.strip() for v in visible.split(",")] if visible else None
+    for i, spec in enumerate(grid.runs):
+        prov = store.metrics(spec.run_id)["provenance"]
+        assert prov["device"] == "cuda:0"
+        n = torch.cuda.device_count()
+        assert prov["cuda_visible_devices"] in (expected or [str(j) for j in range(n)])
 
 
 def test_a_run_records_its_fast_path_and_is_evaluated_as_a_plain_model(tmp_path, monkeypatch):
