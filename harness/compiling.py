@@ -19,7 +19,11 @@ Here, for each model of a run:
   batch and the selection batches reuse the graphs of the training batches' shape instead of
   compiling their own;
 - the trampoline counts the calls it runs eagerly: it runs eagerly only when dynamo did not
-  compile it (the recompile limit, an error it suppressed), never when a compiled graph runs.
+  compile it (the recompile limit, an error it suppressed), never when a compiled graph runs;
+- a foreign model's hook-based ``forward_features`` (:func:`harness.models.with_feature_api`)
+  runs its forward eagerly, by design: dynamo does not see a hook added after it compiled a
+  graph (``skip_nnmodule_hook_guards``), so the hook would never fire. Those calls are counted
+  apart (``hooked_calls``).
 
 :class:`RunCompiler` starts each run with dynamo's state reset and reads torch's own counters
 (``torch._dynamo.utils.counters``) at the end: graphs compiled, frames that failed to compile,
@@ -61,6 +65,7 @@ class CompileRecord:
     failed_frames: int = 0  # frames dynamo gave up on (counters["frames"] total - ok)
     graph_breaks: int = 0
     eager_calls: int = 0  # calls of a compiled entry point that ran eagerly
+    hooked_calls: int = 0  # hook-based feature calls of foreign models, eager by design
 
     @property
     def fell_back(self) -> bool:
@@ -142,6 +147,7 @@ class RunCompiler:
         self._start = _counters()
         self._codes: dict[str, types.CodeType] = {}
         self._eager: Counter = Counter()
+        self._hooked_calls: Counter = Counter()
 
     def compile(self, model: nn.Module, role: str = "model") -> nn.Module:
         """Compile ``model``'s entry points in place (its state dict keeps its keys)."""
@@ -155,7 +161,32 @@ class RunCompiler:
             compiled = torch.compile(call, backend=self.backend)
             self._codes[key] = call.__code__
             object.__setattr__(model, name, _entry(target, compiled))
+            if name == "forward" and "forward_features" in vars(model):
+                hooked = vars(model)["forward_features"]
+                object.__setattr__(
+                    model, "forward_features", self._hooked(model, hooked, target, role)
+                )
         return model
+
+    def _hooked(
+        self,
+        model: nn.Module,
+        features: Callable[..., Any],
+        eager_forward: Callable[..., Any],
+        role: str,
+    ) -> Callable[..., Any]:
+        """``features`` (which reads what a forward hook saw) with the eager ``forward``."""
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            compiled_forward = model.forward
+            object.__setattr__(model, "forward", eager_forward)
+            try:
+                self._hooked_calls[f"{role}.forward_features"] += 1
+                return features(*args, **kwargs)
+            finally:
+                object.__setattr__(model, "forward", compiled_forward)
+
+        return call
 
     def record(self) -> CompileRecord:
         from torch._dynamo import config
@@ -180,6 +211,7 @@ class RunCompiler:
             failed_frames=frames["total"] - frames["ok"],
             graph_breaks=sum(delta("graph_break").values()),
             eager_calls=sum(self._eager.values()),
+            hooked_calls=sum(self._hooked_calls.values()),
         )
 
 

@@ -519,3 +519,29 @@ def test_short_last_batches_reuse_the_graphs_of_full_ones():
         net(torch.rand(n, 3, 8, 8))
     record = compiler.record()
     assert record.entry_graphs["student.forward"] == 1 and not record.fell_back
+
+
+def test_a_foreign_models_hooked_features_stay_right_under_compile():
+    """A RobustBench-style model's ``forward_features`` reads what a forward hook saw: dynamo
+    ignores hooks added after it compiled, so those calls run the eager forward (counted apart)
+    while its own calls stay compiled."""
+    from harness.models import features, with_feature_api
+
+    def foreign() -> nn.Module:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            return with_feature_api(nn.Sequential(
+                nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(), nn.Linear(4, 3),
+            ).eval())  # fmt: skip
+
+    compiler, plain = RunCompiler("eager"), foreign()
+    model = compiler.compile(foreign(), "teacher")
+    x = torch.rand(20, 3, 8, 8)
+    for _ in range(3):
+        with torch.inference_mode():
+            f, logits = features(model, x), model(x)
+        assert torch.allclose(f, features(plain, x)) and torch.allclose(logits, plain(x))
+    record = compiler.record()
+    assert record.hooked_calls == 3 and record.eager_calls == 0 and not record.fell_back
+    assert record.entry_graphs == {"teacher.forward": 1}
