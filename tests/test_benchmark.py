@@ -29,7 +29,7 @@ def report(throughput, tmp_path_factory):
     out = tmp_path_factory.mktemp("bench")
     argv = ["--device", "cpu", "--methods", "pgd-at", "dgad", "--pairs", "tiny_cnn:tiny_cnn",
             "--batch-size", "8", "--steps", "2", "--warmup", "1", "--attack-steps", "2",
-            "--ref-workers", "0",
+            "--ref-workers", "0", "--fast", "auto", "amp,channels_last",
             "--eval-attacks", "clean", "pgd10", "--eval-images", "12", "--eval-batch-size", "6",
             "--peak-tflops", "1", "--out", str(out)]  # fmt: skip
     throughput.main(argv)
@@ -43,19 +43,28 @@ def test_writes_json_and_markdown_side_by_side(report):
         ("dgad", "tiny_cnn", "tiny_cnn"),
     ]
     for row in data["training"]:
-        ours, ref = row["harness"]["images_per_s"], row["reference"]["images_per_s"]
-        assert ours > 0 and ref > 0
-        assert row["speedup"] == pytest.approx(ours / ref)
-        assert row["epoch_s_50k"] == pytest.approx(50_000 / ours)
-        assert row["achieved_tflops"] == pytest.approx(row["gflop_per_image"] * ours / 1e3)
-        assert row["fraction_of_peak"] == pytest.approx(row["achieved_tflops"] / 1.0)
-    assert data["environment"]["device"] == "cpu" and data["config"]["fast"] == "auto"
+        ref = row["reference"]["images_per_s"]
+        assert [v["setting"] for v in row["variants"]] == ["auto", "amp,channels_last"]
+        assert [v["fast_path"] for v in row["variants"]] == ["off", "amp,channels_last"]
+        assert row["harness"] == row["variants"][0]  # what bench plan reads
+        for v in row["variants"]:
+            ours = v["images_per_s"]
+            assert ours > 0 and ref > 0 and v["compile"] is None  # compile is off on both
+            assert v["speedup"] == pytest.approx(ours / ref)
+            assert v["epoch_s_50k"] == pytest.approx(50_000 / ours)
+            assert v["achieved_tflops"] == pytest.approx(row["gflop_per_image"] * ours / 1e3)
+            assert v["fraction_of_peak"] == pytest.approx(v["achieved_tflops"] / 1.0)
+        assert row["speedup"] == row["variants"][0]["speedup"]
+    assert data["environment"]["device"] == "cpu"
+    assert data["config"]["fast"] == ["auto", "amp,channels_last"]
     assert [r["attack"] for r in data["evaluation"]] == ["clean", "pgd10"]
     clean, pgd = data["evaluation"]
     assert clean["accuracy"] == 1.0  # labels are the model's own predictions
     assert pgd["images"] == 12 and 0 <= pgd["accuracy"] <= 1
+    assert pgd["seconds_per_10k"] == pytest.approx(pgd["seconds"] * 10_000 / 12)
     md = (report / "throughput.md").read_text()
-    assert "| dgad | tiny_cnn ← tiny_cnn |" in md and "| pgd10 | 12 |" in md
+    assert "| dgad | tiny_cnn ← tiny_cnn | amp,channels_last (amp,channels_last) |" in md
+    assert "| dgad | tiny_cnn ← tiny_cnn | auto (off) |" in md and "| pgd10 | 12 |" in md
 
 
 def test_flops_grow_with_the_passes_a_method_makes(report):
@@ -65,6 +74,23 @@ def test_flops_grow_with_the_passes_a_method_makes(report):
         r["method"]: r for r in json.loads((report / "throughput.json").read_text())["training"]
     }
     assert rows["dgad"]["gflop_per_image"] > 1.5 * rows["pgd-at"]["gflop_per_image"] > 0
+
+
+@pytest.mark.parametrize(
+    ("name", "peak"),
+    [
+        ("NVIDIA H200", 989.5),
+        ("NVIDIA H200 NVL", 835.5),
+        ("NVIDIA H100 80GB HBM3", 989.5),
+        ("NVIDIA H100 NVL", 835.5),
+        ("NVIDIA H100 PCIe", 756.5),
+        ("NVIDIA A100-SXM4-80GB", 312.0),
+        ("NVIDIA GeForce RTX 4090", None),
+    ],
+)
+def test_bf16_peak_tells_h200_nvl_from_sxm(throughput, name, peak):
+    """The NVL board's lower clocks give a lower peak than the SXM part of the same chip."""
+    assert throughput.peak_for(name) == peak
 
 
 def test_flop_count_matches_a_hand_count(throughput):

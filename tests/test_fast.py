@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -545,3 +546,25 @@ def test_a_foreign_models_hooked_features_stay_right_under_compile():
     record = compiler.record()
     assert record.hooked_calls == 3 and record.eager_calls == 0 and not record.fell_back
     assert record.entry_graphs == {"teacher.forward": 1}
+
+
+def test_transfer_surrogates_train_with_the_runs_fast_path(tmp_path):
+    """A surrogate first needed by a run's transfer evaluation is trained the way that run
+    was (``--fast``, ``--deterministic``), not with the defaults."""
+    from harness.executors import run_local
+    from harness.grid import load_grid
+    from harness.store import Store
+    from tests.test_executors import grid_file
+
+    path = Path(grid_file(tmp_path))
+    path.write_text(
+        path.read_text()
+        + '[eval.transfer]\nsurrogates = ["tiny_cnn"]\nattacks = ["fgsm"]\nepochs = 1\n'
+    )
+    store = Store(tmp_path / "store")
+    run_local(load_grid(str(path)), store, device=torch.device("cpu"), progress=False,
+              echo=lambda _: None, fast="amp", deterministic=True)  # fmt: skip
+    (surrogate,) = [r for r in store.run_ids() if store.config(r)["kind"] == "surrogate"]
+    provenance = store.metrics(surrogate)["provenance"]
+    assert provenance["fast_path"] == {**ALL_OFF, "amp": True}
+    assert provenance["deterministic"]["enabled"] is True
