@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from harness.errors import one_line
 from harness.store import Store
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
@@ -152,7 +153,33 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
     ]
 
 
+#: Characters Markdown (CommonMark, GitHub) gives a meaning; ``_`` only outside a word.
+_MD_SPECIAL = set("\\`*[]<>|&~#!")
+
+
+def md_escape(text: Any) -> str:
+    """``text`` as Markdown that renders as itself on one line: control characters and line
+    breaks escaped (:func:`harness.errors.one_line`), the characters Markdown would act on
+    backslash-escaped, so a name can neither split a table row nor forge one (the HTML page
+    escapes through Jinja instead)."""
+    text = one_line(str(text))
+    out = []
+    for i, c in enumerate(text):
+        intraword = 0 < i < len(text) - 1 and text[i - 1].isalnum() and text[i + 1].isalnum()
+        out.append("\\" + c if c in _MD_SPECIAL or (c == "_" and not intraword) else c)
+    return "".join(out)
+
+
+def _md_records(records: list[dict[str, str]], cells: set[str]) -> list[dict[str, str]]:
+    """``records`` with every header and every value but the ``cells`` (accuracies, already
+    Markdown) escaped."""
+    return [
+        {md_escape(k): v if k in cells else md_escape(v) for k, v in r.items()} for r in records
+    ]
+
+
 def to_markdown(tables: list[Table], grid: str) -> str:
+    grid = md_escape(grid)
     if not tables:
         return f"# Leaderboard: {grid}\n\nNo completed runs yet.\n"
     parts = [
@@ -162,10 +189,11 @@ def to_markdown(tables: list[Table], grid: str) -> str:
         "reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
     ]
     for table in tables:
-        parts.append(f"## {table.title}\n")
+        parts.append(f"## {md_escape(table.title)}\n")
+        cells = {column_label(c) for c in table.columns}
         parts.append(
             tabulate(
-                _records(table, ("**", "**")),
+                _md_records(_records(table, ("**", "**")), cells),
                 headers="keys",
                 tablefmt="github",
                 disable_numparse=True,
@@ -175,7 +203,10 @@ def to_markdown(tables: list[Table], grid: str) -> str:
         parts.append("<details><summary>provenance</summary>\n")
         parts.append(
             tabulate(
-                _provenance_records(table), headers="keys", tablefmt="github", disable_numparse=True
+                _md_records(_provenance_records(table), set()),
+                headers="keys",
+                tablefmt="github",
+                disable_numparse=True,
             )
             + "\n\n</details>\n"
         )

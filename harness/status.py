@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from harness import claims
 from harness.downloads import url_path
+from harness.errors import one_line
 from harness.grid import Grid, RunSpec
 from harness.store import Store
 
@@ -30,21 +30,18 @@ def _cell(spec: RunSpec) -> dict[str, Any]:
 
 
 def run_state(store: Store, run_id: str) -> str:
-    """done, running, interrupted (its process is gone), failed, or pending."""
-    path = store.run_dir(run_id) / "status.json"
-    if not path.exists():
+    """done, running (a live process holds its claim), interrupted (its process is gone),
+    failed, or pending."""
+    status = store.status(run_id)
+    if status is None:
         return "pending"
-    status = json.loads(path.read_text())
-    if status["status"] == "complete":
+    if status == "complete":
+        store.metrics(run_id)  # a damaged metrics.json: its one-line error
         return "done"
-    if status["status"] == "failed":
+    if status == "failed":
         return "failed"
-    if status.get("host") == socket.gethostname():
-        try:
-            os.kill(int(status.get("pid", -1)), 0)
-        except (OSError, ValueError):
-            return "interrupted"
-    return "running"
+    holder = claims.holder(store.run_dir(run_id))
+    return "running" if holder is not None and holder.alive(claims.stale_after()) else "interrupted"
 
 
 def status_table(grid: Grid, store_root: str | Path) -> str:
@@ -56,7 +53,7 @@ def status_table(grid: Grid, store_root: str | Path) -> str:
         counts[state] = counts.get(state, 0) + 1
         error = ""
         if state == "failed":
-            error = json.loads((store.run_dir(spec.run_id) / "status.json").read_text())["error"]
+            error = one_line((store.status_record(spec.run_id) or {}).get("error") or "")
         rows.append(
             {
                 "kind": spec.kind,
