@@ -206,7 +206,7 @@ def acquire(directory: Path, stale_s: float | None = None) -> Claim:
     made_dir = not Path(directory).is_dir()
     Path(directory).mkdir(parents=True, exist_ok=True)
     last: Holder | None = None
-    for _ in range(5):
+    for _ in range(200):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
@@ -215,7 +215,8 @@ def acquire(directory: Path, stale_s: float | None = None) -> Claim:
                 continue
             if last.alive(stale_s):
                 raise Claimed(last) from None
-            _break(path, last, stale_s)
+            if not _break(path, last, stale_s):
+                time.sleep(0.01)  # another process is breaking it: let it finish
             continue
         try:
             os.write(fd, json.dumps(record).encode())
@@ -229,8 +230,9 @@ def acquire(directory: Path, stale_s: float | None = None) -> Claim:
     raise Claimed(last or read_holder(path) or Holder(None, None, None, None, 0.0))
 
 
-def _break(path: Path, seen: Holder, stale_s: float) -> None:
-    """Remove the stale claim ``seen``, unless it has been replaced since it was read."""
+def _break(path: Path, seen: Holder, stale_s: float) -> bool:
+    """Remove the stale claim ``seen``, unless it has been replaced since it was read; False
+    when another process is doing so."""
     guard = path.with_name(path.name + ".break")
     try:
         os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
@@ -238,13 +240,23 @@ def _break(path: Path, seen: Holder, stale_s: float) -> None:
         age = _age(guard)
         if age is not None and age > stale_s:  # a breaker died in the middle: its turn is over
             guard.unlink(missing_ok=True)
-        return
+        return False
     try:
         now = read_holder(path)
         if now is not None and now.token == seen.token and not now.alive(stale_s):
             path.unlink(missing_ok=True)
     finally:
         guard.unlink(missing_ok=True)
+    return True
+
+
+def clear_stale(directory: Path, stale_s: float | None = None) -> None:
+    """Remove the claim on ``directory``'s run if its holder is dead or stale (a process killed
+    after the run was complete leaves one behind)."""
+    stale_s = stale_after() if stale_s is None else stale_s
+    found = holder(directory)
+    if found is not None and not found.alive(stale_s):
+        _break(Path(directory) / CLAIM, found, stale_s)
 
 
 def wait_released(directory: Path, poll_s: float = 2.0, stale_s: float | None = None) -> None:

@@ -16,7 +16,7 @@ import torch
 import harness
 from harness import suites
 from harness.checkpoints import save_atomic
-from harness.claims import Claim, Claimed, ClaimLost, wait_released
+from harness.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed, file_sha256
 from harness.errors import TrainingDiverged, UserError
@@ -128,6 +128,7 @@ def execute(
     if store.is_complete(spec.run_id):
         if store.sync(spec.run_id):  # finished, but killed before the index said so
             echo(f"re-indexed {spec.run_id} (complete)")
+        clear_stale(store.run_dir(spec.run_id))  # the claim of a process killed after that
         echo(f"skip {spec.run_id} (complete)")
         return "skipped"
     data = load_dataset(cfg["dataset"], data_root)
