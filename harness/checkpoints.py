@@ -16,6 +16,8 @@ import torch
 from harness.errors import file_error
 
 TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read once (os.umask can only read it by setting it) and put back
+os.umask(_UMASK)
 
 
 @contextlib.contextmanager
@@ -34,6 +36,7 @@ def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.chmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide a shared store from the team
         os.close(fd)
     except OSError as exc:
         raise file_error(exc, path) from None

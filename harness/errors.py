@@ -62,6 +62,8 @@ def file_error(exc: OSError, path: str | os.PathLike, action: str = "write") -> 
     what failed, why, and what to do."""
     reason = exc.strerror or str(exc) or type(exc).__name__
     fix = _FIXES.get(exc.errno or 0, "check the file system, then rerun")
+    if action == "read" and exc.errno in (errno.EACCES, errno.EPERM):
+        fix = "no permission to read it: ask its owner for read access, or use another --store"
     return UserError(f"cannot {action} {path}: {reason}; {fix}")
 
 

@@ -379,10 +379,14 @@ class Store:
         return self._read(run_id, "metrics") or {}
 
     def is_complete(self, run_id: str) -> bool:
-        """Whether the run is complete with readable metrics (a damaged file: not complete, so
-        ``bench run`` takes the run up again and rewrites it)."""
+        """Whether the run is complete with a readable config and metrics (a damaged file: not
+        complete, so ``bench run`` takes the run up again and rewrites it)."""
         try:
-            return self.status(run_id) == "complete" and bool(self._read(run_id, "metrics"))
+            return (
+                self.status(run_id) == "complete"
+                and bool(self._read(run_id, "metrics"))
+                and bool(self._read(run_id, "config"))
+            )
         except UserError:
             return False
 
@@ -434,7 +438,8 @@ class Store:
         """Create (or reopen) the run's directory; refuse a different config under the same id.
 
         A damaged config.json is rewritten: the id is the hash of the config, so the config
-        given under it is the one that was lost.
+        given under it is the one that was lost. A damaged metrics.json is removed (the run
+        writes it again when it finishes).
         """
         d = self.run_dir(run_id)
         cfg_path = d / "config.json"
@@ -455,6 +460,10 @@ class Store:
             }
         with self._journal(run_id) as token:
             write_json_atomic(config, cfg_path)
+            try:
+                self._read(run_id, "metrics")
+            except DamagedFile:  # rewritten when the run finishes again
+                (d / "metrics.json").unlink()
             self._set_status(run_id, "running", write=token)
             with self._write() as conn:
                 self._index_run(conn, run_id)
