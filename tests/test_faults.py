@@ -444,3 +444,34 @@ def test_a_crash_the_store_cannot_record_is_one_line(capsys, copy, monkeypatch):
         _, err = expect(capsys, "run", "crash, then disk full", cli, 2, "log.txt")
     assert "crashed (RuntimeError: boom) and the store could not record it" in err
     assert "the disk is full" in err
+
+
+# -- the harness's own checkpoints ----------------------------------------------------------------
+@pytest.mark.parametrize("which", ["best", "last"])
+def test_the_harness_evaluates_and_reuses_its_own_checkpoints(capsys, copy, which):
+    """best.pt and last.pt hold the weights under ``student``: ``bench eval FILE --model`` and a
+    grid teacher ``checkpoint = ".../best.pt"`` load them."""
+    grid, store, run_id = copy
+    ckpt = store / "runs" / run_id / "checkpoints" / f"{which}.pt"
+    cli = ["eval", str(ckpt), "--model", "tiny_cnn", "--dataset", "digits", "--attack", "clean",
+           "--store", str(store), "--no-progress"]  # fmt: skip
+    out, _ = expect(capsys, "eval", f"own {which}.pt", cli, 0)
+    if which == "best":  # the run's own clean accuracy, from the same weights and test set
+        clean = metrics_of(store, run_id)["results"]["clean"]["accuracy"]
+        (line,) = [x for x in out.splitlines() if x.split()[:1] == ["clean"]]
+        assert line.split()[1] == f"{100 * clean:.2f}%"
+    teacher_grid = grid.parent / f"teacher-{which}.toml"
+    teacher_grid.write_text(
+        GRID.replace('methods = ["pgd-at"]', 'methods = ["ard"]\nteachers = ["own"]')
+        + f'[teacher.own]\nmodel = "tiny_cnn"\ncheckpoint = "{ckpt}"\n'
+    )
+    from harness.grid import load_grid
+    from harness.teachers import load_teacher
+
+    (run,) = load_grid(str(teacher_grid)).runs
+    teacher = load_teacher(
+        run.config["teacher"], Store(store), num_classes=10, image_size=8, dataset="digits"
+    )
+    weights = torch.load(ckpt, weights_only=True)["student"]
+    assert all(torch.equal(v, weights[k]) for k, v in teacher.state_dict().items())
+    teacher_grid.unlink()

@@ -134,3 +134,19 @@ def test_empty(tmp_path):
     assert "No completed runs yet" in lb.to_markdown(
         lb.leaderboard_tables(Store(tmp_path), "g"), "g"
     )
+
+
+def test_markdown_escapes_names_so_no_row_is_forged(tmp_path):
+    """A method name with a newline, a pipe and HTML (from a store written before names were
+    checked) renders as one row holding the name as text."""
+    st = Store(tmp_path)
+    forged = "evil\n| fake | 99.99 |\n<b>x</b>"
+    add_run(st, "r-1", forged, "t", "resnet18", 0, {"clean": 50.0})
+    add_run(st, "r-2", "dgad", "t", "resnet18", 0, {"clean": 40.0})
+    text = lb.to_markdown(lb.leaderboard_tables(st, "paper"), "paper")
+    table = text.split("## ")[1].split("<details>")[0]
+    rows = [line for line in table.splitlines() if line.startswith("|")]
+    assert len(rows) == 4  # header, rule, two methods
+    assert rows[2].startswith(r"| evil\\n\| fake \| 99.99 \|\\n\<b\>x\</b\> |")
+    assert "<b>" not in text and "99.99 |\n" not in text
+    assert lb.md_escape("tiny_cnn") == "tiny_cnn" and lb.md_escape("_x_") == r"\_x\_"

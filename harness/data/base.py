@@ -162,7 +162,11 @@ def make_splits(
         raise UserError(f"dataset {name!r} has an empty test set")
     rest, val = carve_val(train, val_fraction, val_seed)
     if len(rest) < MIN_TRAIN:
-        carved = f" after {len(val)} went to the validation split" if val is not None else ""
+        carved = (
+            f" after {len(val)} went to the validation split"
+            if val is not None and len(val)
+            else ""
+        )
         raise UserError(
             f"dataset {name!r} has {len(rest)} training image(s){carved}; at least {MIN_TRAIN} "
             "are needed"

@@ -62,9 +62,8 @@ def to_labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
     if n and y.min() < 0:
         raise UserError(f"{what} holds negative labels")
     if n and y.max() >= MAX_CLASSES:
-        raise UserError(
-            f"{what} holds label {y.max():.0f}; labels are class indices below {MAX_CLASSES}"
-        )
+        top = f"{y.max():g}" if y.dtype.kind == "f" else str(int(y.max()))
+        raise UserError(f"{what} holds label {top}; labels are class indices below {MAX_CLASSES}")
     return torch.from_numpy(y.astype(np.int64))
 
 
