@@ -1,6 +1,7 @@
 """Executing a grid's runs: here (one after another, or ``workers`` in parallel with one GPU
 each) or on Slurm through submitit. Teachers run first; a student never starts before its
-teacher's run is complete; a failed run is recorded in the store and the others go on.
+teacher's run is complete; a failed run is recorded in the store and the others go on. A run
+another process holds (:mod:`harness.claims`) is left to it; a teacher so held is waited for.
 """
 
 from __future__ import annotations

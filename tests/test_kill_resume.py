@@ -37,10 +37,10 @@ seeds = [0]
 [threat]
 steps = 2
 [train]
-epochs = 24
+epochs = 16
 batch_size = 128
 lr = 0.1
-milestones = [16]
+milestones = [11]
 select_steps = 1
 eval_batch_size = 512
 [eval]
