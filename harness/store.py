@@ -5,7 +5,8 @@
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
                          checkpoints/   last.pt (every epoch), best.pt (selected)
-    <root>/index.sqlite                 runs, results (one row per run × attack), grid tags
+    <root>/index.sqlite                 runs (with each one's config and seedless row key),
+                                        results (one row per run × attack), grid tags
 
 Every file is written atomically (temporary file + rename). Index writes are single SQLite
 transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
@@ -28,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from harness.checkpoints import write_json_atomic
-from harness.config import canonical_json
+from harness.config import canonical_json, config_hash
 from harness.errors import UserError
 
 SCHEMA = """
@@ -37,7 +38,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
     epochs INTEGER, full_epochs INTEGER, schedule TEXT,
     status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
-    flags TEXT, config_hash TEXT, provenance TEXT
+    flags TEXT, config_hash TEXT, provenance TEXT, row_key TEXT, config TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
@@ -49,7 +50,19 @@ CREATE TABLE IF NOT EXISTS grid_runs (
 """
 
 STATUSES = ("running", "complete", "failed")
-SCHEMA_VERSION = 2  # bump when SCHEMA changes: older indexes are rebuilt on first write
+SCHEMA_VERSION = 3  # bump when SCHEMA changes: older indexes are rebuilt on first write
+
+
+def seedless(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without what tells the seeds of one configuration apart (and its grids).
+
+    Runs with equal seedless configs are one leaderboard row (the ``row_key`` of the index);
+    anything else that differs (schedule, teacher, hyperparameters, evaluation) is another row.
+    """
+    out = {k: v for k, v in config.items() if k not in ("seed", "grids")}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k != "seed"}
+    return out
 
 
 def _read_json(path: Path) -> Any:
@@ -122,7 +135,7 @@ class Store:
         teacher = config.get("teacher") or {}
         train = config.get("train", {})
         conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 config.get("kind"),
@@ -142,6 +155,8 @@ class Store:
                 canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
                 run_id.rsplit("-", 1)[-1],
                 canonical_json(metrics.get("provenance", {})),
+                config_hash(seedless(config)),
+                canonical_json(seedless(config)),
             ),
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
@@ -247,7 +262,9 @@ class Store:
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
             return _empty_frame(table)  # nothing to read: a read never creates the store
-        if not self.index_path.exists():
+        with self._db() as conn:
+            current = conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        if not current:  # no index yet, or one of an older schema: rebuilt from the directories
             with self._write():
                 pass
         with self._db() as conn:
