@@ -236,6 +236,12 @@ def test_a_row_is_one_configuration_labelled_by_what_differs(week):
     store, runs = week
     rb, small = lb.leaderboard_tables(store, "lb")
     assert (rb.title, small.title) == ("digits: rb → tiny_cnn", "digits: small-pgdat → tiny_cnn")
+    assert sorted((r.method, r.seeds) for r in small.rows) == [
+        ("dgad", 1),
+        ("dgad", 1),
+        ("dgad", 2),
+        ("trades", 1),
+    ]
     labels = {r.label: r for r in small.rows}
     assert set(labels) == {
         "trades",
@@ -257,9 +263,11 @@ def test_a_row_is_one_configuration_labelled_by_what_differs(week):
 def test_full_and_short_alone_read_as_in_the_issue(tmp_path):
     store = Store(tmp_path / "store")
     grid = lb_grid(tmp_path)
-    finish(store, one(grid, "dgad", "small-pgdat"), acc(80, 60, 50, 48))
-    finish(store, one(lb_grid(tmp_path, epochs=1), "dgad", "small-pgdat"), acc(30, 20, 10, 9))
+    a, b = one(grid, "dgad", "small-pgdat"), one(lb_grid(tmp_path, epochs=1), "dgad", "small-pgdat")
+    finish(store, a, acc(80, 60, 50, 48))
+    finish(store, b, acc(30, 20, 10, 9))
     (table,) = lb.leaderboard_tables(store, "lb")
+    assert [r.runs for r in table.rows] == [[a.run_id], [b.run_id]]
     assert [(r.label, r.seeds) for r in table.rows] == [("dgad", 1), ("dgad (short: 1/3 ep)", 1)]
     assert table.rows[0].mean["clean"] == pytest.approx(80.0)  # not averaged with the short run
 
@@ -269,6 +277,8 @@ def test_ranked_by_the_strongest_attack_every_row_has(week):
     rb, small = lb.leaderboard_tables(store, "lb")
     # AA exists for one row only: ranked by Worst (all rows, over the same attacks), trades first
     assert small.columns == ["clean", "fgsm", "pgd10", "autoattack", "pgd50", "worst_case"]
+    assert [r.method for r in small.rows] == ["trades", "dgad", "dgad", "dgad"]
+    assert [r.mean["worst_case"] for r in small.rows] == [54.0, 51.0, 49.0, 38.0]
     assert small.rank_key == "worst_case" and small.ranked_on_common
     assert [r.label for r in small.rows] == [
         "trades",
