@@ -128,7 +128,16 @@ class _Point:
 W, H = 640, 430
 LEFT, RIGHT, TOP, BOTTOM = 62, 24, 18, 56
 RADIUS = 5.5
-CHAR_W, LINE_H = 7.4, 14.0  # label box estimate for the 12 px bold label font (generous)
+LINE_H = 14.0  # label box height for the 12 px label font
+#: Advance widths (px) in the 12 px bold label font, on the wide side: measured for DejaVu Sans
+#: Bold (the widest common sans-serif); a narrower font only leaves more room between labels.
+CHAR_WIDTHS = {
+    **dict.fromkeys(" 'ijl|/\\I,.J:;f-", 5.0),
+    **dict.fromkeys('!()[]tr_`"*?zcs', 7.2),
+    **dict.fromkeys("ABCDGHKNOQRUVX#+<=>^~&", 10.5),
+    **dict.fromkeys("mwMW@%", 13.3),
+}
+CHAR_W = 8.9  # any other character
 GAP = 2.0  # clear space kept around every label
 LEADER = RADIUS + 12  # a label further than this from its point gets a line to it
 
@@ -143,9 +152,14 @@ def _overlap(a: Box, b: Box) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
+def text_width(text: str) -> float:
+    """The width (px) a label is assumed to take (see ``CHAR_WIDTHS``)."""
+    return sum(CHAR_WIDTHS.get(c, CHAR_W) for c in text)
+
+
 def label_box(cx: float, baseline: float, text: str) -> Box:
     """The box a label centred at ``cx`` on ``baseline`` is assumed to cover."""
-    w = CHAR_W * len(text)
+    w = text_width(text)
     return (cx - w / 2, baseline - LINE_H + 4, cx + w / 2, baseline + 4)
 
 
@@ -183,7 +197,7 @@ def _place_labels(points: list[_Point], texts: list[str]) -> list[tuple[float, f
         return sum(_overlap(grow(b), o) for o in placed + dots)
 
     for p, text in zip(points, texts):
-        w, h = CHAR_W * len(text), LINE_H
+        w, h = text_width(text), LINE_H
 
         def box_at(cx: float, cy: float, text: str = text) -> Box:
             return label_box(cx, cy + LINE_H / 2 - 4, text)

@@ -373,7 +373,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                     row.label = labels[key]
                     rows.append(row)
             columns = _column_order(set().union(*(r.mean for r in rows)))
-            _rank(columns, rows)
+            rank_rows(columns, rows)
             refs = {}
             for run_id in cell["run_id"]:
                 ref = configs[run_id].get("teacher")
@@ -386,7 +386,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
     return tables
 
 
-def _rank(columns: list[str], rows: list[Row]) -> None:
+def rank_rows(columns: list[str], rows: list[Row]) -> None:
     """Order ``rows`` by the table's ranking column, mark what each lacks and the best values."""
     key, _ = rank_column(columns, rows)
     for row in rows:

@@ -329,7 +329,7 @@ def test_rank_column_rules():
     # no column every row has: the strongest that most rows have; the rows without it come last
     assert lb.rank_column(["clean", "pgd10"], [d, c]) == ("pgd10", False)
     table = lb.Table("d", "t", "s", ["clean", "pgd10"], [d, c])
-    lb._rank(table.columns, table.rows)
+    lb.rank_rows(table.columns, table.rows)
     assert [(r.name, r.missing) for r in table.rows] == [("c †", ["clean"]), ("d †", ["pgd10"])]
     assert table.notes() == [
         "Ranked by PGD, which not every row was evaluated with: rows without it come last, "
