@@ -218,18 +218,30 @@ def _value_text(path: str, value: Any) -> str:
 
 def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, str]:
     """A label per seedless config (row key) of one method in one table: the method, then what
-    differs between its configs: ``dgad (short: 1/3 ep)``, ``dgad [gamma=10]``. Unique."""
+    differs between its configs: ``dgad (short: 1/3 ep)``, ``dgad [gamma=10]``, ``dgad [cw2]``
+    beside ``dgad [no cw2]`` (a part only some configs have). Unique."""
     if len(configs) <= 1:
         return dict.fromkeys(configs, method)
     flat = {key: _flatten(config) for key, config in configs.items()}
-    paths = sorted(set().union(*flat.values()))
     absent = object()
 
-    def differs(path: str) -> bool:
-        seen = {canonical_json(f[path]) if path in f else absent for f in flat.values()}
-        return len(seen) > 1
+    def has(f: dict[str, Any], prefix: str) -> bool:
+        return any(p == prefix or p.startswith(prefix + ".") for p in f)
 
-    differ = [p for p in paths if differs(p)]
+    def where(path: str) -> str:
+        """``path``, or its shortest prefix that only some configs have."""
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if len({has(f, prefix) for f in flat.values()}) > 1:
+                return prefix
+        return path
+
+    differ = []
+    for path in sorted(set().union(*flat.values())):
+        seen = {canonical_json(f[path]) if path in f else absent for f in flat.values()}
+        if len(seen) > 1 and where(path) not in differ:
+            differ.append(where(path))
     by_schedule = any(p in differ for p in SCHEDULE_KEYS[:3])
     params = [p for p in differ if not (by_schedule and p in SCHEDULE_KEYS)]
     full_differs = "full_epochs" in differ
@@ -244,8 +256,10 @@ def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, 
         shown = []
         for path in params[:LABEL_PARAMS]:
             name = next((path[len(p) :] for p in LABEL_PREFIXES if path.startswith(p)), path)
-            value = flat[key].get(path)
-            shown.append(f"{name}={_value_text(path, value)}")
+            if path in flat[key] or not any(has(f, path) for f in flat.values()):
+                shown.append(f"{name}={_value_text(path, flat[key].get(path))}")
+            else:  # a part (an attack, a table) some configs have and others lack
+                shown.append(name if has(flat[key], path) else f"no {name}")
         if len(params) > LABEL_PARAMS:
             shown.append(f"+{len(params) - LABEL_PARAMS}")
         label += f" [{', '.join(shown)}]" if shown else ""
@@ -274,7 +288,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
         "gpu_h": wall / 3600 if on_gpu else 0.0,
     }
     worst = mine.loc[mine["attack"] == "worst_case", "params"]
-    worst_of = sorted({canonical_json(json.loads(p or "{}").get("of")) for p in worst})
+    worst_of = sorted({canonical_json((json.loads(p or "null") or {}).get("of")) for p in worst})
     return Row(
         method,
         sorted(runs["run_id"]),
@@ -478,7 +492,8 @@ def to_markdown(tables: list[Table], grid: str) -> str:
             )
             + "\n"
         )
-        parts.append(" ".join(table.notes()) + "\n")
+        if table.notes():
+            parts.append(" ".join(table.notes()) + "\n")
         parts.append("<details><summary>provenance</summary>\n")
         parts.append(
             tabulate(

@@ -5,6 +5,7 @@ golden file, CSV and LaTeX by value."""
 from __future__ import annotations
 
 import io
+import json
 import os
 from pathlib import Path
 
@@ -469,3 +470,27 @@ def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
     (table,) = lb.leaderboard_tables(store, "smoke")
     assert table.columns == ["clean", "fgsm", "pgd10", "pgd20", "pgd50", "worst_case"]
     assert table.rows[0].mean["worst_case"] == pytest.approx(100 * before["worst_case"]["accuracy"])
+
+
+def test_labels_name_what_differs(tmp_path):
+    from harness.store import seedless
+
+    base = seedless(one(lb_grid(tmp_path), "dgad", "small-pgdat").config)
+    path = tmp_path / "more" / "lb.toml"
+    path.parent.mkdir()
+    path.write_text(LB.replace('"pgd10"]', '"pgd10", "cw_inf"]'))
+    more = seedless(one(load_grid(str(path)), "dgad", "small-pgdat").config)
+    # the teacher the grid trains is evaluated with the grid's attacks too: another teacher run
+    ta, tb = (c["teacher"]["run_id"][-10:] for c in (base, more))
+    assert lb.config_labels("dgad", {"a": base, "b": more}) == {
+        "a": f"dgad [no cw_inf, teacher.run_id={ta}]",
+        "b": f"dgad [cw_inf, teacher.run_id={tb}]",
+    }
+    other = json.loads(json.dumps(base))
+    other["teacher"]["run_id"] = "pgd-at-digits-small_cnn-none-s0-abcdef1234"
+    other["train"]["lr"] = 0.05
+    assert lb.config_labels("dgad", {"a": base, "c": other}) == {
+        "a": "dgad [lr=0.1, teacher.run_id=" + base["teacher"]["run_id"][-10:] + "]",
+        "c": "dgad [lr=0.05, teacher.run_id=abcdef1234]",
+    }
+    assert lb.config_labels("dgad", {"a": base}) == {"a": "dgad"}
