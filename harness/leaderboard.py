@@ -42,6 +42,7 @@ SCHEDULE_KEYS = ("train.epochs", "full_epochs", "schedule", "train.milestones")
 #: Path prefixes left out of a label: ``method.hparams.gamma`` reads ``gamma``.
 LABEL_PREFIXES = ("method.hparams.", "train.", "eval.attacks.")
 LABEL_PARAMS = 3  # differences named in a label; more are counted
+LABEL_ORDER = ("method.", "train.", "teacher.", "eval.", "dataset.")  # what a label names first
 
 
 def column_label(attack: str) -> str:
@@ -242,6 +243,9 @@ def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, 
         seen = {canonical_json(f[path]) if path in f else absent for f in flat.values()}
         if len(seen) > 1 and where(path) not in differ:
             differ.append(where(path))
+    differ.sort(
+        key=lambda p: (next((i for i, a in enumerate(LABEL_ORDER) if p.startswith(a)), 9), p)
+    )
     by_schedule = any(p in differ for p in SCHEDULE_KEYS[:3])
     params = [p for p in differ if not (by_schedule and p in SCHEDULE_KEYS)]
     full_differs = "full_epochs" in differ
