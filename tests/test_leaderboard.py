@@ -483,8 +483,8 @@ def test_labels_name_what_differs(tmp_path):
     # the teacher the grid trains is evaluated with the grid's attacks too: another teacher run
     ta, tb = (c["teacher"]["run_id"][-10:] for c in (base, more))
     assert lb.config_labels("dgad", {"a": base, "b": more}) == {
-        "a": f"dgad [no cw_inf, teacher.run_id={ta}]",
-        "b": f"dgad [cw_inf, teacher.run_id={tb}]",
+        "a": f"dgad [teacher.run_id={ta}, no cw_inf]",
+        "b": f"dgad [teacher.run_id={tb}, cw_inf]",
     }
     other = json.loads(json.dumps(base))
     other["teacher"]["run_id"] = "pgd-at-digits-small_cnn-none-s0-abcdef1234"
