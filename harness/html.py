@@ -7,8 +7,12 @@ and allows only the page's own scripts (by hash), so nothing the page is given c
 anything. Method names, grid names and every other string from plugins, grid files and run
 configs are escaped (Jinja's autoescape, ``markupsafe.escape`` in the SVG).
 
+Each table states its threat model and its teachers' own accuracy; its columns wrap their
+headers so that the widest paper table fits a 1400 px window; the plot's labels are placed so
+that none overlaps another or a point.
+
 ``self_test=True`` adds a script that, once the page has loaded, sorts every table by clicking
-its headers, checks the order and the plot, and writes ``ok`` (or what went wrong, including
+its headers, checks the order, the plot, its labels and that no table overflows, and writes ``ok`` (or what went wrong, including
 any uncaught error) into ``<body data-selftest>``: the tests read it from a headless browser.
 """
 
@@ -224,10 +228,11 @@ def _place_labels(points: list[_Point], texts: list[str]) -> list[tuple[float, f
 
 
 def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | None:
-    """Clean accuracy against robust accuracy, one labelled point per method, as inline SVG.
+    """Clean accuracy against robust accuracy (:func:`plot_axes`), one labelled point per row
+    that has both, as inline SVG; labels placed by :func:`_place_labels`.
 
-    Error bars are one standard deviation over seeds where a method has several. ``None`` when
-    the table has no (clean, attack) pair to plot or no method has both numbers.
+    Error bars are one standard deviation over seeds where a row has several. ``None`` when
+    the table has no (clean, attack) pair to plot or no row has both numbers.
     """
     axes = plot_axes(table)
     if axes is None:
@@ -264,7 +269,7 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
         f'data-x="{escape(xkey)}" data-y="{escape(ykey)}">',
         f'<title id="{ident}-title">{escape(xname)} vs {escape(yname)} accuracy: '
         f"{escape(table.title)}</title>",
-        f'<desc id="{ident}-desc">One point per method; error bars are one standard deviation '
+        f'<desc id="{ident}-desc">One point per row (configuration); error bars are one standard deviation '
         "over seeds; up and to the right is better.</desc>",
         f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
     ]
