@@ -12,8 +12,9 @@ headers so that the widest paper table fits a 1400 px window; the plot's labels 
 that none overlaps another or a point.
 
 ``self_test=True`` adds a script that, once the page has loaded, sorts every table by clicking
-its headers, checks the order, the plot, its labels and that no table overflows, and writes ``ok`` (or what went wrong, including
-any uncaught error) into ``<body data-selftest>``: the tests read it from a headless browser.
+its headers, checks the order, the plot, its labels and that no table overflows, and writes
+``ok`` (or what went wrong, including any uncaught error) into ``<body data-selftest>``: the
+tests read it from a headless browser.
 """
 
 from __future__ import annotations
@@ -269,8 +270,8 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
         f'data-x="{escape(xkey)}" data-y="{escape(ykey)}">',
         f'<title id="{ident}-title">{escape(xname)} vs {escape(yname)} accuracy: '
         f"{escape(table.title)}</title>",
-        f'<desc id="{ident}-desc">One point per row (configuration); error bars are one standard deviation '
-        "over seeds; up and to the right is better.</desc>",
+        f'<desc id="{ident}-desc">One point per row (configuration); error bars are one '
+        "standard deviation over seeds; up and to the right is better.</desc>",
         f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
     ]
     for t in xticks:
