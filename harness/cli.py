@@ -45,7 +45,14 @@ def grid_options(func: Any) -> Any:
             click.option(
                 "--epochs",
                 type=click.IntRange(min=1),
-                help="Shorter schedule; runs are labelled 'short'.",
+                help="Shorter schedule for the students (teachers keep theirs); runs are "
+                "labelled 'short'.",
+            ),
+            click.option(
+                "--teacher-epochs",
+                type=click.IntRange(min=1),
+                help="Shorter schedule for the teachers the grid trains; such a teacher is "
+                "labelled 'short' wherever it appears.",
             ),
             click.option(
                 "--seed",

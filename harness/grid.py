@@ -355,8 +355,14 @@ def load_grid(
     epochs: int | None = None,
     seeds: list[int] | None = None,
     select_on: str | None = None,
+    teacher_epochs: int | None = None,
 ) -> Grid:
-    """Read a grid file and expand it (with the CLI's overrides) into runs."""
+    """Read a grid file and expand it (with the CLI's overrides) into runs.
+
+    ``epochs`` shortens (or lengthens) the students' schedule, ``teacher_epochs`` that of the
+    teachers the grid trains: a student run on a short teacher is distilled from another model,
+    so shortening a teacher is asked for on its own, and its label says so (:func:`schedule_note`).
+    """
     from harness.registry import DATASETS, METHODS, MODELS  # names are checked before any work
 
     path = grid_path(name)
@@ -397,8 +403,9 @@ def load_grid(
             raise UserError(f"unknown teacher {teacher!r} in grid {grid_name}; valid: {valid}")
         teacher_names = [teacher]
     method_tables = _table(raw, "method", where)
-    if epochs is not None and not 1 <= epochs <= TRAIN_MAXIMA["epochs"]:
-        raise UserError(f"--epochs must be in [1, {TRAIN_MAXIMA['epochs']}], got {epochs}")
+    for flag, value in (("--epochs", epochs), ("--teacher-epochs", teacher_epochs)):
+        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
+            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
     sources = {t: _teacher_source(t, teacher_tables[t], where) for t in teacher_names}
 
     DATASETS.get(data["name"])
@@ -408,18 +415,20 @@ def load_grid(
         MODELS.get(model)
     grid = Grid(name=grid_name, path=path, raw=raw)
 
-    def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:
+    def schedule(
+        overrides: dict[str, Any], what: str, length: int | None
+    ) -> tuple[dict[str, Any], int]:
         train = _train({**base_train, **overrides}, where, what)
         full = train["epochs"]
-        if epochs is not None and epochs != full:
+        if length is not None and length != full:
             train["milestones"] = sorted(
                 {
-                    max(1, round(m * epochs / full))
+                    max(1, round(m * length / full))
                     for m in train["milestones"]
-                    if round(m * epochs / full) < epochs
+                    if round(m * length / full) < length
                 }
             )
-            train["epochs"] = epochs
+            train["epochs"] = length
         train["select_on"] = select
         return train, full
 
@@ -434,7 +443,8 @@ def load_grid(
         train_over: dict,
         needs: str | None,
     ) -> RunSpec:
-        train, full = schedule(train_over, f"method.{method_name}.train")
+        length = teacher_epochs if kind == "teacher" else epochs
+        train, full = schedule(train_over, f"method.{method_name}.train", length)
         return run_spec(
             kind,
             label,
@@ -537,6 +547,22 @@ def load_grid(
                     ref, needs = teacher_refs[tname]
                     grid.runs.append(make_run("student", *common, ref, seed, train_over, needs))
     return grid
+
+
+def schedule_note(config: dict[str, Any]) -> str:
+    """``short: 1/3 ep`` for a run on a shorter schedule than its grid's (``long: ...`` for a
+    longer one), ``""`` on the grid's own schedule: what labels a short teacher everywhere."""
+    epochs = (config.get("train") or {}).get("epochs")
+    full = config.get("full_epochs")
+    if not epochs or not full or epochs == full:
+        return ""
+    return f"{'short' if epochs < full else 'long'}: {epochs}/{full} ep"
+
+
+def teacher_label(name: str, teacher_config: dict[str, Any] | None) -> str:
+    """A teacher's name, and ``(short: 1/3 ep)`` when the grid trained it on a short schedule."""
+    note = schedule_note(teacher_config or {})
+    return f"{name} ({note})" if note else name
 
 
 def _variant(label: str, variants: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:

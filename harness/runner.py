@@ -307,6 +307,9 @@ def evaluate_run(
     """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
 
     ``suite``: ``config`` (what the run's config lists), ``whitebox``, ``transfer`` or ``all``.
+    The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
+    over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
+    adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
     """
     seed = derive_seed(cfg["seed"], "eval")
     test = eval_subset(data.test, subset, seed)
@@ -328,6 +331,7 @@ def evaluate_run(
         num_classes=data.num_classes,
     )
     masks = out.pop("masks")
+    out["results"].pop("worst_case", None)  # over the run's own attacks, below
     transfer_cfg = cfg["eval"].get("transfer") or (
         default_transfer(cfg) if suite in ("transfer", "all") else None
     )
@@ -350,9 +354,29 @@ def evaluate_run(
                 "n": len(mask),
                 "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
             }
-        out["results"]["worst_case"] = worst_case(masks)
-    save_atomic({k: v for k, v in masks.items()}, eval_dir / "masks.pt")
+    path = eval_dir / "masks.pt"
+    masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
+    stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
+    over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
+    ready = len(over) > 1 and all(n in masks for n in over)
+    if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
+        out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
+    save_atomic(masks, path)
     return out
+
+
+def own_attacks(cfg: dict[str, Any]) -> list[str]:
+    """The attacks a run's config evaluates (its grid's list, then its transfer attacks): the
+    attacks its worst case is over. Empty for an evaluation-only run (``bench eval`` of a
+    checkpoint), whose worst case is over every attack it was given."""
+    names = list(cfg.get("eval", {}).get("attacks", {}))
+    transfer = cfg.get("eval", {}).get("transfer") or {}
+    names += [
+        f"transfer/{s}/{a}"
+        for s in transfer.get("surrogates", [])
+        for a in transfer.get("attacks", {})
+    ]
+    return names
 
 
 def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:

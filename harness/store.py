@@ -7,7 +7,8 @@
                          checkpoints/   last.pt (every epoch), best.pt (selected)
                          claim.json     while a process runs it (:mod:`harness.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
-    <root>/index.sqlite                 runs, results (one row per run × attack), grid tags
+    <root>/index.sqlite                 runs (with each one's config and seedless row key),
+                                        results (one row per run × attack), grid tags
 
 Every file is written atomically (temporary file + rename). Index writes are single SQLite
 transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
@@ -43,7 +44,7 @@ import pandas as pd
 
 from harness import claims
 from harness.checkpoints import write_json_atomic
-from harness.config import canonical_json
+from harness.config import canonical_json, config_hash
 from harness.errors import DamagedFile, UserError, file_error
 
 SCHEMA = """
@@ -52,7 +53,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
     epochs INTEGER, full_epochs INTEGER, schedule TEXT,
     status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
-    flags TEXT, config_hash TEXT, provenance TEXT
+    flags TEXT, config_hash TEXT, provenance TEXT, row_key TEXT, config TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
@@ -64,9 +65,21 @@ CREATE TABLE IF NOT EXISTS grid_runs (
 """
 
 STATUSES = ("running", "complete", "failed")
-SCHEMA_VERSION = 2  # bump when SCHEMA changes: older indexes are rebuilt on first write
+SCHEMA_VERSION = 3  # bump when SCHEMA changes: older indexes are rebuilt on first write
 PENDING = "pending"
 INT64 = (-(2**63), 2**63 - 1)
+
+
+def seedless(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without what tells the seeds of one configuration apart (and its grids).
+
+    Runs with equal seedless configs are one leaderboard row (the ``row_key`` of the index);
+    anything else that differs (schedule, teacher, hyperparameters, evaluation) is another row.
+    """
+    out = {k: v for k, v in config.items() if k not in ("seed", "grids")}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k != "seed"}
+    return out
 
 
 # -- what a run directory's files must hold -------------------------------------------------------
@@ -290,7 +303,7 @@ class Store:
         teacher = config.get("teacher") or {}
         train = config["train"]
         conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 config.get("kind"),
@@ -310,6 +323,8 @@ class Store:
                 canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
                 run_id.rsplit("-", 1)[-1],
                 canonical_json(metrics.get("provenance", {})),
+                config_hash(seedless(config)),
+                canonical_json(seedless(config)),
             ),
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))

@@ -345,6 +345,7 @@ GRID_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {
     "--teacher": named(TEACHER_NAMES),
     "--student": named(MODEL_NAMES),
     "--epochs": count(1, 300),
+    "--teacher-epochs": count(1, 300),
     "--seed": count(-5, 2**40),
     "--select-on": named(["val", "test"]),
 }
@@ -507,6 +508,7 @@ VOCABULARY = [
     "--dataset",
     "--seed",
     "--epochs",
+    "--teacher-epochs",
     "--format",
     "--paper",
     "--table",

@@ -57,6 +57,36 @@ def test_overrides_and_short_schedule(tmp_path):
     assert full.runs[0].run_id != run.run_id
 
 
+def test_epochs_shortens_students_and_teacher_epochs_teachers(tmp_path, capsys):
+    """``--epochs`` leaves the teacher the grid trains alone; ``--teacher-epochs`` shortens it,
+    and the teacher is then labelled short in ``bench status``, ``plan`` and ``teachers``."""
+    from harness.cli import main
+
+    full = load_grid(write(tmp_path, BASE), method="dgad")
+    students = load_grid(write(tmp_path, BASE), method="dgad", epochs=2)
+    assert students.teacher_runs["t1"].run_id == full.teacher_runs["t1"].run_id
+    assert students.teacher_runs["t1"].config["train"]["epochs"] == 4
+    assert {r.needs for r in students.runs} == {full.teacher_runs["t1"].run_id}
+    assert {r.config["schedule"] for r in students.runs} == {"short"}
+    both = load_grid(write(tmp_path, BASE), method="dgad", epochs=2, teacher_epochs=1)
+    teacher = both.teacher_runs["t1"]
+    assert teacher.config["schedule"] == "short" and teacher.config["train"]["epochs"] == 1
+    assert {r.needs for r in both.runs} == {teacher.run_id} != {full.teacher_runs["t1"].run_id}
+    assert [r.run_id for r in both.runs] != [r.run_id for r in students.runs]
+    with pytest.raises(UserError, match=r"^--teacher-epochs must be in \[1, 100000\], got 0$"):
+        load_grid(write(tmp_path, BASE), teacher_epochs=0)
+    flags = ["--grid", write(tmp_path, BASE), "--method", "dgad", "--store", str(tmp_path / "s")]
+    for command in ("status", "plan", "teachers"):
+        for extra, label in (([], "| t1 "), (["--teacher-epochs", "1"], "t1 (short: 1/4 ep)")):
+            try:
+                main([command, *flags, "--epochs", "2", *extra])
+            except SystemExit as exc:
+                assert exc.code in (0, None)
+            text = capsys.readouterr().out
+            assert label in text, (command, extra, text)
+            assert ("short: 1/4 ep" in text) == bool(extra), (command, extra, text)
+
+
 def test_method_table_sets_hparams_per_student(tmp_path):
     text = BASE + "[method.dgad]\ngamma = 7\n[method.dgad.student.small_cnn]\ngamma = 10.0\n"
     g = load_grid(write(tmp_path, text), method="dgad")
