@@ -1,6 +1,7 @@
 """Executing a grid's runs: here (one after another, or ``workers`` in parallel with one GPU
 each) or on Slurm through submitit. Teachers run first; a student never starts before its
-teacher's run is complete; a failed run is recorded in the store and the others go on.
+teacher's run is complete; a failed run is recorded in the store and the others go on. A run
+another process holds (:mod:`harness.claims`) is left to it; a teacher so held is waited for.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import torch
 
+from harness.claims import Claimed
 from harness.config import coerce
 from harness.determinism import deterministic as deterministic_mode
 from harness.errors import UserError
@@ -62,7 +64,7 @@ def run_one(
 ) -> str:
     """``execute`` with failure isolation (anything but a user error marks the run failed), in
     the deterministic mode when asked for (:func:`harness.determinism.deterministic`)."""
-    from harness.runner import execute
+    from harness.runner import ELSEWHERE, execute, record_crash
 
     try:
         with deterministic_mode(deterministic) as determinism:
@@ -79,13 +81,17 @@ def run_one(
             )
     except (UserError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # a crash in one run must not take the grid down
-        if store.status(spec.run_id) is None:
+    except Exception as exc:  # a crash before the run was claimed (execute records the others)
+        if not store.run_dir(spec.run_id).joinpath("status.json").exists():
             raise
-        store.log(spec.run_id, traceback.format_exc())
-        store.fail(spec.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0])
-        echo(f"failed {spec.run_id}: {type(exc).__name__}: {exc}")
-        return "failed"
+        try:
+            with store.claim(spec.run_id):
+                return record_crash(store, spec.run_id, exc, echo)
+        except Claimed:
+            echo(
+                f"skip {spec.run_id}: crashed here ({type(exc).__name__}), held by another process"
+            )
+            return ELSEWHERE
 
 
 def run_local(
@@ -109,7 +115,7 @@ def run_local(
     for phase in (teachers, students):
         runnable = []
         for spec in phase:
-            if spec.needs and store.status(spec.needs) != "complete":
+            if spec.needs and not store.is_complete(spec.needs):
                 echo(f"skip {spec.run_id}: its teacher run {spec.needs} is not complete")
                 outcome["blocked"] = outcome.get("blocked", 0) + 1
             else:
@@ -121,9 +127,40 @@ def run_local(
             ]
         else:
             statuses = _parallel(runnable, store, device, workers, echo, **kw)
+        if phase is teachers:  # the students need them: wait for those another process runs
+            statuses = _wait_for_teachers(runnable, statuses, store, device, progress, echo, kw)
         for status in statuses:
             outcome[status] = outcome.get(status, 0) + 1
     return outcome
+
+
+def _wait_for_teachers(
+    specs: list[RunSpec],
+    statuses: list[str],
+    store: Store,
+    device: torch.device,
+    progress: bool,
+    echo: Callable[[str], None],
+    kw: dict[str, Any],
+) -> list[str]:
+    """``statuses`` with each teacher run that another process held waited for (and taken up
+    here if that process died before finishing it)."""
+    from harness.claims import wait_released
+    from harness.runner import ELSEWHERE
+
+    by_id = dict(zip([s.run_id for s in specs], statuses, strict=True))
+    out = []
+    for spec in specs:
+        status = by_id[spec.run_id]
+        while status == ELSEWHERE:
+            echo(f"waiting for teacher run {spec.run_id}, which another process is training")
+            wait_released(store.run_dir(spec.run_id))
+            if store.status(spec.run_id) == "failed":
+                status = "failed"
+            else:
+                status = run_one(spec, store, device=device, progress=progress, echo=echo, **kw)
+        out.append(status)
+    return out
 
 
 # -- parallel workers: one process per run, one device per worker ------------------------------
@@ -222,14 +259,21 @@ def _death(exitcode: int | None) -> str:
 
 
 def _record_failure(spec: RunSpec, store: Store, reason: str, echo: Callable[[str], None]) -> str:
-    """Mark ``spec`` failed for ``reason`` (creating its directory if the worker had not)."""
-    status = store.status(spec.run_id)
-    if status == "complete":  # it finished, then its process died: the run is done
+    """Mark ``spec`` failed for ``reason`` (creating its directory if the worker had not),
+    under the run's claim: the dead worker's is taken over at once (its pid is gone)."""
+    from harness.runner import ELSEWHERE
+
+    if store.is_complete(spec.run_id):  # it finished, then its process died: the run is done
         return "complete"
-    if status is None:
-        store.begin(spec.run_id, spec.config)
-    store.log(spec.run_id, reason)
-    store.fail(spec.run_id, reason)
+    try:
+        with store.claim(spec.run_id):
+            if store.status(spec.run_id) is None:
+                store.begin(spec.run_id, spec.config)
+            store.log(spec.run_id, reason)
+            store.fail(spec.run_id, reason)
+    except Claimed:  # a live process of another bench run took the run up meanwhile
+        echo(f"skip {spec.run_id}: {reason}; another process holds it now")
+        return ELSEWHERE
     echo(f"failed {spec.run_id}: {reason}")
     return "failed"
 
@@ -255,10 +299,12 @@ def _parallel(
     """Each run in a fresh process (spawned, so CUDA starts clean in it), at most ``workers`` at
     a time, each on its own slot's device. A process that dies without reporting (abort,
     segfault, a CUDA error that kills it, the OOM killer) marks its run failed and the others go
-    on; a user error stops new runs from starting and is raised once the running ones end."""
+    on; a user error stops new runs from starting and is raised once the running ones end.
+    Returns the statuses in the order of ``specs``."""
     import multiprocessing as mp
     from multiprocessing.connection import wait
 
+    specs = list(specs)
     pending = list(specs)
     if not pending:
         return []
@@ -267,7 +313,7 @@ def _parallel(
     ctx = mp.get_context("spawn")
     free = list(range(n))
     running: dict[Any, _Job] = {}
-    statuses: list[str] = []
+    statuses: dict[str, str] = {}
     error: str | None = None
     try:
         while pending or running:
@@ -296,10 +342,10 @@ def _parallel(
                     del running[conn]
                     free.append(job.slot)
                     if job.status is not None:
-                        statuses.append(job.status)
+                        statuses[job.spec.run_id] = job.status
                     elif not job.user_error:
                         reason = job.crash or _death(job.process.exitcode)
-                        statuses.append(_record_failure(job.spec, store, reason, echo))
+                        statuses[job.spec.run_id] = _record_failure(job.spec, store, reason, echo)
                     continue
                 if kind == "line":
                     echo(payload)
@@ -317,7 +363,7 @@ def _parallel(
             job.process.join()
     if error is not None:
         raise UserError(error)
-    return statuses
+    return [statuses[s.run_id] for s in specs]
 
 
 def slurm_parameters(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:

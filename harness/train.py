@@ -67,6 +67,18 @@ class TrainConfig:
             raise UserError(f"lr must be > 0, got {self.lr}")
 
 
+def check_trainable(data: DatasetSplits, cfg: TrainConfig) -> None:
+    """Refuse, before a run starts, data the schedule cannot train on: no selection split, or
+    a training batch of a single image (BatchNorm cannot train on one)."""
+    data.split(cfg.select_on)
+    n = len(data.train)
+    if (n % cfg.batch_size or cfg.batch_size) == 1:
+        raise UserError(
+            f"a training batch of {data.name!r} would hold a single image ({n} images, "
+            f"batch_size {cfg.batch_size}), which BatchNorm cannot train on: change batch_size"
+        )
+
+
 @dataclass
 class TrainResult:
     best_epoch: int
@@ -299,16 +311,16 @@ def train(
         )
 
     wall = time.perf_counter() - t_start
-    record = compiler.record() if compiler is not None else None
-    if record is not None:
-        log(record.summary())
+    compiled = compiler.record() if compiler is not None else None
+    if compiled is not None:
+        log(compiled.summary())
     return TrainResult(
         best_epoch=int(best["epoch"]),
         best={"pgd": best["pgd"], "clean": best["clean"]},
         history=history,
         wall_time_s=wall,
         images_per_s=seen / wall if seen and wall > 0 else math.nan,
-        compile=record.as_dict() if record is not None else None,
+        compile=compiled.as_dict() if compiled is not None else None,
     )
 
 
