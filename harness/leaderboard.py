@@ -3,8 +3,10 @@
 One table per (data set, teacher, student): methods as rows; Clean / FGSM / PGD / CW2 / AA (and
 the transfer and worst-case columns that were run) as columns, in %; mean ± std where several
 seeds exist; sorted by AutoAttack; the best value per column marked; each row's reliability
-flags, schedule and provenance. Teacher-free methods (PGD-AT, TRADES, MART) appear in every
-teacher's table of their student, as the paper prints them.
+flags, schedule and provenance, with the hyperparameters its runs set away from the method's
+defaults (a speed switch such as ``extra_passes = false`` is one of them). Teacher-free methods
+(PGD-AT, TRADES, MART) appear in every teacher's table of their student, as the paper prints
+them.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from harness.errors import UserError
 from harness.store import Store
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
@@ -62,7 +65,33 @@ class Table:
         return f"{self.dataset}: {self.teacher} → {self.student}"
 
 
-def _row(method: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
+def _value_text(value: Any) -> str:
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def settings(config: dict[str, Any]) -> str:
+    """The run's hyperparameters that differ from its method's defaults, ``k=v`` by name.
+
+    The run id hashes every hyperparameter; this is the readable part of that difference.
+    """
+    from harness.registry import METHODS
+
+    method = config.get("method") or {}
+    hparams = method.get("hparams") or {}
+    try:
+        defaults = METHODS.create(method["name"]).hparams
+    except (KeyError, UserError):  # a method no longer installed: show every value
+        defaults = {}
+    return ", ".join(
+        f"{key}={_value_text(value)}"
+        for key, value in sorted(hparams.items())
+        if key not in defaults or defaults[key] != value
+    )
+
+
+def _row(
+    method: str, runs: pd.DataFrame, results: pd.DataFrame, configs: dict[str, dict[str, Any]]
+) -> Row:
     acc = results[results["run_id"].isin(runs["run_id"])].pivot_table(
         index="run_id", columns="attack", values="accuracy", aggfunc="first"
     )
@@ -80,6 +109,7 @@ def _row(method: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
         "device": sorted({p.get("gpu") or p.get("device", "?") for p in provs}),
         "wall_h": wall / 3600,
         "gpu_h": wall / 3600 if on_gpu else 0.0,
+        "settings": sorted({settings(configs.get(r, {})) for r in runs["run_id"]} - {""}),
     }
     return Row(method, sorted(runs["run_id"]), mean, std, flags, "/".join(schedules), provenance)
 
@@ -91,13 +121,14 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
     if runs.empty:
         return []
     runs = runs.assign(teacher=runs["teacher"].fillna("—"))
+    configs = {run_id: store.config(run_id) for run_id in runs["run_id"]}
     tables = []
     for (dataset, student), group in runs.groupby(["dataset", "student"], sort=True):
         teachers = sorted(t for t in group["teacher"].unique() if t != "—") or ["—"]
         free = group[group["teacher"] == "—"]
         for teacher in teachers:
             cell = pd.concat([group[group["teacher"] == teacher], free]).drop_duplicates("run_id")
-            rows = [_row(m, r, results) for m, r in cell.groupby("method", sort=True)]
+            rows = [_row(m, r, results, configs) for m, r in cell.groupby("method", sort=True)]
             attacks = set().union(*(r.mean for r in rows))
             columns = [c for c in MAIN if c in attacks]
             columns += sorted(c for c in attacks if c.startswith("transfer/"))
@@ -141,6 +172,7 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
     return [
         {
             "method": r.method,
+            "settings": "; ".join(r.provenance["settings"]) or "defaults",
             "config": ", ".join(r.provenance["config"]),
             "code": ", ".join(r.provenance["code"]),
             "torch": ", ".join(r.provenance["torch"]),

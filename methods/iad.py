@@ -14,7 +14,7 @@ target (from ``warmup_epochs`` on) and S(x) for the CE term (computed even at al
 13 passes before the warm-up ends, 14 after. The passes whose outputs the loss does not need
 (``basicop``, and the second clean pass, identical to the first) run without gradient, since
 they only move the BN running statistics; ``extra_passes = false`` drops them for speed
-(11 or 12 passes).
+(12 passes).
 """
 
 from __future__ import annotations
