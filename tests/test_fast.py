@@ -563,3 +563,20 @@ def test_transfer_surrogates_train_with_the_runs_fast_path(tmp_path):
     provenance = store.metrics(surrogate)["provenance"]
     assert provenance["fast_path"] == {**ALL_OFF, "amp": True}
     assert provenance["deterministic"]["enabled"] is True
+
+
+@pytest.mark.parametrize("method", sorted(harness.list_methods()))
+def test_every_method_trains_compiled_without_falling_back(tmp_path, monkeypatch, method):
+    """Each method's passes (BN modes, grad modes, fp32 teacher targets under bf16 autocast,
+    short batches, selection) fit in the graphs an entry point may hold: nothing ran eager."""
+    import harness.compiling as compiling
+
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    net = tiny_net()
+    cfg = _config(batch_size=40, eval_batch_size=24)
+    result = train(net, harness.create_method(method, steps=2), synthetic_splits(), cfg,
+                   ckpt_dir=tmp_path, teacher=tiny_net(1), progress=False, log=lambda _: None,
+                   fast=FastPath(compile=True, amp=True))  # fmt: skip
+    record = result.compile
+    assert record["graphs"] > 0 and not record["fell_back"] and record["graph_breaks"] == 0
+    assert 0 < record["entry_graphs"]["student.forward"] < record["recompile_limit"]
