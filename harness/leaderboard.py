@@ -78,6 +78,7 @@ def _row(method: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
         "code": sorted({str(p.get("code") or p.get("harness")) for p in provs}),
         "torch": sorted({str(p.get("packages", {}).get("torch", p.get("torch"))) for p in provs}),
         "device": sorted({p.get("gpu") or p.get("device", "?") for p in provs}),
+        "train_images": sorted({str(p.get("train_images", "?")) for p in provs}),
         "wall_h": wall / 3600,
         "gpu_h": wall / 3600 if on_gpu else 0.0,
     }
@@ -145,6 +146,7 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
             "code": ", ".join(r.provenance["code"]),
             "torch": ", ".join(r.provenance["torch"]),
             "device": ", ".join(r.provenance["device"]),
+            "train images": ", ".join(r.provenance.get("train_images", [])),
             "wall h": f"{r.provenance['wall_h']:.2f}",
             "GPU-h": f"{r.provenance['gpu_h']:.2f}",
         }

@@ -245,7 +245,7 @@ def cell_key(config: dict[str, Any], teacher_config: Callable[[str], dict | None
     A trained teacher enters through its own key (so a student of a shorter-trained teacher
     matches, and one of a teacher trained by another recipe does not).
     """
-    c = {k: v for k, v in config.items() if k not in ("grids", "seed", "schedule")}
+    c = {k: v for k, v in config.items() if k not in ("grids", "data", "seed", "schedule")}
     c["train"] = {
         k: v for k, v in c.get("train", {}).items() if k not in ("seed", "epochs", "milestones")
     }

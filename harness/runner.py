@@ -41,6 +41,15 @@ def load_dataset(spec: dict[str, Any], data_root: str | None = None) -> Any:
     return _dataset(canonical_json(spec), data_root)
 
 
+def data_sizes(data: Any) -> dict[str, int]:
+    """Images per split: ``train`` is what the run trains on (held-out ``val`` excluded)."""
+    return {
+        "train": len(data.train),
+        "val": 0 if data.val is None else len(data.val),
+        "test": len(data.test),
+    }
+
+
 def build_model(name: str, num_classes: int, image_size: int, seed: int) -> torch.nn.Module:
     """A freshly initialised model; the init is seeded without touching the global RNG state."""
     with torch.random.fork_rng(devices=[]):
@@ -135,7 +144,10 @@ def execute(
     tcfg = TrainConfig(**cfg["train"])
     fast_path = FastPath.parse(fast, device)
 
-    store.begin(spec.run_id, cfg)
+    # What the data set turned out to hold: part of the stored config (not of the id, which the
+    # dataset entry with its val_fraction already fixes), and of the provenance.
+    sizes = data_sizes(data)
+    store.begin(spec.run_id, {**cfg, "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
@@ -184,7 +196,11 @@ def execute(
             "history": result.history,
         },
         "wall_time_s": time.perf_counter() - t0,
-        "provenance": {**provenance(device), "fast_path": fast_path.as_dict()},
+        "provenance": {
+            **provenance(device),
+            "fast_path": fast_path.as_dict(),
+            "train_images": sizes["train"],
+        },
     }
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
         metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256

@@ -1,6 +1,7 @@
 """The result store: one directory per run (the source of truth) and a SQLite index over them.
 
-    <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id)
+    <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id), plus
+                                        the grids listing it and the split sizes it ran on
                          status.json    running | complete | failed, with the reason
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
@@ -191,8 +192,9 @@ class Store:
         cfg_path = d / "config.json"
         if cfg_path.exists():
             old = _read_json(cfg_path)
-            strip = {k: v for k, v in old.items() if k != "grids"}
-            new = {k: v for k, v in config.items() if k != "grids"}
+            # grids: where the run is listed; data: the split sizes the runner observed
+            strip = {k: v for k, v in old.items() if k not in ("grids", "data")}
+            new = {k: v for k, v in config.items() if k not in ("grids", "data")}
             if canonical_json(strip) != canonical_json(new):
                 raise UserError(
                     f"run {run_id} already exists in {self.root} with a different config"

@@ -14,7 +14,13 @@ from harness import leaderboard as lb
 from harness.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
-PROV = {"code": "abc1234", "packages": {"torch": "2.11.0"}, "gpu": "NVIDIA H100", "device": "cuda"}
+PROV = {
+    "code": "abc1234",
+    "packages": {"torch": "2.11.0"},
+    "gpu": "NVIDIA H100",
+    "device": "cuda",
+    "train_images": 50000,
+}
 
 
 def add_run(store, run_id, method, teacher, student, seed, acc, *, schedule="full", failed=()):
