@@ -650,7 +650,7 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
     surrogates = _names(spec, "surrogates", f"{where}: [eval.transfer]", suites.SURROGATES)
     for model in surrogates:
         MODELS.get(model)
-    names = _names(spec, "attacks", f"{where}: [eval.transfer]", list(suites.TRANSFER_ATTACKS))
+    names = _names(spec, "attacks", f"{where}: [eval.transfer]", suites.TRANSFER_DEFAULT)
     bad = [n for n in names if n not in suites.TRANSFER_ATTACKS]
     if bad:
         raise UserError(

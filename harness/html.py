@@ -27,7 +27,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 import harness
-from harness.leaderboard import RANK_BY, Row, Table, cell_text, column_label
+from harness.leaderboard import RANK_BY, Row, Table, cell_text, column_label, rank_column
 
 TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
 TEMPLATE = "leaderboard.html.j2"
@@ -59,9 +59,7 @@ def _finite(value: Any) -> float | None:
 
 def _rank_key(table: Table) -> str | None:
     """The column the leaderboard sorted by (as in ``leaderboard_tables``)."""
-    if not table.columns:
-        return None
-    return next((c for c in RANK_BY if c in table.columns), table.columns[-1])
+    return rank_column(table.columns)
 
 
 def plot_axes(table: Table) -> tuple[str, str] | None:

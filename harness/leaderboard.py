@@ -17,6 +17,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from harness import suites
 from harness.store import Store
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
@@ -31,6 +32,13 @@ def column_label(attack: str) -> str:
         _, surrogate, name = attack.split("/", 2)
         return f"{surrogate} {MAIN.get(name, name.upper())}"
     return {"worst_case": "Worst"}.get(attack, attack)
+
+
+def rank_column(columns: list[str]) -> str | None:
+    """The column a table is sorted by: the first of ``RANK_BY`` present, else the last column
+    an attack fills (never a JSMA towards the true class, ``suites.ranks``)."""
+    rankable = [c for c in columns if suites.ranks(c)]
+    return next((c for c in RANK_BY if c in columns), rankable[-1] if rankable else None)
 
 
 @dataclass
@@ -104,8 +112,9 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
             columns += sorted(c for c in attacks if c.startswith("transfer/"))
             columns += sorted(c for c in attacks if c not in columns and c != "worst_case")
             columns += ["worst_case"] if "worst_case" in attacks else []
-            key = next((c for c in RANK_BY if c in attacks), columns[-1])
-            rows.sort(key=lambda r: -r.mean.get(key, -math.inf))
+            key = rank_column(columns)
+            if key is not None:
+                rows.sort(key=lambda r: -r.mean.get(key, -math.inf))
             for c in columns:
                 best = max((r.mean.get(c, -math.inf) for r in rows), default=-math.inf)
                 for r in rows:

@@ -256,7 +256,7 @@ def test_cifar10_grids_share_the_cells_their_tables_share():
     assert all(e == evals[0] for e in evals)
     assert list(evals[0]["attacks"]) == ["clean", "fgsm", "pgd10", "cw2", "autoattack"]
     assert evals[0]["transfer"]["surrogates"] == ["resnet34", "vgg16_bn"]
-    assert list(evals[0]["transfer"]["attacks"]) == ["fgsm", "pgd10", "jsma"]
+    assert list(evals[0]["transfer"]["attacks"]) == ["fgsm", "pgd10", "jsma", "jsma-paper"]
     assert evals[0]["transfer"]["train"]["epochs"] == 200
 
 
