@@ -79,7 +79,9 @@ def test_run_records_its_training_images_in_config_and_provenance(tmp_path):
     store = Store(tmp_path / "store")
     for select, train in (("test", DIGITS_TRAIN), ("val", DIGITS_TRAIN - DIGITS_VAL)):
         (run,) = load_grid(grid_file(tmp_path, select)).runs
-        status = execute(run, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
+        status = execute(
+            run, store, device=torch.device("cpu"), progress=False, echo=lambda _: None
+        )
         assert status == "complete"
         config = json.loads((store.run_dir(run.run_id) / "config.json").read_text())
         held = DIGITS_TRAIN - train
