@@ -1,5 +1,5 @@
 """ARD (``ard``): Goldblum et al., "Adversarially Robust Distillation", AAAI 2020 (official code:
-goldblum/AdversarialDistillation).
+goldblum/AdversariallyRobustDistillation, ``main.py``).
 
     inner:  x' = argmax Σ_i CE(S(x'_i), y_i)   (uniform start, the student STAYS IN TRAIN MODE:
             BN uses batch statistics during the attack, as the official ``AttackPGD`` module does)

@@ -1,4 +1,4 @@
-"""The method registry and hyperparameter contract (docs/design.md "Contracts", docs/methods.md)."""
+"""The method registry and the hyperparameter contract (methods/base.py, methods/*.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from harness.errors import UserError
 
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 
-# every hyperparameter docs/methods.md names, with the default it gives
+# every hyperparameter the methods' docstrings name, with the default they give
 SPEC_DEFAULTS = {
     "pgd-at": {"init": "uniform"},
     "trades": {"beta": 6.0},

@@ -1,6 +1,6 @@
 """The paper grids (leaderboards/*.toml) expand to exactly the cells of the DGAD paper's tables.
 
-Each table's rows and columns are written out here from docs/paper_tables.md; a grid must give
+Each table's rows and columns are written out here from the paper; a grid must give
 one run per cell (teacher-free methods once per student), with the schedules and
 hyperparameters its header promises. Pure loading: no training, no data, no network.
 """
@@ -144,7 +144,7 @@ def test_schedules(name):
         expected = {
             "pgd-at": (110, [100, 105], 5e-4),
             "rslad": (300, [215, 260, 285], 2e-4),
-        }.get(method, (200, [100, 150], 5e-4))  # ARD and IAD too: methods.md gives them none
+        }.get(method, (200, [100, 150], 5e-4))  # ARD and IAD too: no official schedule
         assert (t["epochs"], t["milestones"], t["weight_decay"]) == expected, method
         assert c["full_epochs"] == expected[0]
 
