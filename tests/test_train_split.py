@@ -119,3 +119,14 @@ def test_paper_grids_train_on_the_full_training_set(grid, images):
         assert run.config["train"]["select_on"] == "test"
         assert run.config["dataset"]["options"] == {"val_fraction": 0.0}, run.run_id
         assert _train_size(run) == images
+
+
+def test_surrogates_keep_a_split_to_select_on():
+    """A transfer surrogate selects on val: where the students hold out nothing, it keeps the
+    loader's split (and the id it always had)."""
+    from harness.grid import surrogate_run
+
+    train = {"epochs": 1, "milestones": [], "select_on": "val"}
+    full = surrogate_run("resnet34", {"name": "cifar10", "options": {"val_fraction": 0.0}}, train)
+    split = surrogate_run("resnet34", {"name": "cifar10", "options": {}}, train)
+    assert full.config["dataset"]["options"] == {} and full.run_id == split.run_id
