@@ -62,7 +62,7 @@ def train_both(args: argparse.Namespace) -> tuple[dict[str, dict[int, dict[str, 
     for spec in settings.values():  # both typos caught before the first run trains
         FastPath.parse(spec, device)
     grid = load_grid(args.grid, method=args.method, student=args.student, epochs=args.epochs,
-                     seeds=args.seeds)  # fmt: skip
+                     teacher_epochs=args.epochs, seeds=args.seeds)  # fmt: skip
     accuracies: dict[str, dict[int, dict[str, float]]] = {}
     n_test = 0
     for label, spec in settings.items():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import tempfile
@@ -12,35 +13,108 @@ from typing import Any, BinaryIO
 
 import torch
 
+from harness.errors import file_error
+
+TMP_SUFFIX = ".tmp"
+_UMASK = os.umask(0o022)  # read once (os.umask can only read it by setting it) and put back
+os.umask(_UMASK)
+
 
 @contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
+def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
     """A temporary file beside ``path`` for the block to fill; fsynced and renamed over ``path``
     when the block ends, deleted when it raises (so ``path`` is the old file or the whole new
-    one, never a part)."""
+    one, never a part). A file system error (disk full, read-only, a file in the way) becomes
+    a one-line :class:`UserError` naming ``path``.
+
+    The temporary file is ``.<name>.<random>.tmp``; one a kill left behind is removed by
+    :func:`remove_stray_tmp`. ``durable=False`` skips the fsyncs: the rename is still atomic
+    for other processes, but a power cut may lose the file (for markers that only speed up a
+    recovery).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
+        os.chmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide a shared store from the team
+        os.close(fd)
+    except OSError as exc:
+        raise file_error(exc, path) from None
     tmp = Path(name)
     try:
         yield tmp
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
+        if durable:
+            with open(tmp, "rb") as fh:
+                os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
+        if durable:
+            dir_fd = os.open(path.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise file_error(exc, path) from None
         raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
+
+
+def remove_stray_tmp(folder: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_path` that a killed process left in
+    ``folder`` and below; only for folders no other process is writing to (a claimed run)."""
+    removed = []
+    for tmp in Path(folder).rglob(f".*{TMP_SUFFIX}"):
+        if tmp.is_file():
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+                removed.append(tmp)
+    return removed
+
+
+class _Recorder:
+    """A binary file that remembers the ``OSError`` its writes raised: ``torch.save`` may
+    report one as a RuntimeError of its own that no longer says why."""
+
+    def __init__(self, fh: BinaryIO) -> None:
+        self._fh = fh
+        self.error: OSError | None = None
+
+    def write(self, data: Any) -> int:
+        try:
+            return self._fh.write(data)
+        except OSError as exc:
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        try:
+            self._fh.flush()
+        except OSError as exc:
+            self.error = exc
+            raise
+
+
+def _atomic_write(path: Path, write: Callable[[Any], Any], durable: bool = True) -> None:
+    with atomic_path(path, durable) as tmp, open(tmp, "wb") as fh:
+        recorder = _Recorder(fh)
+        try:
+            write(recorder)
+        except RuntimeError:
+            if recorder.error is not None:
+                raise recorder.error from None
+            if _disk_full(path.parent):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise
+
+
+def _disk_full(folder: Path) -> bool:
     try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def _atomic_write(path: Path, write: Callable[[BinaryIO], Any]) -> None:
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        write(fh)
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < (1 << 20)
 
 
 def save_atomic(obj: Any, path: Path) -> None:
@@ -48,9 +122,9 @@ def save_atomic(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
-def write_json_atomic(obj: Any, path: Path) -> None:
+def write_json_atomic(obj: Any, path: Path, durable: bool = True) -> None:
     data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
-    _atomic_write(path, lambda fh: fh.write(data))
+    _atomic_write(path, lambda fh: fh.write(data), durable)
 
 
 def write_text_atomic(text: str, path: Path) -> None:

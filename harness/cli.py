@@ -45,7 +45,14 @@ def grid_options(func: Any) -> Any:
             click.option(
                 "--epochs",
                 type=click.IntRange(min=1),
-                help="Shorter schedule; runs are labelled 'short'.",
+                help="Shorter schedule for the students (teachers keep theirs); runs are "
+                "labelled 'short'.",
+            ),
+            click.option(
+                "--teacher-epochs",
+                type=click.IntRange(min=1),
+                help="Shorter schedule for the teachers the grid trains; such a teacher is "
+                "labelled 'short' wherever it appears.",
             ),
             click.option(
                 "--seed",
@@ -253,6 +260,8 @@ def store_check(store: str) -> None:
     from harness.store import Store
 
     st = Store(store)
+    for run_id in st.heal():
+        click.echo(f"{run_id}: re-indexed (a killed process had left the index behind)")
     problems = st.check()
     for line in problems:
         click.echo(line)
@@ -267,7 +276,7 @@ def store_rebuild(store: str) -> None:
     """Recreate the index from the run directories (the source of truth)."""
     from harness.store import Store
 
-    click.echo(f"indexed {Store(store).rebuild_index()} run(s)")
+    click.echo(f"indexed {Store(store).rebuild_index(echo=click.echo)} run(s)")
 
 
 @bench.command("list")
@@ -349,10 +358,7 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
     if output:
         from harness.checkpoints import write_text_atomic
 
-        try:
-            write_text_atomic(text, Path(output))
-        except OSError as exc:  # a file where a folder should be, a name too long, ...
-            raise UserError(f"cannot write {output}: {exc.strerror}") from None
+        write_text_atomic(text, Path(output))  # an OSError becomes one line naming the file
         click.echo(f"leaderboard written to {output}")
     else:
         click.echo(text)

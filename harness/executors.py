@@ -1,17 +1,18 @@
 """Executing a grid's runs: here (one after another, or ``workers`` in parallel with one GPU
 each) or on Slurm through submitit. Teachers run first; a student never starts before its
-teacher's run is complete; a failed run is recorded in the store and the others go on.
+teacher's run is complete; a failed run is recorded in the store and the others go on. A run
+another process holds (:mod:`harness.claims`) is left to it; a teacher so held is waited for.
 """
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from harness.claims import Claimed
 from harness.config import coerce
 from harness.errors import UserError
 from harness.grid import Grid, RunSpec
@@ -56,7 +57,7 @@ def run_one(
     fast: str = "auto",
 ) -> str:
     """``execute`` with failure isolation: anything but a user error marks the run failed."""
-    from harness.runner import execute
+    from harness.runner import ELSEWHERE, execute, record_crash
 
     try:
         return execute(
@@ -71,13 +72,17 @@ def run_one(
         )
     except (UserError, KeyboardInterrupt):
         raise
-    except Exception as exc:  # a crash in one run must not take the grid down
-        if store.status(spec.run_id) is None:
+    except Exception as exc:  # a crash before the run was claimed (execute records the others)
+        if not store.run_dir(spec.run_id).joinpath("status.json").exists():
             raise
-        store.log(spec.run_id, traceback.format_exc())
-        store.fail(spec.run_id, f"{type(exc).__name__}: {exc}".splitlines()[0])
-        echo(f"failed {spec.run_id}: {type(exc).__name__}: {exc}")
-        return "failed"
+        try:
+            with store.claim(spec.run_id):
+                return record_crash(store, spec.run_id, exc, echo)
+        except Claimed:
+            echo(
+                f"skip {spec.run_id}: crashed here ({type(exc).__name__}), held by another process"
+            )
+            return ELSEWHERE
 
 
 def run_local(
@@ -99,7 +104,7 @@ def run_local(
     for phase in (teachers, students):
         runnable = []
         for spec in phase:
-            if spec.needs and store.status(spec.needs) != "complete":
+            if spec.needs and not store.is_complete(spec.needs):
                 echo(f"skip {spec.run_id}: its teacher run {spec.needs} is not complete")
                 outcome["blocked"] = outcome.get("blocked", 0) + 1
             else:
@@ -111,9 +116,40 @@ def run_local(
             ]
         else:
             statuses = _parallel(runnable, store, device, workers, echo, **kw)
+        if phase is teachers:  # the students need them: wait for those another process runs
+            statuses = _wait_for_teachers(runnable, statuses, store, device, progress, echo, kw)
         for status in statuses:
             outcome[status] = outcome.get(status, 0) + 1
     return outcome
+
+
+def _wait_for_teachers(
+    specs: list[RunSpec],
+    statuses: list[str],
+    store: Store,
+    device: torch.device,
+    progress: bool,
+    echo: Callable[[str], None],
+    kw: dict[str, Any],
+) -> list[str]:
+    """``statuses`` with each teacher run that another process held waited for (and taken up
+    here if that process died before finishing it)."""
+    from harness.claims import wait_released
+    from harness.runner import ELSEWHERE
+
+    by_id = dict(zip([s.run_id for s in specs], statuses, strict=True))
+    out = []
+    for spec in specs:
+        status = by_id[spec.run_id]
+        while status == ELSEWHERE:
+            echo(f"waiting for teacher run {spec.run_id}, which another process is training")
+            wait_released(store.run_dir(spec.run_id))
+            if store.status(spec.run_id) == "failed":
+                status = "failed"
+            else:
+                status = run_one(spec, store, device=device, progress=progress, echo=echo, **kw)
+        out.append(status)
+    return out
 
 
 def _devices(device: torch.device, workers: int) -> list[str]:
@@ -174,7 +210,7 @@ def _parallel(
     queue = ctx.Manager().Queue()
     for name in _devices(device, workers):
         queue.put(name)
-    statuses = []
+    statuses: dict[str, str] = {}
     with ProcessPoolExecutor(
         workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
     ) as pool:
@@ -192,11 +228,11 @@ def _parallel(
             for s in specs
         ]
         for fut in as_completed(futures):
-            _, status, lines = fut.result()
+            run_id, status, lines = fut.result()
             for line in lines:
                 echo(line)
-            statuses.append(status)
-    return statuses
+            statuses[run_id] = status
+    return [statuses[s.run_id] for s in specs]  # in the order of specs
 
 
 def slurm_parameters(grid: Grid, overrides: dict[str, Any]) -> dict[str, Any]:

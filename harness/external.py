@@ -15,9 +15,10 @@ import torch
 
 import harness
 from harness import suites
+from harness.claims import Claimed
 from harness.compat import load_checkpoint
 from harness.config import config_hash, file_sha256, is_file
-from harness.errors import UserError
+from harness.errors import DamagedFile, UserError
 from harness.grid import TRAIN_DEFAULTS
 from harness.runner import evaluate_run, load_dataset, provenance, whitebox
 from harness.store import Store
@@ -79,7 +80,7 @@ def _load_target(
     else:
         run_id = store.resolve(target)
         config = store.config(run_id)
-        if store.status(run_id) != "complete" and not store.checkpoint(run_id, "best").exists():
+        if not store.checkpoint(run_id, "best").exists():
             raise UserError(f"run {run_id} has no checkpoint to evaluate yet")
         data = load_dataset(config["dataset"], data_root)
         net = harness.create_model(
@@ -134,8 +135,41 @@ def evaluate_target(
         transfer = config["eval"].get("transfer") or default_transfer(config)
         transfer = {**transfer, "surrogates": surrogates}
         config = {**config, "eval": {**config["eval"], "transfer": transfer}}
+    try:
+        claim = st.claim(run_id)
+    except Claimed as exc:
+        raise UserError(
+            f"run {run_id} is {exc} (training or evaluating it); evaluate it once that is done"
+        ) from None
+    with claim:
+        return _evaluate_claimed(
+            st, run_id, config, net, data, suite=suite, attacks=attacks, subset=subset,
+            data_root=data_root, device=device, progress=progress, echo=echo,
+        )  # fmt: skip
+
+
+def _evaluate_claimed(
+    st: Store,
+    run_id: str,
+    config: dict[str, Any],
+    net: torch.nn.Module,
+    data: Any,
+    *,
+    suite: str,
+    attacks: dict[str, Any] | None,
+    subset: int | None,
+    data_root: str | None,
+    device: torch.device,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> dict[str, Any]:
     if st.status(run_id) is None:
         st.begin(run_id, config)
+    try:
+        metrics = st.metrics(run_id)
+    except DamagedFile as exc:  # re-evaluated from best.pt: no retraining
+        echo(f"warning: {exc.path} is damaged; it is rewritten from this evaluation")
+        metrics = {"train": _train_summary(st, run_id, config)}
     echo(f"evaluating {run_id} ({suite})")
     out = evaluate_run(
         net.to(device),
@@ -151,7 +185,6 @@ def evaluate_target(
         progress=progress,
         echo=echo,
     )
-    metrics = st.metrics(run_id)
     metrics["results"] = {**metrics.get("results", {}), **out["results"]}
     metrics["checks"] = {**metrics.get("checks", {}), **out.get("checks", {})}
     metrics.setdefault("provenance", provenance(device))
@@ -159,3 +192,20 @@ def evaluate_target(
         metrics["provenance"]["weights_sha256"] = net.weights_sha256
     st.finish(run_id, metrics)
     return out
+
+
+def _train_summary(st: Store, run_id: str, config: dict[str, Any]) -> dict[str, Any]:
+    """What metrics.json said about training, recovered from last.pt (empty if unreadable)."""
+    path = st.checkpoint(run_id, "last")
+    if not path.exists():
+        return {}
+    try:
+        state = load_checkpoint(path)
+        best, select_on = state["best"], config["train"].get("select_on", "val")
+        return {
+            "best_epoch": int(best["epoch"]),
+            f"best_{select_on}": {"pgd": best["pgd"], "clean": best["clean"]},
+            "history": state["history"],
+        }
+    except (UserError, KeyError, TypeError, ValueError):
+        return {}

@@ -21,6 +21,7 @@ from urllib.parse import urlparse
 from harness import suites
 from harness.config import check_sha256, coerce, config_hash, file_sha256, is_file, parse_number
 from harness.errors import UserError
+from harness.names import check_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -68,6 +69,16 @@ TRAIN_MINIMA = {
     "weight_decay": 0,
     "select_steps": 0,
 }
+#: The largest value of each integer of [train]: every integer of a config must fit the
+#: 64-bit integers of the SQLite index and the 32-bit ones of the libraries it reaches.
+TRAIN_MAXIMA = {
+    "epochs": 100_000,
+    "batch_size": 2**31 - 1,
+    "eval_batch_size": 2**31 - 1,
+    "select_steps": 100_000,
+}
+#: Seeds are 0 <= seed < 2**31: every RNG API (torch, numpy, random, CUDA) takes them.
+SEED_RANGE = (0, 2**31 - 1)
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
 URL_SCHEMES = ("https", "http", "file")
@@ -212,6 +223,13 @@ def _train(given: dict[str, Any], where: str, table: str) -> dict[str, Any]:
     for key, low in TRAIN_MINIMA.items():
         if train[key] < low:
             raise UserError(f"{where}: [{table}] {key} must be >= {low}, got {train[key]!r}")
+    for key, high in TRAIN_MAXIMA.items():
+        if train[key] > high:
+            raise UserError(f"{where}: [{table}] {key} must be <= {high}, got {train[key]!r}")
+    if any(m > TRAIN_MAXIMA["epochs"] for m in train["milestones"]):
+        raise UserError(
+            f"{where}: [{table}] milestones must be <= {TRAIN_MAXIMA['epochs']} (the most epochs)"
+        )
     for key in ("lr", "lr_gamma"):
         if not train[key] > 0:
             raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
@@ -228,8 +246,8 @@ def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
                 f"{where}: [threat] {key} = {threat[key]:g} is outside [0, 1]; inputs are in "
                 f'[0,1], so write {key} = "{threat[key]:g}/255"'
             )
-    if threat["steps"] < 0:
-        raise UserError(f"{where}: [threat] steps must be >= 0")
+    if not 0 <= threat["steps"] <= 100_000:
+        raise UserError(f"{where}: [threat] steps must be in [0, 100000], got {threat['steps']}")
     return threat
 
 
@@ -253,6 +271,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
     elif isinstance(attacks, dict):
         out = {}
         for name, params in attacks.items():
+            check_name(name, f"{where}: [eval.attacks] name")  # eval/<name>.pt in the store
             if not isinstance(params, dict) or "attack" not in params:
                 raise UserError(f'{where}: [eval.attacks.{name}] needs attack = "<name>"')
             out[name] = dict(params)
@@ -336,6 +355,7 @@ def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_na
 
 
 def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
+    check_name(name, f"{where}: teacher name")  # part of the run id, a folder name
     if not isinstance(spec, dict) or "model" not in spec:
         raise UserError(f'{where}: [teacher.{name}] needs model = "<model name>"')
     sources = [s for s in TEACHER_SOURCES if s in spec]
@@ -377,8 +397,14 @@ def load_grid(
     epochs: int | None = None,
     seeds: list[int] | None = None,
     select_on: str | None = None,
+    teacher_epochs: int | None = None,
 ) -> Grid:
-    """Read a grid file and expand it (with the CLI's overrides) into runs."""
+    """Read a grid file and expand it (with the CLI's overrides) into runs.
+
+    ``epochs`` shortens (or lengthens) the students' schedule, ``teacher_epochs`` that of the
+    teachers the grid trains: a student run on a short teacher is distilled from another model,
+    so shortening a teacher is asked for on its own, and its label says so (:func:`schedule_note`).
+    """
     from harness.registry import DATASETS, METHODS, MODELS  # names are checked before any work
 
     path = grid_path(name)
@@ -390,7 +416,7 @@ def load_grid(
         raise UserError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
         )
-    grid_name = path.stem
+    grid_name = check_name(path.stem, f"{where}: grid name")  # <store>/leaderboards/<name>.md
     select = select_on or raw.get("select_on", "val")
     if select not in ("val", "test"):
         raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
@@ -402,6 +428,10 @@ def load_grid(
     seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0], strings=False)
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
+    low, high = SEED_RANGE
+    for seed in seed_list:
+        if not low <= seed <= high:
+            raise UserError(f"seed {seed} is out of range: seeds are integers in [{low}, {high}]")
     methods = [method] if method else _names(raw, "methods", where)
     students = [student] if student else _names(raw, "students", where)
     teacher_tables = _table(raw, "teacher", where)
@@ -415,8 +445,9 @@ def load_grid(
             raise UserError(f"unknown teacher {teacher!r} in grid {grid_name}; valid: {valid}")
         teacher_names = [teacher]
     method_tables = _table(raw, "method", where)
-    if epochs is not None and epochs < 1:
-        raise UserError(f"--epochs must be >= 1, got {epochs}")
+    for flag, value in (("--epochs", epochs), ("--teacher-epochs", teacher_epochs)):
+        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
+            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
     sources = {t: _teacher_source(t, teacher_tables[t], where) for t in teacher_names}
 
     DATASETS.get(data["name"])
@@ -426,18 +457,20 @@ def load_grid(
         MODELS.get(model)
     grid = Grid(name=grid_name, path=path, raw=raw)
 
-    def schedule(overrides: dict[str, Any], what: str) -> tuple[dict[str, Any], int]:
+    def schedule(
+        overrides: dict[str, Any], what: str, length: int | None
+    ) -> tuple[dict[str, Any], int]:
         train = _train({**base_train, **overrides}, where, what)
         full = train["epochs"]
-        if epochs is not None and epochs != full:
+        if length is not None and length != full:
             train["milestones"] = sorted(
                 {
-                    max(1, round(m * epochs / full))
+                    max(1, round(m * length / full))
                     for m in train["milestones"]
-                    if round(m * epochs / full) < epochs
+                    if round(m * length / full) < length
                 }
             )
-            train["epochs"] = epochs
+            train["epochs"] = length
         train["select_on"] = select
         return train, full
 
@@ -452,7 +485,8 @@ def load_grid(
         train_over: dict,
         needs: str | None,
     ) -> RunSpec:
-        train, full = schedule(train_over, f"method.{method_name}.train")
+        length = teacher_epochs if kind == "teacher" else epochs
+        train, full = schedule(train_over, f"method.{method_name}.train", length)
         return run_spec(
             kind,
             label,
@@ -527,7 +561,10 @@ def load_grid(
             teacher_refs[tname] = (ref, None)
 
     variants = _table(raw, "variant", where)
+    for label in variants:
+        check_name(label, f"{where}: variant name")  # part of the run id, a folder name
     for label in methods:
+        check_name(label, f"{where}: method or variant")
         method_name, vparams = _variant(label, variants, where)
         cls = METHODS.get(method_name)
         header = f"method.{method_name}"
@@ -552,6 +589,22 @@ def load_grid(
                     ref, needs = teacher_refs[tname]
                     grid.runs.append(make_run("student", *common, ref, seed, train_over, needs))
     return grid
+
+
+def schedule_note(config: dict[str, Any]) -> str:
+    """``short: 1/3 ep`` for a run on a shorter schedule than its grid's (``long: ...`` for a
+    longer one), ``""`` on the grid's own schedule: what labels a short teacher everywhere."""
+    epochs = (config.get("train") or {}).get("epochs")
+    full = config.get("full_epochs")
+    if not epochs or not full or epochs == full:
+        return ""
+    return f"{'short' if epochs < full else 'long'}: {epochs}/{full} ep"
+
+
+def teacher_label(name: str, teacher_config: dict[str, Any] | None) -> str:
+    """A teacher's name, and ``(short: 1/3 ep)`` when the grid trained it on a short schedule."""
+    note = schedule_note(teacher_config or {})
+    return f"{name} ({note})" if note else name
 
 
 def _variant(label: str, variants: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:

@@ -7,9 +7,14 @@ and allows only the page's own scripts (by hash), so nothing the page is given c
 anything. Method names, grid names and every other string from plugins, grid files and run
 configs are escaped (Jinja's autoescape, ``markupsafe.escape`` in the SVG).
 
+Each table states its threat model and its teachers' own accuracy; its columns wrap their
+headers so that the widest paper table fits a 1400 px window; the plot's labels are placed so
+that none overlaps another or a point.
+
 ``self_test=True`` adds a script that, once the page has loaded, sorts every table by clicking
-its headers, checks the order and the plot, and writes ``ok`` (or what went wrong, including
-any uncaught error) into ``<body data-selftest>``: the tests read it from a headless browser.
+its headers, checks the order, the plot, its labels and that no table overflows, and writes
+``ok`` (or what went wrong, including any uncaught error) into ``<body data-selftest>``: the
+tests read it from a headless browser.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 import harness
-from harness.leaderboard import RANK_BY, Row, Table, cell_text, column_label, rank_column
+from harness.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
 
 TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
 TEMPLATE = "leaderboard.html.j2"
@@ -42,7 +47,7 @@ DESCRIPTIONS = {
     "cw_inf": "PGD on the Carlini–Wagner margin loss (L∞)",
     "cw2": "Carlini–Wagner L2",
     "autoattack": "AutoAttack (standard), the reference code",
-    "worst_case": "samples that survive every attack run",
+    "worst_case": "samples that survive every attack of the run's grid",
 }
 
 
@@ -57,20 +62,20 @@ def _finite(value: Any) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _rank_key(table: Table) -> str | None:
-    """The column the leaderboard sorted by (as in ``leaderboard_tables``)."""
-    return rank_column(table.columns)
-
-
 def plot_axes(table: Table) -> tuple[str, str] | None:
-    """(x, y) columns of the scatter plot: Clean against AutoAttack, else the strongest attack.
+    """(x, y) columns of the scatter plot: Clean against the column the table is ranked by.
 
-    "Strongest" follows the leaderboard's ranking order (``RANK_BY``); with none of those, the
-    attack with the lowest mean accuracy. ``None`` when there is no clean column or no attack.
+    That is the strongest attack every row has (``Table.rank_key``), so the plot and the "Most
+    robust" line agree and every row has a point. Ranked by Clean (no attack every row has), the
+    strongest attack of ``RANK_ORDER`` there is, else the attack with the lowest mean accuracy.
+    ``None`` when there is no clean column or no attack.
     """
     if "clean" not in table.columns:
         return None
-    for key in RANK_BY:
+    key = table.rank_key
+    if key is not None and key != "clean":
+        return "clean", key
+    for key in RANK_ORDER:
         if key != "clean" and key in table.columns:
             return "clean", key
     others = [c for c in table.columns if c != "clean"]
@@ -128,56 +133,107 @@ class _Point:
 W, H = 640, 430
 LEFT, RIGHT, TOP, BOTTOM = 62, 24, 18, 56
 RADIUS = 5.5
-CHAR_W, LINE_H = 6.6, 13.0  # label box estimate for the 12 px label font
+LINE_H = 14.0  # label box height for the 12 px label font
+#: Advance widths (px) in the 12 px bold label font, on the wide side: measured for DejaVu Sans
+#: Bold (the widest common sans-serif); a narrower font only leaves more room between labels.
+CHAR_WIDTHS = {
+    **dict.fromkeys(" 'ijl|/\\I,.J:;f-", 5.0),
+    **dict.fromkeys('!()[]tr_`"*?zcs', 7.2),
+    **dict.fromkeys("ABCDGHKNOQRUVX#+<=>^~&", 10.5),
+    **dict.fromkeys("mwMW@%", 13.3),
+}
+CHAR_W = 8.9  # any other character
+GAP = 2.0  # clear space kept around every label
+LEADER = RADIUS + 12  # a label further than this from its point gets a line to it
+
+Box = tuple[float, float, float, float]  # x0, y0, x1, y1
 
 
 def _n(value: float) -> str:
     return f"{value:.1f}".rstrip("0").rstrip(".")
 
 
-def _place_labels(points: list[_Point]) -> list[tuple[float, float, str]]:
-    """A position per label (x, y, text-anchor) that overlaps no other label or point if it can."""
-    placed: list[tuple[float, float, float, float]] = []
-    dots = [(p.px - RADIUS, p.py - RADIUS, p.px + RADIUS, p.py + RADIUS) for p in points]
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def text_width(text: str) -> float:
+    """The width (px) a label is assumed to take (see ``CHAR_WIDTHS``)."""
+    return sum(CHAR_WIDTHS.get(c, CHAR_W) for c in text)
+
+
+def label_box(cx: float, baseline: float, text: str) -> Box:
+    """The box a label centred at ``cx`` on ``baseline`` is assumed to cover."""
+    w = text_width(text)
+    return (cx - w / 2, baseline - LINE_H + 4, cx + w / 2, baseline + 4)
+
+
+def _ring(px: float, py: float, w: float, h: float) -> list[tuple[float, float]]:
+    """Label centres around a point, nearest first: beside, above, below, then diagonals."""
     out = []
+    for r in (4.0, 10.0, 20.0, 34.0, 52.0, 76.0):
+        d = RADIUS + r
+        for dx, dy in ((1, 0), (-1, 0), (0, -1), (0, 1), (1, -1), (-1, -1), (1, 1), (-1, 1)):
+            out.append((px + dx * (d + w / 2), py + dy * (d + h / 2) if dy else py))
+    return out
 
-    def overlaps(a: tuple[float, float, float, float], b: tuple[float, float, float, float]):
-        return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
-    for i, p in enumerate(points):
-        w = CHAR_W * len(p.row.method) + 2
-        candidates = []
-        for dy in (0.0, -12.0, 12.0, -24.0, 24.0):
-            candidates.append((p.px + 9, p.py + 4 + dy, "start", (p.px + 8, p.px + 8 + w)))
-            candidates.append((p.px - 9, p.py + 4 + dy, "end", (p.px - 8 - w, p.px - 8)))
-        candidates.insert(2, (p.px, p.py - 10, "middle", (p.px - w / 2, p.px + w / 2)))
-        candidates.insert(3, (p.px, p.py + 18, "middle", (p.px - w / 2, p.px + w / 2)))
-        fallback = None
-        for x, y, anchor, (x0, x1) in candidates:
-            box = (x0, y - LINE_H + 3, x1, y + 3)
-            inside = box[0] >= 2 and box[2] <= W - 2 and box[1] >= 0 and box[3] <= H - BOTTOM + 4
-            if not inside:
-                continue
-            fallback = fallback or (x, y, anchor, box)
-            others = [d for j, d in enumerate(dots) if j != i]
-            if not any(overlaps(box, b) for b in placed + others):
-                break
-        else:
-            if fallback is None:  # too long for either side: keep it inside the picture
-                x, y, anchor = min(max(p.px, w / 2 + 2), W - w / 2 - 2), p.py - 10, "middle"
-                box = (x - w / 2, y - LINE_H + 3, x + w / 2, y + 3)
-            else:
-                x, y, anchor, box = fallback
+def _place_labels(points: list[_Point], texts: list[str]) -> list[tuple[float, float, Box | None]]:
+    """Per point: its label's centre x, baseline y, and a leader line (x1, y1, x2, y2) when the
+    label had to move away from it.
+
+    Greedy, in row order (the best-ranked label gets the nearest place): the first spot of a
+    ring around the point whose box stays inside the plot frame and overlaps no label placed
+    before and no point; failing that, the free spot of a fine grid over the frame nearest the
+    point; failing that (a frame too full), the ring spot that overlaps least.
+    """
+    frame = (LEFT + 2, TOP + 2, W - RIGHT - 2, H - BOTTOM - 2)
+    dots = [(p.px - RADIUS, p.py - RADIUS, p.px + RADIUS, p.py + RADIUS) for p in points]
+    placed: list[Box] = []
+    out: list[tuple[float, float, Box | None]] = []
+
+    def grow(b: Box) -> Box:
+        return (b[0] - GAP, b[1] - GAP, b[2] + GAP, b[3] + GAP)
+
+    def inside(b: Box) -> bool:
+        return b[0] >= frame[0] and b[1] >= frame[1] and b[2] <= frame[2] and b[3] <= frame[3]
+
+    def clashes(b: Box) -> int:
+        return sum(_overlap(grow(b), o) for o in placed + dots)
+
+    for p, text in zip(points, texts):
+        w, h = text_width(text), LINE_H
+
+        def box_at(cx: float, cy: float, text: str = text) -> Box:
+            return label_box(cx, cy + LINE_H / 2 - 4, text)
+
+        spots = [c for c in _ring(p.px, p.py, w, h) if inside(box_at(*c))]
+        spot = next((c for c in spots if not clashes(box_at(*c))), None)
+        if spot is None:
+            grid = [
+                (frame[0] + w / 2 + i * 4.0, frame[1] + h / 2 + j * 4.0)
+                for i in range(int((frame[2] - frame[0] - w) // 4) + 1)
+                for j in range(int((frame[3] - frame[1] - h) // 4) + 1)
+            ]
+            free = [c for c in grid if not clashes(box_at(*c))]
+            if free:
+                spot = min(free, key=lambda c: (c[0] - p.px) ** 2 + (c[1] - p.py) ** 2)
+        if spot is None:  # no free place left: the least crowded one near the point
+            spot = min(spots or [(p.px, p.py - RADIUS - h)], key=lambda c: clashes(box_at(*c)))
+        box = box_at(*spot)
         placed.append(box)
-        out.append((x, y, anchor))
+        nx, ny = min(max(p.px, box[0]), box[2]), min(max(p.py, box[1]), box[3])
+        far = math.hypot(nx - p.px, ny - p.py) > LEADER
+        out.append((spot[0], spot[1] + h / 2 - 4, (p.px, p.py, nx, ny) if far else None))
     return out
 
 
 def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | None:
-    """Clean accuracy against robust accuracy, one labelled point per method, as inline SVG.
+    """Clean accuracy against robust accuracy (:func:`plot_axes`), one labelled point per row
+    that has both, as inline SVG; labels placed by :func:`_place_labels`.
 
-    Error bars are one standard deviation over seeds where a method has several. ``None`` when
-    the table has no (clean, attack) pair to plot or no method has both numbers.
+    Error bars are one standard deviation over seeds where a row has several. ``None`` when
+    the table has no (clean, attack) pair to plot or no row has both numbers.
     """
     axes = plot_axes(table)
     if axes is None:
@@ -214,8 +270,8 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
         f'data-x="{escape(xkey)}" data-y="{escape(ykey)}">',
         f'<title id="{ident}-title">{escape(xname)} vs {escape(yname)} accuracy: '
         f"{escape(table.title)}</title>",
-        f'<desc id="{ident}-desc">One point per method; error bars are one standard deviation '
-        "over seeds; up and to the right is better.</desc>",
+        f'<desc id="{ident}-desc">One point per row (configuration); error bars are one '
+        "standard deviation over seeds; up and to the right is better.</desc>",
         f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
     ]
     for t in xticks:
@@ -256,16 +312,23 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
                     f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
                     f'y2="{e}"/>'
                 )
-    for p, (lx, ly, anchor) in zip(points, _place_labels(points)):
+    texts = [p.row.label or p.row.method for p in points]
+    for p, text, (lx, ly, leader) in zip(points, texts, _place_labels(points, texts)):
         xs = f" ± {p.sx:.2f}" if p.sx else ""
         ys = f" ± {p.sy:.2f}" if p.sy else ""
         seeds = f", {p.row.seeds} seeds" if p.row.seeds > 1 else ""
-        tip = f"{p.row.method}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
+        tip = f"{text}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
+        line = ""
+        if leader is not None:  # from the point's rim to the nearest edge of its label
+            x1, y1, x2, y2 = leader
+            d = math.hypot(x2 - x1, y2 - y1)
+            x1, y1 = x1 + (x2 - x1) * RADIUS / d, y1 + (y2 - y1) * RADIUS / d
+            line = f'<line class="leader" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
         parts.append(
-            f'<g class="pt"><circle class="point c{p.colour}" cx="{_n(p.px)}" cy="{_n(p.py)}" '
-            f'r="{RADIUS}" data-method="{escape(p.row.method)}"><title>{escape(tip)}</title>'
-            f'</circle><text class="label" x="{_n(lx)}" y="{_n(ly)}" text-anchor="{anchor}">'
-            f"{escape(p.row.method)}</text></g>"
+            f'<g class="pt">{line}<circle class="point c{p.colour}" cx="{_n(p.px)}" '
+            f'cy="{_n(p.py)}" r="{RADIUS}" data-method="{escape(p.row.method)}">'
+            f'<title>{escape(tip)}</title></circle><text class="label" x="{_n(lx)}" '
+            f'y="{_n(ly)}" text-anchor="middle">{escape(text)}</text></g>'
         )
     parts.append("</svg>")
     return Markup("\n".join(parts))
@@ -289,31 +352,36 @@ def _value_text(row: Row, column: str) -> str:
     return f"{column_label(column)} {text}"
 
 
-def _facts(table: Table, rank_key: str | None) -> list[dict[str, str]]:
-    """A few sentences under each table: who leads, what failed, what is short."""
+def _facts(table: Table) -> list[dict[str, str]]:
+    """A few sentences under each table: who leads on what, what failed, what is short."""
     facts = []
-    if rank_key and table.rows and _finite(table.rows[0].mean.get(rank_key)) is not None:
-        top = table.rows[0]
-        label = "Best clean" if rank_key == "clean" else "Most robust"
-        facts.append({"label": label, "text": f"{top.method} ({_value_text(top, rank_key)})"})
-    if "clean" in table.columns and rank_key != "clean":
+    key = table.rank_key
+    top = table.rows[0] if table.rows else None
+    if key and top is not None and top.has(key):
+        label = "Best clean" if key == "clean" else "Most robust"
+        facts.append(
+            {"label": label, "text": f"{top.label or top.method} ({_value_text(top, key)})"}
+        )
+    if table.notes():
+        facts.append({"label": "Ranking", "text": " ".join(table.notes())})
+    if "clean" in table.columns and key != "clean":
         best = [r for r in table.rows if "clean" in r.best]
         if best:
-            names = ", ".join(r.method for r in best)
+            names = ", ".join(r.label or r.method for r in best)
             facts.append(
                 {"label": "Best clean", "text": f"{names} ({_value_text(best[0], 'clean')})"}
             )
-    failed = [f"{r.method}: {', '.join(r.flags)}" for r in table.rows if r.flags]
+    failed = [f"{r.label or r.method}: {', '.join(r.flags)}" for r in table.rows if r.flags]
     facts.append({"label": "Failed checks", "text": "; ".join(failed) or "none"})
-    short = [r.method for r in table.rows if "short" in r.schedule.split("/")]
+    short = [r.label or r.method for r in table.rows if "short" in r.schedule.split("/")]
     facts.append({"label": "Short schedule", "text": ", ".join(short) or "none"})
-    facts.append({"label": "Methods", "text": str(len(table.rows))})
+    facts.append({"label": "Rows", "text": str(len(table.rows))})
     return facts
 
 
 def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, Any]:
     ident = f"t{index}"
-    rank_key = _rank_key(table)
+    rank_key = table.rank_key
     rows = []
     for rank, row in enumerate(table.rows, 1):
         schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
@@ -321,7 +389,8 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         rows.append(
             {
                 "rank": rank,
-                "method": row.method,
+                "method": row.label or row.method,
+                "missing": [column_label(c) for c in row.missing],
                 "colour": colours.get(row.method, 0),
                 "cells": [_cell(row, c) for c in table.columns],
                 "seeds": row.seeds,
@@ -341,7 +410,9 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         )
     axes = plot_axes(table)
     return {
-        "facts": _facts(table, rank_key),
+        "facts": _facts(table),
+        "threat": table.threat_text,
+        "teachers": [t.summary(table.columns) for t in table.teachers],
         "plot_std": bool(axes) and any(k in r.std for r in table.rows for k in axes),
         "id": ident,
         "title": table.title,
@@ -423,7 +494,9 @@ def render_html(
             generated_iso=generated.isoformat(timespec="seconds"),
             tables=[_table_view(i, t, colours) for i, t in enumerate(tables, 1)],
             legend=_legend(tables),
-            rank_by=[column_label(c) for c in RANK_BY],
+            rank_by=[column_label(c) for c in RANK_ORDER],
+            threats=sorted({t.threat_text for t in tables if t.threat}),
+            mark=MARK,
             self_test=self_test,
         )
     )

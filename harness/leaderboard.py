@@ -1,16 +1,27 @@
 """Leaderboards from the store's SQLite index (read through pandas).
 
-One table per (data set, teacher, student): methods as rows; Clean / FGSM / PGD / CW2 / AA (and
-the transfer and worst-case columns that were run) as columns, in %; mean ± std where several
-seeds exist; sorted by AutoAttack; the best value per column marked; each row's reliability
-flags, schedule and provenance. Teacher-free methods (PGD-AT, TRADES, MART) appear in every
-teacher's table of their student, as the paper prints them.
+One table per (data set, teacher, student). A row is one configuration: the runs whose configs
+differ only in the seed (the index's ``row_key``), as mean ± std over their seeds. Runs of one
+method that differ in anything else (schedule, teacher checkpoint, hyperparameters, evaluation)
+are separate rows, each labelled by what sets it apart (``dgad (short: 1/3 ep)``,
+``dgad [gamma=10]``). A teacher the grid trained on a short schedule gets tables of its own,
+titled so. Teacher-free methods (PGD-AT, TRADES, MART) appear in every teacher's table of their
+student, as the paper prints them.
+
+Columns: Clean / FGSM / PGD / CW2 / AA, the transfer attacks, any extra attack a run was given
+(``bench eval --attack pgd50``) and Worst (samples that survive every attack of the run's own
+grid), in %. Rows are ranked by the strongest attack every row of the table has, in the order of
+``RANK_ORDER``; a row without an attack of that order that another row has is marked with
+:data:`MARK` and named in the table's note, never ordered silently. Each table also carries its
+threat model and each teacher's own accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
+HTML (:mod:`harness.html`).
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,10 +29,22 @@ import pandas as pd
 from tabulate import tabulate
 
 from harness import suites
+from harness.config import canonical_json
+from harness.errors import one_line
+from harness.grid import schedule_note, teacher_label
 from harness.store import Store
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
-RANK_BY = ("autoattack", "worst_case", "pgd10", "clean")
+#: Strongest first: a table is ranked by the first of these that every one of its rows has.
+RANK_ORDER = ("autoattack", "worst_case", "pgd10", "fgsm", "clean")
+#: Every grid's [threat] bounds perturbations in L∞ (CW2 is a column of its own, an L2 attack).
+NORM = "L∞"
+MARK = "†"
+SCHEDULE_KEYS = ("train.epochs", "full_epochs", "schedule", "train.milestones")
+#: Path prefixes left out of a label: ``method.hparams.gamma`` reads ``gamma``.
+LABEL_PREFIXES = ("method.hparams.", "train.", "eval.attacks.")
+LABEL_PARAMS = 3  # differences named in a label; more are counted
+LABEL_ORDER = ("method.", "train.", "teacher.", "eval.", "dataset.")  # what a label names first
 
 
 def column_label(attack: str) -> str:
@@ -34,11 +57,12 @@ def column_label(attack: str) -> str:
     return {"worst_case": "Worst"}.get(attack, attack)
 
 
-def rank_column(columns: list[str]) -> str | None:
-    """The column a table is sorted by: the first of ``RANK_BY`` present, else the last column
-    an attack fills (never a JSMA towards the true class, ``suites.ranks``)."""
-    rankable = [c for c in columns if suites.ranks(c)]
-    return next((c for c in RANK_BY if c in columns), rankable[-1] if rankable else None)
+def fraction(value: float) -> str:
+    """``8/255`` for 8/255, else the number: threat models read as they are written."""
+    scaled = value * 255
+    if value and abs(scaled - round(scaled)) < 1e-6:
+        return f"{round(scaled)}/255"
+    return f"{value:g}"
 
 
 @dataclass
@@ -51,10 +75,43 @@ class Row:
     schedule: str
     provenance: dict[str, Any]
     best: set[str] = field(default_factory=set)
+    label: str = ""  # the method and what sets this configuration apart from its other rows
+    key: str = ""  # the seedless config hash all its runs share
+    worst_of: tuple[str, ...] = ()  # the attacks its Worst column is over
+    missing: list[str] = field(default_factory=list)  # RANK_ORDER columns it lacks
 
     @property
     def seeds(self) -> int:
         return len(self.runs)
+
+    @property
+    def name(self) -> str:
+        """The row's label, marked when it lacks an attack another row of its table has."""
+        return (self.label or self.method) + (f" {MARK}" if self.missing else "")
+
+    def has(self, column: str) -> bool:
+        value = self.mean.get(column)
+        return value is not None and not math.isnan(value)
+
+
+@dataclass
+class Teacher:
+    """A teacher as a table shows it: what it is, and its own accuracy (%) where stored."""
+
+    label: str
+    model: str
+    source: str
+    accuracy: dict[str, float] = field(default_factory=dict)
+    run: str | None = None  # the stored run those numbers come from
+
+    def summary(self, columns: list[str] | None = None) -> str:
+        """``small-pgdat (small_cnn, trained by the grid: pgd-at, 3 ep): Clean 92.10, PGD …``."""
+        head = f"{self.label} ({self.model}, {self.source})"
+        if not self.accuracy:
+            return f"{head}: not evaluated"
+        order = [c for c in (columns or []) if c in self.accuracy]
+        order += [c for c in _column_order(set(self.accuracy)) if c not in order]
+        return f"{head}: " + ", ".join(f"{column_label(c)} {self.accuracy[c]:.2f}" for c in order)
 
 
 @dataclass
@@ -64,16 +121,164 @@ class Table:
     student: str
     columns: list[str]
     rows: list[Row]
+    threat: dict[str, str] = field(default_factory=dict)  # norm, eps (as fractions)
+    teachers: list[Teacher] = field(default_factory=list)
 
     @property
     def title(self) -> str:
         return f"{self.dataset}: {self.teacher} → {self.student}"
 
+    @property
+    def rank_key(self) -> str | None:
+        """The column the rows are ranked by (see :func:`rank_column`)."""
+        return rank_column(self.columns, self.rows)[0]
 
-def _row(method: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
-    acc = results[results["run_id"].isin(runs["run_id"])].pivot_table(
-        index="run_id", columns="attack", values="accuracy", aggfunc="first"
+    @property
+    def ranked_on_common(self) -> bool:
+        """Whether every row has the ranking column (else the rows without it come last)."""
+        return rank_column(self.columns, self.rows)[1]
+
+    @property
+    def threat_text(self) -> str:
+        if not self.threat:
+            return ""
+        return f"{self.threat['norm']}, ε = {self.threat['eps']}"
+
+    def notes(self) -> list[str]:
+        """What the ranking rests on and which rows lack what, in words (every format says it)."""
+        key = self.rank_key
+        if key is None:
+            return []
+        name = column_label(key)
+        if self.ranked_on_common:
+            out = [f"Ranked by {name}, the strongest attack every row was evaluated with."]
+        else:
+            out = [
+                f"Ranked by {name}, which not every row was evaluated with: rows without it "
+                f"come last, unranked ({MARK})."
+            ]
+        lacking: dict[str, list[str]] = {}
+        for row in self.rows:
+            for column in row.missing:
+                lacking.setdefault(column, []).append(row.label or row.method)
+        for column in [c for c in RANK_ORDER if c in lacking]:
+            out.append(
+                f"{MARK} not evaluated with {column_label(column)}: {', '.join(lacking[column])}."
+            )
+        return out
+
+
+def rank_column(columns: list[str], rows: list[Row]) -> tuple[str | None, bool]:
+    """(column, whether every row has it): the first of ``RANK_ORDER`` that every row has.
+
+    ``worst_case`` counts only when every row's is over the same attacks. With no such column,
+    the one of ``RANK_ORDER`` (else of ``columns``, but never a JSMA towards the true class,
+    :func:`harness.suites.ranks`) that most rows have, and ``False``.
+    """
+    candidates = [c for c in RANK_ORDER if c in columns]
+    for column in candidates:
+        same = column != "worst_case" or len({r.worst_of for r in rows}) == 1
+        if rows and same and all(r.has(column) for r in rows):
+            return column, True
+    pool = candidates or [c for c in columns if suites.ranks(c)]  # never jsma-paper
+    if not pool:
+        return None, False
+    return max(pool, key=lambda c: sum(r.has(c) for r in rows)), False
+
+
+def _column_order(attacks: set[str]) -> list[str]:
+    columns = [c for c in MAIN if c in attacks]
+    columns += sorted(c for c in attacks if c.startswith("transfer/"))
+    columns += sorted(c for c in attacks if c not in columns and c != "worst_case")
+    return columns + (["worst_case"] if "worst_case" in attacks else [])
+
+
+# -- labels: what sets the rows of one method apart ---------------------------------------------
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
+
+
+def _value_text(path: str, value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float):
+        return fraction(value) if path.endswith(("eps", "step_size")) else f"{value:g}"
+    if isinstance(value, str):
+        if path.endswith("run_id"):  # a teacher run: its config hash
+            return value.rsplit("-", 1)[-1]
+        if len(value) == 64 and all(c in "0123456789abcdef" for c in value.lower()):
+            return value[:8]  # a sha256
+        return value if len(value) <= 20 else value[:19] + "…"
+    text = canonical_json(value)
+    return text if len(text) <= 20 else text[:19] + "…"
+
+
+def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """A label per seedless config (row key) of one method in one table: the method, then what
+    differs between its configs: ``dgad (short: 1/3 ep)``, ``dgad [gamma=10]``, ``dgad [cw2]``
+    beside ``dgad [no cw2]`` (a part only some configs have). Unique."""
+    if len(configs) <= 1:
+        return dict.fromkeys(configs, method)
+    flat = {key: _flatten(config) for key, config in configs.items()}
+    absent = object()
+
+    def has(f: dict[str, Any], prefix: str) -> bool:
+        return any(p == prefix or p.startswith(prefix + ".") for p in f)
+
+    def where(path: str) -> str:
+        """``path``, or its shortest prefix that only some configs have."""
+        parts = path.split(".")
+        for i in range(1, len(parts)):
+            prefix = ".".join(parts[:i])
+            if len({has(f, prefix) for f in flat.values()}) > 1:
+                return prefix
+        return path
+
+    differ = []
+    for path in sorted(set().union(*flat.values())):
+        seen = {canonical_json(f[path]) if path in f else absent for f in flat.values()}
+        if len(seen) > 1 and where(path) not in differ:
+            differ.append(where(path))
+    differ.sort(
+        key=lambda p: (next((i for i, a in enumerate(LABEL_ORDER) if p.startswith(a)), 9), p)
     )
+    by_schedule = any(p in differ for p in SCHEDULE_KEYS[:3])
+    params = [p for p in differ if not (by_schedule and p in SCHEDULE_KEYS)]
+    full_differs = "full_epochs" in differ
+    labels = {}
+    for key, config in configs.items():
+        label = method
+        if by_schedule:
+            note = schedule_note(config)
+            if full_differs and not note:
+                note = f"{(config.get('train') or {}).get('epochs')} ep"
+            label += f" ({note})" if note else ""
+        shown = []
+        for path in params[:LABEL_PARAMS]:
+            name = next((path[len(p) :] for p in LABEL_PREFIXES if path.startswith(p)), path)
+            if path in flat[key] or not any(has(f, path) for f in flat.values()):
+                shown.append(f"{name}={_value_text(path, flat[key].get(path))}")
+            else:  # a part (an attack, a table) some configs have and others lack
+                shown.append(name if has(flat[key], path) else f"no {name}")
+        if len(params) > LABEL_PARAMS:
+            shown.append(f"+{len(params) - LABEL_PARAMS}")
+        label += f" [{', '.join(shown)}]" if shown else ""
+        labels[key] = label
+    counts = Counter(labels.values())
+    return {k: f"{v} #{k[:6]}" if counts[v] > 1 else v for k, v in labels.items()}
+
+
+# -- rows and tables ------------------------------------------------------------------------------
+def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
+    mine = results[results["run_id"].isin(runs["run_id"])]
+    acc = mine.pivot_table(index="run_id", columns="attack", values="accuracy", aggfunc="first")
     mean = (acc.mean() * 100).to_dict()
     std = (acc.std(ddof=1) * 100).to_dict() if len(acc) > 1 else {}
     flags = sorted({k for f in runs["flags"] for k, ok in json.loads(f or "{}").items() if not ok})
@@ -90,42 +295,141 @@ def _row(method: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
         "wall_h": wall / 3600,
         "gpu_h": wall / 3600 if on_gpu else 0.0,
     }
-    return Row(method, sorted(runs["run_id"]), mean, std, flags, "/".join(schedules), provenance)
+    worst = mine.loc[mine["attack"] == "worst_case", "params"]
+    worst_of = sorted({canonical_json((json.loads(p or "null") or {}).get("of")) for p in worst})
+    return Row(
+        method,
+        sorted(runs["run_id"]),
+        mean,
+        std,
+        flags,
+        "/".join(schedules),
+        provenance,
+        key=key,
+        worst_of=tuple(worst_of),
+    )
+
+
+def _eps(config: dict[str, Any]) -> float | None:
+    eps = config.get("method", {}).get("hparams", {}).get("eps")
+    if eps is None:
+        found = [a.get("eps") for a in config.get("eval", {}).get("attacks", {}).values() if a]
+        eps = next((e for e in found if e is not None), None)
+    return eps
+
+
+def _teacher(
+    ref: dict[str, Any], label: str, dataset: str, runs: pd.DataFrame, results: pd.DataFrame
+) -> Teacher:
+    """The teacher ``ref`` (a run config's ``teacher``) with its own accuracy from the store:
+    its training run's for a teacher the grid trained, a ``bench eval`` of the same weights for
+    any other (a checkpoint or URL by sha256, RobustBench by name), else none."""
+    source = ref.get("source")
+    run_id = None
+    if source == "run":
+        run_id = ref.get("run_id")
+        config = _configs(runs).get(run_id, {})
+        what = (config.get("method") or {}).get("name", "?")
+        epochs = (config.get("train") or {}).get("epochs", "?")
+        text = f"trained by the grid: {what}, {epochs} ep"
+        text += f" ({schedule_note(config)})" if schedule_note(config) else ""
+    else:
+        sha = ref.get("sha256")
+        if source == "robustbench":
+            text = f"RobustBench {ref.get('robustbench')}"
+        else:
+            text = f"{'URL' if source == 'url' else 'checkpoint'} sha256 {str(sha)[:8]}"
+        evaluated = []
+        for rid, config in _configs(runs).items():
+            if config.get("kind") not in ("checkpoint", "robustbench"):
+                continue
+            if config.get("dataset", {}).get("name") != dataset:
+                continue
+            given = config.get("source") or {}
+            same = source == "robustbench" and given.get("robustbench") == ref.get("robustbench")
+            same = same or (sha is not None and given.get("sha256") == sha)
+            if same:
+                evaluated.append(rid)
+        if evaluated:  # the evaluation with the most attacks
+            counts = results[results["run_id"].isin(evaluated)].groupby("run_id").size()
+            run_id = max(evaluated, key=lambda r: (counts.get(r, 0), r))
+    mine = results[results["run_id"] == run_id]
+    accuracy = {a: 100 * float(v) for a, v in zip(mine["attack"], mine["accuracy"])}
+    return Teacher(label, str(ref.get("model", "?")), text, accuracy, run_id if accuracy else None)
+
+
+def _configs(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
+    return {r: json.loads(c or "{}") for r, c in zip(runs["run_id"], runs["config"])}
 
 
 def leaderboard_tables(store: Store, grid: str) -> list[Table]:
+    every = store.frame("runs")
+    all_results = store.frame("results")
     runs = store.frame("runs", grid)
     results = store.frame("results", grid)
     runs = runs[(runs["kind"] == "student") & (runs["status"] == "complete")]
     if runs.empty:
         return []
-    runs = runs.assign(teacher=runs["teacher"].fillna("—"))
+    configs = _configs(runs)
+    every_config = _configs(every)
+
+    def teacher_of(run_id: str) -> str:
+        ref = configs[run_id].get("teacher") or {}
+        if not ref:
+            return "—"
+        return teacher_label(ref.get("name", "?"), every_config.get(ref.get("run_id", "")))
+
+    runs = runs.assign(teacher=[teacher_of(r) for r in runs["run_id"]])
     tables = []
     for (dataset, student), group in runs.groupby(["dataset", "student"], sort=True):
         teachers = sorted(t for t in group["teacher"].unique() if t != "—") or ["—"]
         free = group[group["teacher"] == "—"]
         for teacher in teachers:
             cell = pd.concat([group[group["teacher"] == teacher], free]).drop_duplicates("run_id")
-            rows = [_row(m, r, results) for m, r in cell.groupby("method", sort=True)]
-            attacks = set().union(*(r.mean for r in rows))
-            columns = [c for c in MAIN if c in attacks]
-            columns += sorted(c for c in attacks if c.startswith("transfer/"))
-            columns += sorted(c for c in attacks if c not in columns and c != "worst_case")
-            columns += ["worst_case"] if "worst_case" in attacks else []
-            key = rank_column(columns)
-            if key is not None:
-                rows.sort(key=lambda r: -r.mean.get(key, -math.inf))
-            for c in columns:
-                best = max((r.mean.get(c, -math.inf) for r in rows), default=-math.inf)
-                for r in rows:
-                    if r.mean.get(c, -math.inf) == best > -math.inf:
-                        r.best.add(c)
-            tables.append(Table(dataset, teacher, student, columns, rows))
+            rows = []
+            for method, of_method in cell.groupby("method", sort=True):
+                keys = {k: configs[r["run_id"].iloc[0]] for k, r in of_method.groupby("row_key")}
+                labels = config_labels(method, keys)
+                for key, r in of_method.groupby("row_key", sort=True):
+                    row = _row(method, key, r, results)
+                    row.label = labels[key]
+                    rows.append(row)
+            columns = _column_order(set().union(*(r.mean for r in rows)))
+            rank_rows(columns, rows)
+            refs = {}
+            for run_id in cell["run_id"]:
+                ref = configs[run_id].get("teacher")
+                if ref:
+                    refs.setdefault(canonical_json(ref), ref)
+            infos = [_teacher(ref, teacher, dataset, every, all_results) for ref in refs.values()]
+            eps = sorted({e for r in cell["run_id"] if (e := _eps(configs[r])) is not None})
+            threat = {"norm": NORM, "eps": " or ".join(fraction(e) for e in eps)} if eps else {}
+            tables.append(Table(dataset, teacher, student, columns, rows, threat, infos))
     return tables
 
 
+def rank_rows(columns: list[str], rows: list[Row]) -> None:
+    """Order ``rows`` by the table's ranking column, mark what each lacks and the best values."""
+    key, _ = rank_column(columns, rows)
+    for row in rows:
+        row.missing = [c for c in RANK_ORDER if c in columns and not row.has(c)]
+    after = [c for c in RANK_ORDER if c in columns and c != key]
+
+    def order(row: Row) -> tuple:
+        values = [-row.mean[c] if row.has(c) else math.inf for c in [key, *after] if c]
+        return (key is not None and not row.has(key), *values, row.label or row.method)
+
+    rows.sort(key=order)
+    for c in columns:
+        best = max((r.mean[c] for r in rows if r.has(c)), default=None)
+        for r in rows:
+            if best is not None and r.has(c) and r.mean[c] == best:
+                r.best.add(c)
+
+
+# -- formats ----------------------------------------------------------------------------------
 def cell_text(row: Row, column: str, bold: tuple[str, str] = ("**", "**")) -> str:
-    if column not in row.mean or math.isnan(row.mean[column]):
+    if not row.has(column):
         return "—"
     text = f"{row.mean[column]:.2f}"
     if column in row.std and not math.isnan(row.std[column]):
@@ -136,7 +440,7 @@ def cell_text(row: Row, column: str, bold: tuple[str, str] = ("**", "**")) -> st
 def _records(table: Table, bold: tuple[str, str]) -> list[dict[str, str]]:
     out = []
     for row in table.rows:
-        record = {"method": row.method}
+        record = {"method": row.name}
         record |= {column_label(c): cell_text(row, c, bold) for c in table.columns}
         record |= {
             "seeds": str(row.seeds),
@@ -150,7 +454,7 @@ def _records(table: Table, bold: tuple[str, str]) -> list[dict[str, str]]:
 def _provenance_records(table: Table) -> list[dict[str, str]]:
     return [
         {
-            "method": r.method,
+            "method": r.label or r.method,
             "config": ", ".join(r.provenance["config"]),
             "code": ", ".join(r.provenance["code"]),
             "torch": ", ".join(r.provenance["torch"]),
@@ -163,30 +467,82 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
     ]
 
 
+def context_lines(table: Table) -> list[str]:
+    """The threat model and each teacher's own accuracy, a sentence each."""
+    lines = [f"Threat model: {table.threat_text}."] if table.threat else []
+    lines += [f"Teacher {t.summary(table.columns)}." for t in table.teachers]
+    return lines
+
+
+#: Characters Markdown (CommonMark, GitHub) would act on in a name: a row break (``|``), HTML,
+#: code, emphasis (``_`` only outside a word), entities; ``]`` only where it would open a link.
+_MD_SPECIAL = set("\\`*<>|&~")
+
+
+def md_escape(text: Any) -> str:
+    """``text`` as Markdown that renders as itself on one line: control characters and line
+    breaks escaped (:func:`harness.errors.one_line`), the characters Markdown would act on
+    backslash-escaped, so a name can neither split a table row nor forge one (the HTML page
+    escapes through Jinja instead)."""
+    text = one_line(str(text))
+    out = []
+    for i, c in enumerate(text):
+        before, after = text[i - 1 : i], text[i + 1 : i + 2]
+        special = (
+            c in _MD_SPECIAL
+            or (c == "_" and not (before.isalnum() and after.isalnum()))
+            or (c == "]" and after == "(")
+        )
+        out.append("\\" + c if special else c)
+    return "".join(out)
+
+
+def _md_records(records: list[dict[str, str]], cells: set[str]) -> list[dict[str, str]]:
+    """``records`` with every header and every value but the ``cells`` (accuracies, already
+    Markdown) escaped."""
+    return [
+        {md_escape(k): v if k in cells else md_escape(v) for k, v in r.items()} for r in records
+    ]
+
+
 def to_markdown(tables: list[Table], grid: str) -> str:
+    grid = md_escape(grid)
     if not tables:
         return f"# Leaderboard: {grid}\n\nNo completed runs yet.\n"
     parts = [
         f"# Leaderboard: {grid}\n",
-        "Accuracy (%) on the test set; mean ± std over seeds; best per column in bold; "
-        "sorted by AutoAttack (else the strongest attack run). `checks` lists failed "
+        "Accuracy (%) on the test set; a row is one configuration, mean ± std over its seeds "
+        "(rows of one method that differ in anything else are labelled by the difference); "
+        "best per column in bold; ranked by the strongest attack every row of the table was "
+        "evaluated with (AA, else Worst, PGD, FGSM, Clean), and a row missing an attack "
+        f"another row has is marked {MARK}. Worst: samples that survive every attack of the "
+        "run's grid (an extra attack is a column of its own). `checks` lists failed "
         "reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
     ]
     for table in tables:
-        parts.append(f"## {table.title}\n")
+        parts.append(f"## {md_escape(table.title)}\n")
+        context = [md_escape(line) for line in context_lines(table)]
+        if context:
+            parts.append("\n".join(context) + "\n")
+        cells = {column_label(c) for c in table.columns}
         parts.append(
             tabulate(
-                _records(table, ("**", "**")),
+                _md_records(_records(table, ("**", "**")), cells),
                 headers="keys",
                 tablefmt="github",
                 disable_numparse=True,
             )
             + "\n"
         )
+        if table.notes():
+            parts.append(md_escape(" ".join(table.notes())) + "\n")
         parts.append("<details><summary>provenance</summary>\n")
         parts.append(
             tabulate(
-                _provenance_records(table), headers="keys", tablefmt="github", disable_numparse=True
+                _md_records(_provenance_records(table), set()),
+                headers="keys",
+                tablefmt="github",
+                disable_numparse=True,
             )
             + "\n\n</details>\n"
         )
@@ -194,26 +550,62 @@ def to_markdown(tables: list[Table], grid: str) -> str:
 
 
 def to_csv(tables: list[Table]) -> str:
-    """Long format: one line per (table, method, attack), with mean, std and seeds."""
-    rows = [
-        {
+    """Long format: one line per (table, row, attack), with mean, std and seeds; the teachers'
+    own accuracies as lines with ``role`` = teacher."""
+    records = []
+    for t in tables:
+        common = {
             "dataset": t.dataset,
             "teacher": t.teacher,
             "student": t.student,
-            "method": r.method,
-            "attack": c,
-            "mean": r.mean.get(c),
-            "std": r.std.get(c),
-            "seeds": r.seeds,
-            "schedule": r.schedule,
-            "checks": ";".join(r.flags) or "ok",
-            "runs": ";".join(r.runs),
+            "norm": t.threat.get("norm"),
+            "eps": t.threat.get("eps"),
+            "ranked_by": t.rank_key,
         }
-        for t in tables
-        for r in t.rows
-        for c in t.columns
-    ]
-    return pd.DataFrame(rows).to_csv(index=False, float_format="%.4f")
+        for rank, r in enumerate(t.rows, 1):
+            for c in t.columns:
+                records.append(
+                    common
+                    | {
+                        "role": "student",
+                        "method": r.method,
+                        "label": r.label or r.method,
+                        "rank": rank if t.ranked_on_common or r.has(t.rank_key or "") else None,
+                        "attack": c,
+                        "mean": r.mean.get(c),
+                        "std": r.std.get(c),
+                        "seeds": r.seeds,
+                        "schedule": r.schedule,
+                        "checks": ";".join(r.flags) or "ok",
+                        "missing": ";".join(r.missing),
+                        "runs": ";".join(r.runs),
+                    }
+                )
+        for teacher in t.teachers:
+            for c, value in teacher.accuracy.items():
+                records.append(
+                    common
+                    | {
+                        "role": "teacher",
+                        "method": teacher.model,
+                        "label": teacher.label,
+                        "attack": c,
+                        "mean": value,
+                        "seeds": 1,
+                        "runs": teacher.run,
+                    }
+                )
+    return pd.DataFrame(records).to_csv(index=False, float_format="%.4f")
+
+
+def _latex_text(text: str) -> str:
+    return (
+        text.replace("_", r"\_")
+        .replace("→", r"$\to$")
+        .replace("ε", r"$\varepsilon$")
+        .replace("∞", r"$\infty$")
+        .replace(MARK, r"$^\dagger$")
+    )
 
 
 def to_latex(tables: list[Table]) -> str:
@@ -227,9 +619,10 @@ def to_latex(tables: list[Table]) -> str:
         )
         body = body.replace(r"\textbackslash{}textbf\{", r"\textbf{").replace(r"\}", "}")
         body = body.replace("±", r"$\pm$").replace("→", r"$\to$").replace("—", "--")
-        caption = table.title.replace("→", r"$\to$").replace("_", r"\_")
+        body = body.replace(MARK, r"$^\dagger$")
+        caption = " ".join([table.title + ".", *context_lines(table), *table.notes()])
         parts.append(
-            f"% {table.title}\n\\begin{{table}}\n\\centering\n\\caption{{{caption}}}\n"
+            f"% {table.title}\n\\begin{{table}}\n\\centering\n\\caption{{{_latex_text(caption)}}}\n"
             f"{body}\n\\end{{table}}\n"
         )
     return "\n".join(parts)

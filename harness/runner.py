@@ -6,6 +6,7 @@ import inspect
 import json
 import platform
 import time
+import traceback
 from collections.abc import Callable
 from functools import lru_cache
 from typing import Any
@@ -15,16 +16,17 @@ import torch
 import harness
 from harness import suites
 from harness.checkpoints import save_atomic
+from harness.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.compat import load_checkpoint
 from harness.config import canonical_json, derive_seed, file_sha256
-from harness.errors import TrainingDiverged
+from harness.errors import TrainingDiverged, UserError
 from harness.evaluate import eval_subset, evaluate_suite, worst_case
 from harness.fast import FastPath
 from harness.grid import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
 from harness.store import Store
 from harness.teachers import load_teacher
-from harness.train import TrainConfig, train
+from harness.train import TrainConfig, check_trainable, train
 from harness.transfer import surrogate_examples, transfer_accuracy
 
 
@@ -106,6 +108,10 @@ def _git_commit() -> str | None:
     return (commit + ("+dirty" if dirty.strip() else "")) or None
 
 
+#: What :func:`execute` returns for a run another live process holds (it was skipped).
+ELSEWHERE = "running elsewhere"
+
+
 def execute(
     spec: RunSpec,
     store: Store,
@@ -117,16 +123,21 @@ def execute(
     echo: Callable[[str], None] = print,
     fast: str = "auto",
 ) -> str:
-    """Run ``spec`` to completion; returns ``"skipped"``, ``"complete"`` or ``"failed"``.
+    """Run ``spec`` to completion; returns ``"skipped"``, ``"complete"``, ``"failed"`` or
+    :data:`ELSEWHERE` (another live process holds the run's claim: it is left to that one).
 
     ``fast`` is the training fast path (:meth:`FastPath.parse`); it is recorded in the run's
     provenance, not in its id: it changes how a run is computed, not what it is.
 
     Everything a user can get wrong (data set missing, teacher checkpoint of another
-    architecture, unknown model) is checked before the run's directory is created.
+    architecture, unknown model) is checked before the run's directory is created. Then the run
+    is claimed (:mod:`harness.claims`): nothing is written to it by a process without its claim.
     """
     cfg = spec.config
-    if store.status(spec.run_id) == "complete":
+    if store.is_complete(spec.run_id):
+        if store.sync(spec.run_id):  # finished, but killed before the index said so
+            echo(f"re-indexed {spec.run_id} (complete)")
+        clear_stale(store.run_dir(spec.run_id))  # the claim of a process killed after that
         echo(f"skip {spec.run_id} (complete)")
         return "skipped"
     data = load_dataset(cfg["dataset"], data_root)
@@ -142,8 +153,72 @@ def execute(
     student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
     method = harness.create_method(cfg["method"]["name"], **cfg["method"]["hparams"])
     tcfg = TrainConfig(**cfg["train"])
+    check_trainable(data, tcfg)
     fast_path = FastPath.parse(fast, device)
 
+    try:
+        claim = store.claim(spec.run_id)
+    except Claimed as exc:
+        echo(f"skip {spec.run_id}: {exc} (running there)")
+        return ELSEWHERE
+    with claim:
+        if store.is_complete(spec.run_id):  # completed by the process that held it before us
+            echo(f"skip {spec.run_id} (complete)")
+            return "skipped"
+        try:
+            return _execute_claimed(
+                spec, store, claim, data, teacher, student, method, tcfg, fast_path,
+                device=device, data_root=data_root, resume=resume, progress=progress, echo=echo,
+            )  # fmt: skip
+        except ClaimLost as exc:
+            echo(f"stopped {spec.run_id}: {exc}")
+            return ELSEWHERE
+        except (UserError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # a crash in one run must not take the grid down
+            if store.status(spec.run_id) is None:  # before begin: a bug, shown as it is
+                raise
+            return record_crash(store, spec.run_id, exc, echo)
+
+
+def record_crash(store: Store, run_id: str, exc: Exception, echo: Callable[[str], None]) -> str:
+    """Mark ``run_id`` failed by ``exc`` (its traceback in log.txt); returns ``"failed"``.
+
+    Called with the run's claim held. When the store cannot take the record either (disk
+    full, read-only), that is the one-line error raised, naming the crash it could not record.
+    """
+    first = f"{type(exc).__name__}: {exc}".splitlines()[0]
+    try:
+        store.log(run_id, traceback.format_exc())
+        store.fail(run_id, first)
+    except UserError as store_error:
+        raise UserError(
+            f"run {run_id} crashed ({first}) and the store could not record it: {store_error}"
+        ) from None
+    echo(f"failed {run_id}: {first}")
+    return "failed"
+
+
+def _execute_claimed(
+    spec: RunSpec,
+    store: Store,
+    claim: Claim,
+    data: Any,
+    teacher: torch.nn.Module | None,
+    student: torch.nn.Module,
+    method: Any,
+    tcfg: TrainConfig,
+    fast_path: FastPath,
+    *,
+    device: torch.device,
+    data_root: str | None,
+    resume: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> str:
+    """The part of :func:`execute` that writes: only while this process holds the run's claim
+    (checked before every write that another holder could also make)."""
+    cfg = spec.config
     # What the data set turned out to hold: part of the stored config (not of the id, which the
     # dataset entry with its val_fraction already fixes), and of the provenance.
     sizes = data_sizes(data)
@@ -151,6 +226,11 @@ def execute(
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
+
+    def log(line: str) -> None:
+        claim.check()
+        store.log(spec.run_id, line)
+
     t0 = time.perf_counter()
     try:
         result = train(
@@ -163,10 +243,11 @@ def execute(
             device=device,
             resume=resume,
             progress=progress,
-            log=lambda line: store.log(spec.run_id, line),
+            log=log,
             fast=fast_path,
         )
     except TrainingDiverged as exc:
+        claim.check(verify=True)
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
         return "failed"
@@ -204,10 +285,24 @@ def execute(
     }
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
         metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
+    claim.check(verify=True)
     store.finish(spec.run_id, metrics)
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")
     return "complete"
+
+
+def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
+    """:func:`execute`, waiting for another process that holds the run (a teacher or
+    surrogate this process needs) to finish or die, then taking it up if it is not done."""
+    while True:
+        outcome = execute(spec, store, **kw)
+        if outcome != ELSEWHERE:
+            return outcome
+        kw.get("echo", print)(f"waiting for {spec.run_id} to finish in the process that holds it")
+        wait_released(store.run_dir(spec.run_id))
+        if store.status(spec.run_id) == "failed":
+            return "failed"
 
 
 def evaluate_run(
@@ -228,6 +323,9 @@ def evaluate_run(
     """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
 
     ``suite``: ``config`` (what the run's config lists), ``whitebox``, ``transfer`` or ``all``.
+    The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
+    over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
+    adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
     """
     seed = derive_seed(cfg["seed"], "eval")
     test = eval_subset(data.test, subset, seed)
@@ -249,6 +347,7 @@ def evaluate_run(
         num_classes=data.num_classes,
     )
     masks = out.pop("masks")
+    out["results"].pop("worst_case", None)  # over the run's own attacks, below
     transfer_cfg = cfg["eval"].get("transfer") or (
         default_transfer(cfg) if suite in ("transfer", "all") else None
     )
@@ -271,12 +370,30 @@ def evaluate_run(
                 "n": len(mask),
                 "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
             }
-        # the JSMA that targets the true class is no attack: it stays out of the worst case
-        out["results"]["worst_case"] = worst_case(
-            {k: m for k, m in masks.items() if suites.ranks(k)}
-        )
-    save_atomic({k: v for k, v in masks.items()}, eval_dir / "masks.pt")
+    path = eval_dir / "masks.pt"
+    masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
+    stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
+    over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
+    over = [n for n in over if suites.ranks(n)]  # a JSMA towards the true class is no attack
+    ready = len(over) > 1 and all(n in masks for n in over)
+    if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
+        out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
+    save_atomic(masks, path)
     return out
+
+
+def own_attacks(cfg: dict[str, Any]) -> list[str]:
+    """The attacks a run's config evaluates (its grid's list, then its transfer attacks): the
+    attacks its worst case is over. Empty for an evaluation-only run (``bench eval`` of a
+    checkpoint), whose worst case is over every attack it was given."""
+    names = list(cfg.get("eval", {}).get("attacks", {}))
+    transfer = cfg.get("eval", {}).get("transfer") or {}
+    names += [
+        f"transfer/{s}/{a}"
+        for s in transfer.get("surrogates", [])
+        for a in transfer.get("attacks", {})
+    ]
+    return names
 
 
 def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:
@@ -316,9 +433,11 @@ def transfer_suite(
     train = {**transfer_cfg["train"], "select_on": "val"}
     for name in transfer_cfg["surrogates"]:
         spec = surrogate_run(name, cfg["dataset"], train)
-        if store.status(spec.run_id) != "complete":
+        if not store.is_complete(spec.run_id):
             echo(f"training transfer surrogate {name} ({spec.run_id})")
-            execute(spec, store, device=device, data_root=data_root, progress=progress, echo=echo)
+            run_or_wait(
+                spec, store, device=device, data_root=data_root, progress=progress, echo=echo
+            )
         path = store.checkpoint(spec.run_id, "best")
         data = load_dataset(cfg["dataset"], data_root)
         surrogate = harness.create_model(

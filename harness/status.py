@@ -4,64 +4,70 @@ from __future__ import annotations
 
 import json
 import math
-import os
-import socket
 from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
 
+from harness import claims
 from harness.downloads import url_path
-from harness.grid import Grid, RunSpec
+from harness.errors import one_line
+from harness.grid import Grid, RunSpec, schedule_note, teacher_label
 from harness.store import Store
 
 #: Training-set sizes of the standard data sets (the plan needs them without loading the data).
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "stl10": 5_000}
 
 
-def _cell(spec: RunSpec) -> dict[str, Any]:
+def _teacher_labels(grid: Grid) -> dict[str, str]:
+    """Teacher run id → the teacher's name, marked when it is trained on a short schedule."""
+    return {run.run_id: teacher_label(name, run.config) for name, run in grid.teacher_runs.items()}
+
+
+def _cell(spec: RunSpec, teachers: dict[str, str]) -> dict[str, Any]:
+    """A run's row; ``teachers`` from :func:`_teacher_labels` (a teacher run's row names it)."""
     cfg = spec.config
+    ref = cfg["teacher"] or {}
     return {
         "method": cfg["method"].get("variant") or cfg["method"]["name"],
         "student": cfg["model"],
-        "teacher": (cfg["teacher"] or {}).get("name", "—"),
+        "teacher": teachers.get(spec.run_id)
+        or teachers.get(ref.get("run_id", ""))
+        or ref.get("name", "—"),
         "seed": cfg["seed"],
         "epochs": cfg["train"]["epochs"],
     }
 
 
 def run_state(store: Store, run_id: str) -> str:
-    """done, running, interrupted (its process is gone), failed, or pending."""
-    path = store.run_dir(run_id) / "status.json"
-    if not path.exists():
+    """done, running (a live process holds its claim), interrupted (its process is gone),
+    failed, or pending."""
+    status = store.status(run_id)
+    if status is None:
         return "pending"
-    status = json.loads(path.read_text())
-    if status["status"] == "complete":
+    if status == "complete":
+        store.metrics(run_id)  # a damaged metrics.json: its one-line error
         return "done"
-    if status["status"] == "failed":
+    if status == "failed":
         return "failed"
-    if status.get("host") == socket.gethostname():
-        try:
-            os.kill(int(status.get("pid", -1)), 0)
-        except (OSError, ValueError):
-            return "interrupted"
-    return "running"
+    holder = claims.holder(store.run_dir(run_id))
+    return "running" if holder is not None and holder.alive(claims.stale_after()) else "interrupted"
 
 
 def status_table(grid: Grid, store_root: str | Path) -> str:
     store = Store(store_root)
     teachers = [r for r in grid.teacher_runs.values() if r.run_id in {s.needs for s in grid.runs}]
-    rows, counts = [], {}
+    rows, counts, labels = [], {}, _teacher_labels(grid)
     for spec in teachers + grid.runs:
         state = run_state(store, spec.run_id)
         counts[state] = counts.get(state, 0) + 1
         error = ""
         if state == "failed":
-            error = json.loads((store.run_dir(spec.run_id) / "status.json").read_text())["error"]
+            error = one_line((store.status_record(spec.run_id) or {}).get("error") or "")
         rows.append(
             {
                 "kind": spec.kind,
-                **_cell(spec),
+                **_cell(spec, labels),
                 "state": state,
                 "error": error[:60],
                 "run": spec.run_id,
@@ -124,7 +130,7 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
     measured = _throughput(store)
     benchmarked, bench_device = benchmark_throughput(throughput) if throughput else ({}, "")
     teachers = [r for r in grid.teacher_runs.values() if r.run_id in {s.needs for s in grid.runs}]
-    rows, total, unknown = [], 0.0, 0
+    rows, total, unknown, labels = [], 0.0, 0, _teacher_labels(grid)
     for spec in teachers + grid.runs:
         cfg = spec.config
         key = (cfg["method"]["name"], cfg["model"], (cfg["teacher"] or {}).get("model", "—"))
@@ -140,7 +146,7 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
             else:
                 total += hours
         command = (
-            f"bench run --grid {grid.name} --method {_cell(spec)['method']} "
+            f"bench run --grid {grid.name} --method {_cell(spec, labels)['method']} "
             f"--student {cfg['model']} --seed {cfg['seed']}"
         )
         if cfg["teacher"]:
@@ -150,7 +156,7 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
         rows.append(
             {
                 "kind": spec.kind,
-                **_cell(spec),
+                **_cell(spec, labels),
                 "state": state,
                 "gpu_h": f"{hours:.2f}" if hours is not None else "?",
                 "from": source or "—",
@@ -177,11 +183,14 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
     tables = grid.raw.get("teacher", {})
     names = grid.raw.get("teachers", [])
     for name in [names] if isinstance(names, str) else names:  # a grid may name just one
-        spec = tables[name]
+        spec, label = tables[name], name
         if "train" in spec:
             run = grid.teacher_runs[name]
             recipe = run.config["method"]["name"]
             source = f"trained here: {recipe}, {run.config['train']['epochs']} epochs"
+            if schedule_note(run.config):
+                source += f" ({schedule_note(run.config)})"
+            label = teacher_label(name, run.config)
             ready = run_state(store, run.run_id)
             where = str(store.run_dir(run.run_id))
         elif "checkpoint" in spec:
@@ -200,7 +209,7 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
             where = "models/"
         rows.append(
             {
-                "teacher": name,
+                "teacher": label,
                 "model": spec["model"],
                 "source": source,
                 "state": ready,

@@ -6,31 +6,47 @@
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
                          checkpoints/   last.pt (every epoch), best.pt (selected)
-    <root>/index.sqlite                 runs, results (one row per run × attack), grid tags
+                         claim.json     while a process runs it (:mod:`harness.claims`)
+    <root>/pending/<run_id>             an index update under way (see below)
+    <root>/index.sqlite                 runs (with each one's config and seedless row key),
+                                        results (one row per run × attack), grid tags
 
 Every file is written atomically (temporary file + rename). Index writes are single SQLite
 transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
 rollback journal (not WAL) keeps it usable on network file systems. ``rebuild_index`` recreates
-the index from the run directories alone.
+the index from the run directories alone, setting a damaged index file aside.
+
+A change of a run (begin, finish, fail) writes its directory first and the index second. A
+marker in ``pending/`` spans the two: a process killed between them leaves it behind, and the
+next reader (``frame``, ``check``) or writer re-indexes that run from its directory
+(:meth:`Store.heal`), so the index never stays behind the directory for good.
+
+A file that cannot be read as what it should be (truncated, garbled, the wrong shape, an
+integer the index cannot hold) is a :class:`DamagedFile`: one line naming the file and the fix.
+A file system error (disk full, read-only store, a file in the way) is one line too.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
 import socket
 import sqlite3
 import time
-from collections.abc import Iterator
+import zipfile
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from harness import claims
 from harness.checkpoints import write_json_atomic
-from harness.config import canonical_json
-from harness.errors import UserError
+from harness.config import canonical_json, config_hash
+from harness.errors import DamagedFile, UserError, file_error
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -38,7 +54,7 @@ CREATE TABLE IF NOT EXISTS runs (
     kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
     epochs INTEGER, full_epochs INTEGER, schedule TEXT,
     status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
-    flags TEXT, config_hash TEXT, provenance TEXT
+    flags TEXT, config_hash TEXT, provenance TEXT, row_key TEXT, config TEXT
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
@@ -50,12 +66,129 @@ CREATE TABLE IF NOT EXISTS grid_runs (
 """
 
 STATUSES = ("running", "complete", "failed")
-SCHEMA_VERSION = 2  # bump when SCHEMA changes: older indexes are rebuilt on first write
+SCHEMA_VERSION = 3  # bump when SCHEMA changes: older indexes are rebuilt on first write
+PENDING = "pending"
+INT64 = (-(2**63), 2**63 - 1)
 
 
-def _read_json(path: Path) -> Any:
-    with open(path) as fh:
-        return json.load(fh)
+def seedless(config: dict[str, Any]) -> dict[str, Any]:
+    """A run's config without what tells the seeds of one configuration apart (and its grids).
+
+    Runs with equal seedless configs are one leaderboard row (the ``row_key`` of the index);
+    anything else that differs (schedule, teacher, hyperparameters, evaluation) is another row.
+    """
+    # data: the split sizes the runner observed, fixed by the dataset entry
+    out = {k: v for k, v in config.items() if k not in ("seed", "grids", "data")}
+    if isinstance(out.get("train"), dict):
+        out["train"] = {k: v for k, v in out["train"].items() if k != "seed"}
+    return out
+
+
+# -- what a run directory's files must hold -------------------------------------------------------
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
+
+
+def _is_number(value: Any) -> bool:
+    return _is_int(value) or isinstance(value, float)
+
+
+def _config_problem(cfg: Any) -> str | None:
+    if not isinstance(cfg, dict):
+        return "not a JSON object"
+    method, dataset, train = cfg.get("method"), cfg.get("dataset"), cfg.get("train")
+    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
+        return "no method name"
+    if not isinstance(method.get("variant", ""), str):
+        return "the variant is not a name"
+    if not isinstance(dataset, dict) or not isinstance(dataset.get("name"), str):
+        return "no dataset name"
+    if not isinstance(cfg.get("model"), str):
+        return "no model name"
+    teacher = cfg.get("teacher")
+    if teacher is not None and not (
+        isinstance(teacher, dict) and isinstance(teacher.get("name", ""), str)
+    ):
+        return "the teacher is not a table with a name"
+    if not isinstance(train, dict):
+        return "no train table"
+    for key, value in (
+        ("seed", cfg.get("seed")),
+        ("train.epochs", train.get("epochs")),
+        ("full_epochs", cfg.get("full_epochs")),
+    ):
+        if value is not None and not _is_int(value):
+            return f"{key} is not an integer the index can hold: {str(value)[:40]}"
+    for key in ("kind", "schedule"):
+        if cfg.get(key) is not None and not isinstance(cfg[key], str):
+            return f"{key} is not a string"
+    grids = cfg.get("grids", [])
+    if not isinstance(grids, list) or not all(isinstance(g, str) for g in grids):
+        return "grids is not a list of names"
+    return None
+
+
+def _status_problem(status: Any) -> str | None:
+    if not isinstance(status, dict):
+        return "not a JSON object"
+    if status.get("status") not in STATUSES:
+        return f"status is {str(status.get('status'))[:40]!r}, not one of {', '.join(STATUSES)}"
+    for key in ("created_at", "updated_at"):
+        if status.get(key) is not None and not _is_number(status[key]):
+            return f"{key} is not a time"
+    if status.get("error") is not None and not isinstance(status["error"], str):
+        return "error is not a string"
+    return None
+
+
+def _metrics_problem(metrics: Any) -> str | None:
+    if not isinstance(metrics, dict):
+        return "not a JSON object"
+    results = metrics.get("results", {})
+    if not isinstance(results, dict):
+        return "results is not a table"
+    for name, row in results.items():
+        if not isinstance(row, dict) or not _is_number(row.get("accuracy")):
+            return f"result {name[:40]!r} has no accuracy"
+        if not _is_int(row.get("n")):
+            return f"result {name[:40]!r} has no image count n"
+    checks = metrics.get("checks", {})
+    if not isinstance(checks, dict) or not all(
+        isinstance(c, dict) and "ok" in c for c in checks.values()
+    ):
+        return "checks is not a table of checks"
+    if metrics.get("wall_time_s") is not None and not _is_number(metrics["wall_time_s"]):
+        return "wall_time_s is not a number"
+    if not isinstance(metrics.get("provenance", {}), dict):
+        return "provenance is not a table"
+    return None
+
+
+_PROBLEMS: dict[str, Callable[[Any], str | None]] = {
+    "config": _config_problem,
+    "status": _status_problem,
+    "metrics": _metrics_problem,
+}
+
+
+def checkpoint_problem(path: Path) -> str | None:
+    """Why ``path`` is not a readable torch checkpoint (None when it looks whole).
+
+    Reads the zip's directory (at the end of the file: a truncated file has none) and the
+    small pickle record (its CRC checked), not the tensors: cheap enough for a store of
+    thousands of runs. The pickle is not unpickled.
+    """
+    try:
+        with zipfile.ZipFile(path) as archive:
+            record = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
+            if record is None:
+                return "no data.pkl record: not a torch checkpoint"
+            archive.read(record)
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
+        return f"not a whole checkpoint: {exc}"
+    except OSError as exc:
+        return f"unreadable: {exc.strerror or exc}"
+    return None
 
 
 def _empty_frame(table: str) -> pd.DataFrame:
@@ -79,16 +212,56 @@ class Store:
             raise UserError(f"store folder {self.root}: {exc.strerror}") from None
 
     # -- index ----------------------------------------------------------------------------------
+    def _index_damaged(self, reason: str) -> DamagedFile:
+        return DamagedFile(
+            self.index_path,
+            reason,
+            f"rebuild it from the run directories: bench store rebuild --store {self.root}",
+        )
+
+    def _sql_error(self, exc: sqlite3.Error) -> UserError:
+        """One line for what SQLite says, with the fix."""
+        msg = str(exc)
+        if not isinstance(exc, sqlite3.OperationalError) or "malformed" in msg:
+            return self._index_damaged(msg)
+        low = msg.lower()
+        if "readonly" in low:
+            return UserError(
+                f"cannot write the index {self.index_path}: the store is read-only; "
+                "use a writable --store"
+            )
+        if "full" in low:
+            return UserError(
+                f"cannot write the index {self.index_path}: the disk is full; free some space "
+                "(or use another --store), then rerun"
+            )
+        if "unable to open" in low:
+            return UserError(
+                f"cannot open the index {self.index_path}: its folder is missing or not "
+                "writable; use a writable --store"
+            )
+        if "locked" in low or "busy" in low:
+            return UserError(
+                f"the index {self.index_path} stayed locked by another process for 120 s; "
+                "rerun when that process is done"
+            )
+        return UserError(f"index {self.index_path}: {msg}; check the file system, then rerun")
+
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as exc:  # a file in the way, no permission
             raise UserError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
-        conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        try:
+            conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise self._sql_error(exc) from None
         try:
             conn.execute("PRAGMA busy_timeout = 120000")
             yield conn
+        except sqlite3.Error as exc:
+            raise self._sql_error(exc) from None
         finally:
             conn.close()
 
@@ -106,24 +279,33 @@ class Store:
                         conn.execute(stmt)
                 if outdated:
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    for run_id in self.run_ids():
-                        self._index_run(conn, run_id)
+                    self._index_all(conn)
                 yield conn
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
                 raise
+
+    def _index_all(self, conn: sqlite3.Connection) -> list[DamagedFile]:
+        """Index every run directory; the damaged ones are skipped and returned."""
+        damaged = []
+        for run_id in self.run_ids():
+            try:
+                self._index_run(conn, run_id)
+            except DamagedFile as exc:
+                damaged.append(exc)
+        return damaged
 
     def _index_run(self, conn: sqlite3.Connection, run_id: str) -> None:
         """Copy one run directory's state into the index (the directory wins)."""
-        d = self.run_dir(run_id)
-        config = _read_json(d / "config.json")
-        status = _read_json(d / "status.json") if (d / "status.json").exists() else {}
-        metrics = _read_json(d / "metrics.json") if (d / "metrics.json").exists() else {}
+        config = self.config(run_id)
+        status = self._read(run_id, "status") or {}
+        metrics = self._read(run_id, "metrics") or {}
         teacher = config.get("teacher") or {}
-        train = config.get("train", {})
+        train = config["train"]
         conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 run_id,
                 config.get("kind"),
@@ -143,6 +325,8 @@ class Store:
                 canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
                 run_id.rsplit("-", 1)[-1],
                 canonical_json(metrics.get("provenance", {})),
+                config_hash(seedless(config)),
+                canonical_json(seedless(config)),
             ),
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
@@ -161,20 +345,74 @@ class Store:
     def checkpoint(self, run_id: str, which: str = "best") -> Path:
         return self.run_dir(run_id) / "checkpoints" / f"{which}.pt"
 
+    def _fix(self, run_id: str, name: str) -> str:
+        """What to do about ``run_id``'s damaged ``name``.json."""
+        d = self.run_dir(run_id)
+        if name == "metrics":
+            return (
+                f"re-evaluate the run from its best.pt: bench eval {run_id} --suite config "
+                f"--store {self.root}"
+            )
+        if name == "config":
+            return f"rerun the grid it belongs to with bench run (which rewrites it), or delete {d}"
+        grids = []
+        with contextlib.suppress(UserError):
+            grids = self.config(run_id).get("grids", [])
+        rerun = f"bench run --grid {grids[0]} --store {self.root}" if grids else "its grid"
+        return f"rerun {rerun} (it resumes the run from its checkpoints), or delete {d}"
+
+    def _read(self, run_id: str, name: str) -> Any:
+        """``<run>/<name>.json`` checked for the shape it must have; None when absent."""
+        path = self.run_dir(run_id) / f"{name}.json"
+        try:
+            data = json.loads(path.read_bytes())
+        except FileNotFoundError:
+            return None
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, bad UTF-8
+            raise DamagedFile(path, f"not JSON: {exc}", self._fix(run_id, name)) from None
+        except OSError as exc:
+            raise file_error(exc, path, "read") from None
+        problem = _PROBLEMS[name](data)
+        if problem:
+            raise DamagedFile(path, problem, self._fix(run_id, name))
+        return data
+
     def config(self, run_id: str) -> dict[str, Any]:
-        return _read_json(self.run_dir(run_id) / "config.json")
+        config = self._read(run_id, "config")
+        if config is None:
+            path = self.run_dir(run_id) / "config.json"
+            raise DamagedFile(path, "missing", self._fix(run_id, "config"))
+        return config
 
     def status(self, run_id: str) -> str | None:
-        path = self.run_dir(run_id) / "status.json"
-        return _read_json(path)["status"] if path.exists() else None
+        status = self._read(run_id, "status")
+        return None if status is None else status["status"]
+
+    def status_record(self, run_id: str) -> dict[str, Any] | None:
+        """The whole status.json (status, times, host, pid, error), or None."""
+        return self._read(run_id, "status")
 
     def metrics(self, run_id: str) -> dict[str, Any]:
-        path = self.run_dir(run_id) / "metrics.json"
-        return _read_json(path) if path.exists() else {}
+        return self._read(run_id, "metrics") or {}
+
+    def is_complete(self, run_id: str) -> bool:
+        """Whether the run is complete with a readable config and metrics (a damaged file: not
+        complete, so ``bench run`` takes the run up again and rewrites it)."""
+        try:
+            return (
+                self.status(run_id) == "complete"
+                and bool(self._read(run_id, "metrics"))
+                and bool(self._read(run_id, "config"))
+            )
+        except UserError:
+            return False
 
     def _set_status(self, run_id: str, status: str, **extra: Any) -> None:
         path = self.run_dir(run_id) / "status.json"
-        old = _read_json(path) if path.exists() else {}
+        try:
+            old = self._read(run_id, "status") or {}
+        except UserError:  # a damaged one is replaced
+            old = {}
         now = time.time()
         record = {
             "status": status,
@@ -186,12 +424,47 @@ class Store:
         }
         write_json_atomic(record, path)
 
+    @contextmanager
+    def _journal(self, run_id: str) -> Iterator[str]:
+        """A ``pending/`` marker for a change of ``run_id`` that touches its directory, then the
+        index; yields the token the new status.json records. Removed once the index is written,
+        left behind by a kill or an error in between (for :meth:`heal`)."""
+        token = secrets.token_hex(8)
+        marker = self.root / PENDING / run_id
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "token": token}
+        write_json_atomic(record, marker, durable=False)
+        yield token
+        with contextlib.suppress(OSError):
+            marker.unlink()
+
+    def claim(self, run_id: str) -> claims.Claim:
+        """Claim ``run_id`` for this process (:func:`harness.claims.acquire`), then remove the
+        temporary files a killed process left in its directory. Raises
+        :class:`harness.claims.Claimed` when another live process holds it."""
+        d = self.run_dir(run_id)
+        try:
+            claim = claims.acquire(d)
+        except OSError as exc:
+            raise file_error(exc, d / claims.CLAIM) from None
+        from harness.checkpoints import remove_stray_tmp
+
+        remove_stray_tmp(d)
+        return claim
+
     def begin(self, run_id: str, config: dict[str, Any]) -> Path:
-        """Create (or reopen) the run's directory; refuse a different config under the same id."""
+        """Create (or reopen) the run's directory; refuse a different config under the same id.
+
+        A damaged config.json is rewritten: the id is the hash of the config, so the config
+        given under it is the one that was lost. A damaged metrics.json is removed (the run
+        writes it again when it finishes).
+        """
         d = self.run_dir(run_id)
         cfg_path = d / "config.json"
-        if cfg_path.exists():
-            old = _read_json(cfg_path)
+        try:
+            old = self._read(run_id, "config")
+        except DamagedFile:
+            old = None
+        if old is not None:
             # grids: where the run is listed; data: the split sizes the runner observed
             strip = {k: v for k, v in old.items() if k not in ("grids", "data")}
             new = {k: v for k, v in config.items() if k not in ("grids", "data")}
@@ -203,33 +476,113 @@ class Store:
                 **config,
                 "grids": sorted(set(old.get("grids", [])) | set(config.get("grids", []))),
             }
-        d.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(config, cfg_path)
-        self._set_status(run_id, "running")
-        with self._write() as conn:
-            self._index_run(conn, run_id)
+        with self._journal(run_id) as token:
+            write_json_atomic(config, cfg_path)
+            try:
+                self._read(run_id, "metrics")
+            except DamagedFile:  # rewritten when the run finishes again
+                (d / "metrics.json").unlink()
+            self._set_status(run_id, "running", write=token)
+            with self._write() as conn:
+                self._index_run(conn, run_id)
         return d
 
     def finish(self, run_id: str, metrics: dict[str, Any]) -> None:
-        write_json_atomic(metrics, self.run_dir(run_id) / "metrics.json")
-        self._set_status(run_id, "complete")
-        with self._write() as conn:
-            self._index_run(conn, run_id)
+        with self._journal(run_id) as token:
+            write_json_atomic(metrics, self.run_dir(run_id) / "metrics.json")
+            self._set_status(run_id, "complete", write=token)
+            with self._write() as conn:
+                self._index_run(conn, run_id)
 
     def fail(self, run_id: str, error: str, **where: Any) -> None:
-        self._set_status(run_id, "failed", error=error, **where)
-        with self._write() as conn:
-            self._index_run(conn, run_id)
+        with self._journal(run_id) as token:
+            self._set_status(run_id, "failed", error=error, write=token, **where)
+            with self._write() as conn:
+                self._index_run(conn, run_id)
 
     def log(self, run_id: str, line: str) -> None:
-        with open(self.run_dir(run_id) / "log.txt", "a") as fh:
-            fh.write(line.rstrip("\n") + "\n")
+        path = self.run_dir(run_id) / "log.txt"
+        try:
+            with open(path, "a") as fh:
+                fh.write(line.rstrip("\n") + "\n")
+        except OSError as exc:
+            raise file_error(exc, path) from None
+
+    # -- healing --------------------------------------------------------------------------------
+    def _pending(self) -> list[Path]:
+        try:
+            return sorted(p for p in (self.root / PENDING).iterdir() if not p.name.startswith("."))
+        except OSError:
+            return []
+
+    def _marker_done(self, marker: Path, run_id: str) -> bool:
+        """Whether the change ``marker`` announced is over: its status.json is written, or its
+        process is dead (or silent for longer than a claim lives)."""
+        try:
+            record = json.loads(marker.read_text())
+            token, host, pid = record["token"], record["host"], int(record["pid"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return True
+        with contextlib.suppress(UserError):
+            if (self._read(run_id, "status") or {}).get("write") == token:
+                return True
+        if host == socket.gethostname() and not claims.pid_alive(pid):
+            return True
+        with contextlib.suppress(OSError):
+            return time.time() - marker.stat().st_mtime > claims.stale_after()
+        return True
+
+    def heal(self) -> list[str]:
+        """Re-index the runs whose change a killed process left half-indexed (their
+        ``pending/`` markers); returns their ids. A store this process may not write is left
+        as it is (a read still works)."""
+        markers = self._pending()
+        if not markers:
+            return []
+        healed = []
+        try:
+            with self._write() as conn:
+                for marker in markers:
+                    run_id = marker.name
+                    if (self.run_dir(run_id) / "config.json").exists():
+                        with contextlib.suppress(DamagedFile):  # store check reports it
+                            self._index_run(conn, run_id)
+                    if self._marker_done(marker, run_id):
+                        healed.append(run_id)
+        except DamagedFile:
+            raise
+        except UserError:  # read-only store, full disk: nothing to heal with
+            return []
+        for run_id in healed:
+            with contextlib.suppress(OSError):
+                (self.root / PENDING / run_id).unlink()
+        return healed
+
+    def sync(self, run_id: str) -> bool:
+        """Re-index ``run_id`` if the index disagrees with its directory about its status;
+        True when it did."""
+        status = self.status(run_id) or "running"
+        try:
+            with self._db() as conn:
+                row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        except DamagedFile:
+            raise
+        except UserError:
+            row = None
+        if row is not None and row[0] == status:
+            return False
+        with self._write() as conn:
+            self._index_run(conn, run_id)
+        return True
 
     # -- queries ----------------------------------------------------------------------------------
     def run_ids(self) -> list[str]:
-        if not self.runs_dir.exists():
-            return []
-        return sorted(p.name for p in self.runs_dir.iterdir() if (p / "config.json").exists())
+        try:
+            if not self.runs_dir.is_dir():
+                return []
+            return sorted(p.name for p in self.runs_dir.iterdir() if (p / "config.json").exists())
+        except OSError as exc:
+            raise file_error(exc, self.runs_dir, "read") from None
 
     def resolve(self, ref: str) -> str:
         """A run id from an id or a unique prefix of one."""
@@ -249,7 +602,12 @@ class Store:
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
             return _empty_frame(table)  # nothing to read: a read never creates the store
-        if not self.index_path.exists():
+        self.heal()
+        current = False
+        if self.index_path.exists():
+            with self._db() as conn:
+                current = conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+        if not current:  # no index yet, or one of another version (or an empty file)
             with self._write():
                 pass
         with self._db() as conn:
@@ -262,18 +620,48 @@ class Store:
                 params=(grid,),
             )
 
-    def rebuild_index(self) -> int:
-        """Recreate the index from the run directories; returns the number of runs indexed."""
-        ids = self.run_ids()
+    def rebuild_index(self, echo: Callable[[str], None] = lambda line: None) -> int:
+        """Recreate the index from the run directories; returns the number of runs indexed.
+
+        An index SQLite cannot read is moved aside to ``index.sqlite.damaged`` first. Run
+        directories with a damaged file are left out; after the others are indexed, a
+        :class:`DamagedFile` names the first of them.
+        """
+        try:
+            damaged, n = self._rebuild()
+        except DamagedFile as exc:
+            if Path(exc.path) != self.index_path:
+                raise
+            for suffix in ("", "-journal"):
+                src = self.index_path.with_name(self.index_path.name + suffix)
+                dst = self.index_path.with_name(f"{self.index_path.name}.damaged{suffix}")
+                try:
+                    if src.exists():
+                        os.replace(src, dst)
+                except OSError as err:
+                    raise file_error(err, src, "move aside") from None
+            echo(f"moved the damaged index aside to {self.index_path}.damaged ({exc})")
+            damaged, n = self._rebuild()
+        with contextlib.suppress(OSError):
+            for marker in self._pending():
+                marker.unlink()
+        if damaged:
+            first = damaged[0]
+            more = f" (and {len(damaged) - 1} more run(s))" if len(damaged) > 1 else ""
+            raise DamagedRuns(f"indexed {n} run(s), left out {len(damaged)}: {first}{more}")
+        return n
+
+    def _rebuild(self) -> tuple[list[DamagedFile], int]:
         with self._write() as conn:
             for table in ("runs", "results", "grid_runs"):
                 conn.execute(f"DELETE FROM {table}")
-            for run_id in ids:
-                self._index_run(conn, run_id)
-        return len(ids)
+            damaged = self._index_all(conn)
+        return damaged, len(self.run_ids()) - len(damaged)
 
     def check(self) -> list[str]:
-        """Differences between the index and the run directories (empty when consistent)."""
+        """Differences between the index and the run directories, and damaged files of the run
+        directories (config, status, metrics, checkpoints), one line each with the fix; empty
+        when all is well."""
         problems = []
         runs = self.frame("runs").set_index("run_id")
         results = self.frame("results")
@@ -282,14 +670,43 @@ class Store:
             problems.append(f"{run_id}: run directory not in the index")
         for run_id in sorted(set(runs.index) - ids):
             problems.append(f"{run_id}: indexed, but its run directory is gone")
-        for run_id in sorted(ids & set(runs.index)):
-            status = self.status(run_id) or "running"
+        for run_id in sorted(ids):
+            try:
+                self.config(run_id)
+                status = self.status(run_id) or "running"
+                metrics = self.metrics(run_id)
+            except UserError as exc:
+                problems.append(f"{run_id}: {exc}")
+                continue
+            problems += self._checkpoint_problems(run_id, status)
+            if run_id not in runs.index:
+                continue
             if runs.loc[run_id, "status"] != status:
                 problems.append(
                     f"{run_id}: index says {runs.loc[run_id, 'status']}, directory says {status}"
                 )
-            want = {k: v["accuracy"] for k, v in self.metrics(run_id).get("results", {}).items()}
+            want = {k: v["accuracy"] for k, v in metrics.get("results", {}).items()}
             have = dict(results.loc[results["run_id"] == run_id, ["attack", "accuracy"]].values)
             if want != have:
                 problems.append(f"{run_id}: index results differ from metrics.json")
         return problems
+
+    def _checkpoint_problems(self, run_id: str, status: str) -> list[str]:
+        out = []
+        for which in ("best", "last"):
+            path = self.checkpoint(run_id, which)
+            problem = checkpoint_problem(path) if path.exists() else None
+            if problem is None:
+                continue
+            if which == "best":
+                fix = f"delete {self.run_dir(run_id)} and rerun its grid to train it again"
+            elif status == "complete":
+                fix = "the run is complete and does not need it: delete it"
+            else:
+                fix = "delete it: a resumed run falls back to prev.pt"
+            out.append(f"{run_id}: {path} is damaged ({problem}); {fix}")
+        return out
+
+
+class DamagedRuns(UserError):
+    """``rebuild_index`` left out run directories with a damaged file."""

@@ -65,6 +65,18 @@ class TrainConfig:
             raise UserError(f"lr must be > 0, got {self.lr}")
 
 
+def check_trainable(data: DatasetSplits, cfg: TrainConfig) -> None:
+    """Refuse, before a run starts, data the schedule cannot train on: no selection split, or
+    a training batch of a single image (BatchNorm cannot train on one)."""
+    data.split(cfg.select_on)
+    n = len(data.train)
+    if (n % cfg.batch_size or cfg.batch_size) == 1:
+        raise UserError(
+            f"a training batch of {data.name!r} would hold a single image ({n} images, "
+            f"batch_size {cfg.batch_size}), which BatchNorm cannot train on: change batch_size"
+        )
+
+
 @dataclass
 class TrainResult:
     best_epoch: int

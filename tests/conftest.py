@@ -1,6 +1,6 @@
 """Shared fixtures: one intra-op thread for modules of tiny-tensor tests; a headless Chromium for
-the tests that check pages in a real browser; the fuzz's count of bad inputs at the end of a
-session."""
+the tests that check pages in a real browser; the fuzz's count of bad inputs and the fault
+tests' count of faults at the end of a session."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -67,7 +68,16 @@ def chromium() -> str:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """How many inputs tests/test_fuzz.py tried (the README's "bad inputs tried")."""
+    """How many inputs tests/test_fuzz.py tried (the README's "bad inputs tried") and how many
+    faults tests/test_faults.py injected (its "faults injected")."""
+    faults = getattr(sys.modules.get("tests.test_faults"), "INJECTED", None)
+    if faults:
+        ends = Counter(code for _, _, code in faults)
+        kinds = len({fault for _, fault, _ in faults})
+        terminalreporter.write_line(
+            f"faults injected: {len(faults)} command runs against {kinds} kinds of fault; "
+            f"exit codes {dict(sorted(ends.items()))}"
+        )
     fuzz = sys.modules.get("tests.test_fuzz")
     tried = getattr(fuzz, "TRIED", None)
     if tried:

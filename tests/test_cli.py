@@ -211,7 +211,10 @@ def test_leaderboard_output_that_cannot_be_written(capsys, tmp_path):
     code, _, err = bench(
         capsys, "leaderboard", "--grid", "smoke", "--output", str(out), "--store", str(store)
     )
-    assert err == f"error: cannot write {out}: File exists\n"
+    assert err == (
+        f"error: cannot write {out}: File exists; a file stands where a folder should be in "
+        "that path: move it or choose another path\n"
+    )
     assert_one_line_error(code, err, "cannot write", store)
     assert not store.exists()
 

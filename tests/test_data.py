@@ -401,6 +401,85 @@ def test_npz_errors(tmp_path):
         harness.create_dataset("npz", path=str(path))
 
 
+BAD_NPZ = {
+    "float label 1e300": (
+        dict(y_train=np.array([0, 1, 1e300, 0, 1, 0])),
+        "y_train holds label 1e+300; labels are class indices below 100000",
+    ),
+    "label 2**40": (
+        dict(y_train=np.array([0, 1, 2**40, 0, 1, 0])),
+        "y_train holds label 1099511627776; labels are class indices below 100000",
+    ),
+    "nan label": (
+        dict(y_test=np.array([0.0, np.nan])),
+        "y_test must hold integer class labels, got non-integral float64",
+    ),
+    "empty x_test": (
+        dict(x_test=np.zeros((0, 3, 8, 8), np.uint8), y_test=np.zeros(0, np.int64)),
+        "dataset 'npz:d' has an empty test set",
+    ),
+    "empty x_train": (
+        dict(x_train=np.zeros((0, 3, 8, 8), np.uint8), y_train=np.zeros(0, np.int64)),
+        "dataset 'npz:d' has 0 training image(s); at least 2 are needed",
+    ),
+    "one training image": (
+        dict(x_train=base_images(1), y_train=np.zeros(1, np.int64)),
+        "dataset 'npz:d' has 1 training image(s); at least 2 are needed",
+    ),
+    "two, one to val": (
+        dict(x_train=base_images(2), y_train=np.zeros(2, np.int64)),
+        "dataset 'npz:d' has 1 training image(s) after 1 went to the validation split",
+    ),
+}
+
+
+def bad_npz(path: Path, case: str) -> None:
+    arrays = dict(
+        x_train=base_images(),
+        y_train=np.arange(6) % 2,
+        x_test=base_images(2),
+        y_test=np.arange(2),
+    )
+    np.savez(path, **(arrays | BAD_NPZ[case][0]))
+
+
+@pytest.mark.parametrize("case", list(BAD_NPZ))
+def test_npz_values_are_checked_before_any_run(tmp_path, case, capsys):
+    """Out-of-range labels are refused before the cast; empty or too-small splits before a
+    run's directory exists (``bench run`` ends with one line and writes nothing)."""
+    path = tmp_path / "d.npz"
+    bad_npz(path, case)
+    with pytest.raises(UserError) as exc:
+        harness.create_dataset("npz", path=str(path))
+    assert BAD_NPZ[case][1] in one_line_user_error(exc)
+    from harness.cli import main
+
+    store = tmp_path / "store"
+    with pytest.raises(SystemExit) as end:
+        main(["run", "--grid", "smoke", "--method", "pgd-at", "--dataset", f"npz:{path}",
+              "--store", str(store), "--no-progress"])  # fmt: skip
+    err = capsys.readouterr().err
+    assert end.value.code == 2 and err.startswith("error: ") and err.count("\n") == 1
+    assert BAD_NPZ[case][1] in err
+    assert not (store / "runs").exists() or not any((store / "runs").iterdir())
+
+
+def test_a_single_image_batch_is_refused_before_the_run(tmp_path):
+    """BatchNorm cannot train on one image: a training set of 33 with batch_size 32 fails
+    before the run starts, not in its last step."""
+    from harness.train import TrainConfig, check_trainable
+
+    path = tmp_path / "d.npz"
+    np.savez(path, x_train=base_images(33), y_train=np.arange(33) % 2, x_test=base_images(2),
+             y_test=np.arange(2))  # fmt: skip
+    data = harness.create_dataset("npz", path=str(path), val_fraction=0.0)
+    with pytest.raises(UserError, match=r"would hold a single image \(33 images, batch_size 32\)"):
+        check_trainable(data, TrainConfig(batch_size=32, select_on="test"))
+    check_trainable(data, TrainConfig(batch_size=11, select_on="test"))
+    with pytest.raises(UserError, match="has no validation split"):
+        check_trainable(data, TrainConfig(batch_size=11, select_on="val"))
+
+
 @pytest.mark.skipif(not MINI.is_file(), reason="BENCH_CIFAR10_MINI names no file")
 def test_npz_real_cifar10_mini():
     d = harness.create_dataset("npz", path=str(MINI))

@@ -61,7 +61,9 @@ from harness.config import coerce, parse_number
 from harness.errors import UserError
 from harness.executors import SLURM_KEYS, slurm_parameters
 from harness.grid import GRID_DIR, THREAT_DEFAULTS, TOP_KEYS, TRAIN_DEFAULTS, list_grids, load_grid
+from harness.names import is_name
 from harness.registry import DATASETS, METHODS, MODELS
+from harness.store import Store
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -343,6 +345,7 @@ GRID_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {
     "--teacher": named(TEACHER_NAMES),
     "--student": named(MODEL_NAMES),
     "--epochs": count(1, 300),
+    "--teacher-epochs": count(1, 300),
     "--seed": count(-5, 2**40),
     "--select-on": named(["val", "test"]),
 }
@@ -505,6 +508,7 @@ VOCABULARY = [
     "--dataset",
     "--seed",
     "--epochs",
+    "--teacher-epochs",
     "--format",
     "--paper",
     "--table",
@@ -810,6 +814,95 @@ def test_fuzz_grid_text(sandbox, data):
     path = sandbox / "grids" / "text.toml"
     path.write_bytes(data)
     check_grid_file(sandbox, "grid text", path)
+
+
+# -- names that become paths ------------------------------------------------------------------
+
+#: Names aimed at leaving the store, splitting lines or hiding files.
+PATH_NAMES = [
+    "../../../x",
+    "../../T",
+    "../../../tmp/x",
+    "/tmp/x",
+    "/",
+    "..",
+    ".",
+    ".hidden",
+    "a/b",
+    "a\\b",
+    "a\nb",
+    "a|b",
+    "-rf",
+    "x" * 49,
+    "ok-name",
+    "ok.name_1",
+    "_private",
+]
+NAME_SPOTS = ("variant", "teacher", "attack", "grid")
+
+
+def named_grid(spot: str, name: str) -> dict[str, Any]:
+    """A one-epoch grid with ``name`` as a variant, a teacher or an evaluation attack."""
+    doc: dict[str, Any] = {
+        "dataset": "digits",
+        "students": ["tiny_cnn"],
+        "methods": ["pgd-at"],
+        "train": {"epochs": 1},
+        "eval": {"attacks": ["clean"]},
+    }
+    if spot == "variant":
+        doc["methods"] = [name]
+        doc["variant"] = {name: {"method": "pgd-at"}}
+    elif spot == "teacher":
+        doc["methods"] = ["ard"]
+        doc["teachers"] = [name]
+        doc["teacher"] = {name: {"model": "tiny_cnn", "train": {"method": "pgd-at"}}}
+    elif spot == "attack":
+        doc["eval"] = {"attacks": {name: {"attack": "fgsm"}}}
+    return doc
+
+
+def inside(path: Path, folder: Path) -> bool:
+    return path.resolve().parent == folder.resolve()
+
+
+@settings(FUZZ, max_examples=examples(400))
+@given(
+    spot=st.sampled_from(NAME_SPOTS),
+    name=st.one_of(st.sampled_from(PATH_NAMES), weird(60)),
+)
+def test_fuzz_names_stay_in_the_store(sandbox, spot, name):
+    """Every name that becomes a path is refused with one line when the grid loads, or keeps
+    each run's directory and each attack's state file directly inside their folders."""
+    folder = sandbox / "grids" / "names"
+    folder.mkdir(exist_ok=True)
+    path = folder / (f"{name}.toml" if spot == "grid" else "g.toml")
+    try:
+        if not inside(path, folder):
+            path = folder / "g.toml"  # a grid file cannot be named so: try the name elsewhere
+            spot = "variant"
+        path.write_text(toml_document(named_grid(spot, name)))
+    except (OSError, ValueError):  # a name no file may have (too long, NUL)
+        path = folder / "g.toml"
+        spot = "variant"
+        path.write_text(toml_document(named_grid(spot, name)))
+    TRIED["names"] += 1
+    try:
+        grid = load_grid(str(path))
+    except UserError as exc:
+        REFUSED["names"] += 1
+        assert str(exc) and "\n" not in str(exc)
+        return
+    finally:
+        path.unlink()
+    assert is_name(name), f"{spot} {name!r} accepted"
+    store = Store(sandbox / "stores" / "names")
+    for run in [*grid.runs, *grid.teacher_runs.values()]:
+        run_dir = store.run_dir(run.run_id)
+        assert inside(run_dir, store.runs_dir) and not run.run_id.startswith("."), run.run_id
+        assert len(run.run_id.encode()) <= 255
+        for attack in run.config["eval"]["attacks"]:
+            assert inside(run_dir / "eval" / f"{attack}.pt", run_dir / "eval"), attack
 
 
 # -- 3. hyperparameter values -----------------------------------------------------------------

@@ -57,6 +57,36 @@ def test_overrides_and_short_schedule(tmp_path):
     assert full.runs[0].run_id != run.run_id
 
 
+def test_epochs_shortens_students_and_teacher_epochs_teachers(tmp_path, capsys):
+    """``--epochs`` leaves the teacher the grid trains alone; ``--teacher-epochs`` shortens it,
+    and the teacher is then labelled short in ``bench status``, ``plan`` and ``teachers``."""
+    from harness.cli import main
+
+    full = load_grid(write(tmp_path, BASE), method="dgad")
+    students = load_grid(write(tmp_path, BASE), method="dgad", epochs=2)
+    assert students.teacher_runs["t1"].run_id == full.teacher_runs["t1"].run_id
+    assert students.teacher_runs["t1"].config["train"]["epochs"] == 4
+    assert {r.needs for r in students.runs} == {full.teacher_runs["t1"].run_id}
+    assert {r.config["schedule"] for r in students.runs} == {"short"}
+    both = load_grid(write(tmp_path, BASE), method="dgad", epochs=2, teacher_epochs=1)
+    teacher = both.teacher_runs["t1"]
+    assert teacher.config["schedule"] == "short" and teacher.config["train"]["epochs"] == 1
+    assert {r.needs for r in both.runs} == {teacher.run_id} != {full.teacher_runs["t1"].run_id}
+    assert [r.run_id for r in both.runs] != [r.run_id for r in students.runs]
+    with pytest.raises(UserError, match=r"^--teacher-epochs must be in \[1, 100000\], got 0$"):
+        load_grid(write(tmp_path, BASE), teacher_epochs=0)
+    flags = ["--grid", write(tmp_path, BASE), "--method", "dgad", "--store", str(tmp_path / "s")]
+    for command in ("status", "plan", "teachers"):
+        for extra, label in (([], "| t1 "), (["--teacher-epochs", "1"], "t1 (short: 1/4 ep)")):
+            try:
+                main([command, *flags, "--epochs", "2", *extra])
+            except SystemExit as exc:
+                assert exc.code in (0, None)
+            text = capsys.readouterr().out
+            assert label in text, (command, extra, text)
+            assert ("short: 1/4 ep" in text) == bool(extra), (command, extra, text)
+
+
 def test_method_table_sets_hparams_per_student(tmp_path):
     text = BASE + "[method.dgad]\ngamma = 7\n[method.dgad.student.small_cnn]\ngamma = 10.0\n"
     g = load_grid(write(tmp_path, text), method="dgad")
@@ -301,3 +331,90 @@ def test_eval_attack_parameters_are_checked_when_the_grid_loads(tmp_path, table,
     with pytest.raises(UserError) as info:
         load_grid(str(path))
     assert message in str(info.value) and "\n" not in str(info.value)
+
+
+SMALL = """
+dataset = "digits"
+students = ["tiny_cnn"]
+methods = ["pgd-at"]
+"""
+RULE = (
+    "is not a valid name: use letters, digits, '-', '_' and '.', starting with a letter, a "
+    "digit or '_', at most 48 characters"
+)
+
+
+def variant(name: str) -> str:
+    return SMALL.replace('"pgd-at"]', f'"{name}"]') + f'[variant."{name}"]\nmethod = "pgd-at"\n'
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (variant("../../../x"), "variant name '../../../x' "),
+        (variant("/tmp/x"), "variant name '/tmp/x' "),
+        (variant("a\\nb"), "variant name 'a\\nb' "),
+        (variant(".hidden"), "variant name '.hidden' "),
+        (variant("v" * 49), f"variant name '{'v' * 49}' "),
+        (
+            SMALL.replace("pgd-at", "ard")
+            + 'teachers = ["../../T"]\n[teacher."../../T"]\nmodel = "tiny_cnn"\n'
+            'train = { method = "pgd-at" }\n',
+            "teacher name '../../T' ",
+        ),
+        (
+            SMALL + '[eval.attacks."../../../tmp/x"]\nattack = "fgsm"\n',
+            "[eval.attacks] name '../../../tmp/x' ",
+        ),
+    ],
+)
+def test_names_that_would_leave_the_store_are_refused(tmp_path, text, message):
+    """A name that becomes a path is checked when the grid loads, before anything is written."""
+    with pytest.raises(UserError) as info:
+        load_grid(write(tmp_path, text))
+    assert message + RULE in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_grid_file_name_is_a_name_too(tmp_path):
+    with pytest.raises(UserError, match=r"grid name '\.g' is not a valid name"):
+        load_grid(write(tmp_path, SMALL, ".g.toml"))
+    assert load_grid(write(tmp_path, SMALL, "my-grid_2.toml")).name == "my-grid_2"
+
+
+@pytest.mark.parametrize(
+    "seeds, ok",
+    [
+        ([0], True),
+        ([2**31 - 1], True),
+        ([-1], False),
+        ([2**31], False),
+        ([99999999999999999999], False),
+    ],
+)
+def test_seeds_are_bounded(tmp_path, seeds, ok):
+    """Seeds are 0 <= seed < 2**31 (every RNG takes them; the index holds them)."""
+    path = write(tmp_path, SMALL)
+    if ok:
+        assert [r.config["seed"] for r in load_grid(path, seeds=seeds).runs] == seeds
+        return
+    with pytest.raises(UserError) as info:
+        load_grid(path, seeds=seeds)
+    assert str(info.value) == (
+        f"seed {seeds[0]} is out of range: seeds are integers in [0, 2147483647]"
+    )
+
+
+@pytest.mark.parametrize(
+    "table, message",
+    [
+        ("[train]\nepochs = 100001", "[train] epochs must be <= 100000, got 100001"),
+        ("[train]\nbatch_size = 2147483648", "[train] batch_size must be <= 2147483647"),
+        ("[train]\nmilestones = [10000000]", "[train] milestones must be <= 100000"),
+        ("[threat]\nsteps = 100001", "[threat] steps must be in [0, 100000], got 100001"),
+    ],
+)
+def test_integers_are_bounded(tmp_path, table, message):
+    with pytest.raises(UserError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        load_grid(write(tmp_path, SMALL + table))
+    with pytest.raises(UserError, match=r"--epochs must be in \[1, 100000\], got 100001"):
+        load_grid(write(tmp_path, SMALL), epochs=100001)

@@ -3,17 +3,20 @@ real headless Chromium it lays out, sorts on a click and raises no error."""
 
 from __future__ import annotations
 
+import json
 import re
 import struct
 import subprocess
 from datetime import datetime, timezone
+from html import unescape
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 
-from harness.html import plot_axes, render_html
-from harness.leaderboard import Row, Table, leaderboard_tables
+from harness.external import _external_config
+from harness.html import plot_axes, render_html, scatter_svg
+from harness.leaderboard import Row, Table, Teacher, leaderboard_tables
 from harness.store import Store
 
 GRID = "html-demo"
@@ -21,7 +24,9 @@ XSS = "<script>alert(1)</script>"
 XSS_DEVICE = '<img src=x onerror="alert(2)">'
 CHECKS = ("ordering", "eps_sweep", "batch_invariant", "in_threat_model")
 WHEN = datetime(2025, 1, 2, 3, 4, tzinfo=timezone.utc)
+RB = "Chen2021LTD_WRN34_10"
 
+TEACHER_ACC = {"clean": 0.8492, "autoattack": 0.5394}
 # (method, student, teacher or None, seed, schedule, accuracies, failed checks, device)
 RUNS = [
     ("dgad", "resnet18", "wrn34-10", 0, "full",
@@ -44,10 +49,12 @@ RUNS = [
 def _config(method, student, teacher, seed, schedule):
     return {
         "kind": "student",
-        "method": {"name": method, "hparams": {"gamma": 5.0}},
+        "method": {"name": method, "hparams": {"eps": 8 / 255, "gamma": 5.0}},
         "dataset": {"name": "cifar10", "options": {}},
         "model": student,
-        "teacher": {"name": teacher, "source": "robustbench"} if teacher else None,
+        "teacher": {"name": teacher, "model": teacher, "source": "robustbench", "robustbench": RB}
+        if teacher
+        else None,
         "seed": seed,
         "train": {"epochs": 10 if schedule == "short" else 100},
         "full_epochs": 100,
@@ -78,6 +85,12 @@ def fabricate_store(root: Path) -> Store:
         run_id = f"run{i}-{student}-s{seed}-{i:04x}abcd"
         store.begin(run_id, _config(method, student, teacher, seed, schedule))
         store.finish(run_id, _metrics(acc, failed, device))
+    # the teacher evaluated on its own: `bench eval Chen2021LTD_WRN34_10 --robustbench`
+    config = _external_config(
+        "robustbench", RB, {"robustbench": RB}, {"name": "cifar10", "options": {}}
+    )
+    store.begin("eval-teacher-0000000000", config)
+    store.finish("eval-teacher-0000000000", _metrics(TEACHER_ACC, (), "NVIDIA H100"))
     return store
 
 
@@ -144,6 +157,12 @@ class Dom(HTMLParser):
 
 def _normal(text: str) -> str:
     return " ".join(text.split())
+
+
+def _pairs(dom: Dom, dl: dict) -> list[tuple[str, str]]:
+    """(term, definition) of a <dl>, in order."""
+    terms = [_normal(e["text"]) for e in dom.find("dt", inside=dl)]
+    return list(zip(terms, [_normal(e["text"]) for e in dom.find("dd", inside=dl)]))
 
 
 # -- static checks --------------------------------------------------------------------------------
@@ -264,6 +283,112 @@ def test_plot_axes_follow_the_ranking_order():
     assert "No plot" in page and "<svg" not in page
 
 
+def test_threat_model_and_the_teachers_own_accuracy(page):
+    dom = Dom(page)
+    about = _normal(dom.find("section", "about")[0]["text"])
+    assert "Threat model: L∞, ε = 8/255" in about
+    contexts = [_pairs(dom, d) for d in dom.find("dl", "context")]
+    assert contexts == 2 * [
+        [
+            ("Threat model", "L∞, ε = 8/255"),
+            ("Teacher", f"wrn34-10 (wrn34-10, RobustBench {RB}): Clean 84.92, AA 53.94"),
+        ]
+    ]
+
+
+def test_a_teacher_without_numbers_says_so():
+    row = Row("dgad", ["r"], {"clean": 80.0, "pgd10": 50.0}, {}, [], "full", {}, label="dgad")
+    teacher = Teacher("t1", "wrn34-10", "checkpoint sha256 0123abcd")
+    table = Table("cifar10", "t1", "resnet18", ["clean", "pgd10"], [row], {}, [teacher])
+    dom = Dom(render_html([table], "g"))
+    (context,) = [_pairs(dom, d) for d in dom.find("dl", "context")]
+    assert context == [
+        ("Threat model", "not recorded"),
+        ("Teacher", "t1 (wrn34-10, checkpoint sha256 0123abcd): not evaluated"),
+    ]
+
+
+def rows_of(table: Table) -> Table:
+    from harness.leaderboard import rank_rows
+
+    rank_rows(table.columns, table.rows)
+    return table
+
+
+def test_most_robust_and_the_plot_use_the_column_every_row_has():
+    """AutoAttack on one row only: ranked, summed up and plotted by PGD, every row a point."""
+
+    def row(method, **mean):
+        return Row(method, [method], mean, {}, [], "full", {}, label=method)
+
+    table = rows_of(
+        Table(
+            "cifar10",
+            "t",
+            "resnet18",
+            ["clean", "pgd10", "autoattack"],
+            [
+                row("dgad", clean=80.0, pgd10=50.0, autoattack=45.0),
+                row("trades", clean=85.0, pgd10=56.0),
+                row("ard", clean=84.0, pgd10=52.0),
+            ],
+        )
+    )
+    dom = Dom(render_html([table], "g"))
+    (svg,) = dom.find("svg", "scatter")
+    assert (svg["attrs"]["data-y"], svg["attrs"]["data-points"]) == ("pgd10", "3")
+    (facts,) = [dict(_pairs(dom, d)) for d in dom.find("dl", inside=dom.find("div", "facts")[0])]
+    assert facts["Most robust"] == "trades (PGD 56.00)"
+    assert facts["Ranking"].startswith("Ranked by PGD, the strongest attack every row")
+    names = [_normal(td["text"]) for td in dom.find("td", "method")]
+    assert names == ["trades †", "ard †", "dgad"]  # † not evaluated with AA
+
+
+def clustered(n: int = 10) -> Table:
+    """Ten configurations within a fraction of a point of each other: labels must make room."""
+    rows = []
+    for i in range(n):
+        label = f"dgad [gamma={i + 1}]" if i % 2 else f"method-{i} (short: 1/3 ep)"
+        mean = {"clean": 80.0 + 0.05 * i, "pgd10": 50.0 + 0.04 * (i % 3)}
+        rows.append(Row(f"m{i}", [f"r{i}"], mean, {}, [], "full", {}, label=label))
+    return rows_of(Table("cifar10", "t", "resnet18", ["clean", "pgd10"], rows))
+
+
+def _svg_items(svg_text: str) -> tuple[list, list, tuple[float, float]]:
+    """Label boxes (as a 12 px bold sans font draws them, roughly) and point boxes of an SVG."""
+    dom = Dom(svg_text)
+    (svg,) = dom.find("svg")
+    _, _, w, h = (float(v) for v in svg["attrs"]["viewbox"].split())
+    labels = []
+    for t in dom.find("text", "label"):
+        a = t["attrs"]
+        width = 7.0 * len(t["text"])
+        x, y = float(a["x"]), float(a["y"])
+        x0 = {"start": x, "middle": x - width / 2, "end": x - width}[a.get("text-anchor", "start")]
+        labels.append((t["text"], (x0, y - 10, x0 + width, y + 3)))
+    points = []
+    for c in dom.find("circle", "point"):
+        cx, cy, r = (float(c["attrs"][k]) for k in ("cx", "cy", "r"))
+        points.append((c["attrs"]["data-method"], (cx - r, cy - r, cx + r, cy + r)))
+    return labels, points, (w, h)
+
+
+def _overlaps(a, b) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def test_plot_labels_do_not_overlap():
+    table = clustered()
+    labels, points, (w, h) = _svg_items(str(scatter_svg(table, {}, "p")))
+    assert sorted(text for text, _ in labels) == sorted(r.label for r in table.rows)
+    for i, (text, box) in enumerate(labels):
+        assert box[0] >= 0 and box[1] >= 0 and box[2] <= w and box[3] <= h, text
+        for other, box2 in labels[i + 1 :]:
+            assert not _overlaps(box, box2), (text, other)
+        for method, dot in points:
+            assert not _overlaps(box, dot), (text, method)
+
+
 def test_empty_leaderboard():
     page = render_html([], "nothing")
     assert "No completed runs yet." in page and "<table" not in page
@@ -366,3 +491,87 @@ def test_browser_screenshot(chromium, tables, tmp_path):
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1400, 1000)
     assert len(data) > 30_000  # a laid-out page, not a blank one
+
+
+# -- layout, measured in the browser ---------------------------------------------------------------
+#: Injected in place of the page's CSP (so it may run): the geometry the tests check, as JSON.
+MEASURE = """<script>
+window.addEventListener("load", function () { setTimeout(function () {
+  var out = { tables: [], svgs: [] };
+  document.querySelectorAll(".table-scroll").forEach(function (s) {
+    var t = s.querySelector("table.board");
+    if (!t) return;
+    out.tables.push({
+      table: t.scrollWidth, box: s.clientWidth, box_right: s.getBoundingClientRect().right,
+      last_right: t.querySelector("thead th:last-child").getBoundingClientRect().right,
+      window: document.documentElement.clientWidth
+    });
+  });
+  document.querySelectorAll("svg.scatter").forEach(function (svg) {
+    var items = [];
+    svg.querySelectorAll("text.label, circle.point").forEach(function (e) {
+      var b = e.getBBox();
+      items.push({ kind: e.tagName, name: e.textContent || e.getAttribute("data-method"),
+                   box: [b.x, b.y, b.x + b.width, b.y + b.height] });
+    });
+    out.svgs.push(items);
+  });
+  document.body.setAttribute("data-measure", JSON.stringify(out));
+}, 50); });
+</script>"""
+
+WIDE_COLUMNS = [
+    "clean", "fgsm", "pgd10", "cw2", "autoattack",
+    *(f"transfer/{s}/{a}" for s in ("resnet34", "vgg16_bn") for a in ("fgsm", "pgd10", "jsma")),
+    "pgd50", "worst_case",
+]  # fmt: skip
+
+
+def wide() -> Table:
+    """The widest table a paper grid makes (Table 7's white-box and transfer columns, Worst)
+    with an extra attack, two-seed stds, long labels and every check failed on one row."""
+    rows = []
+    labels = [
+        "dgad (short: 1/3 ep) [gamma=10, lr=0.05, +2]",
+        "dgad [gamma=5, lr=0.1, pcr=true]",
+        "adaad",
+        "rslad",
+        "trades",
+        "pgd-at",
+    ]
+    for i, label in enumerate(labels):
+        mean = {c: 40.0 + i + 0.01 * j for j, c in enumerate(WIDE_COLUMNS)}
+        std = dict.fromkeys(WIDE_COLUMNS, 1.23)
+        flags = ["batch_invariant", "eps_sweep", "in_threat_model", "ordering"] if i == 2 else []
+        rows.append(
+            Row(label.split()[0], [f"r{i}", f"q{i}"], mean, std, flags, "short", {}, label=label)
+        )
+    teacher = Teacher("wrn34-10", "wrn34-10", f"RobustBench {RB}", {"clean": 84.9, "pgd10": 55.1})
+    threat = {"norm": "L∞", "eps": "8/255"}
+    return rows_of(Table("cifar10", "wrn34-10", "resnet18", WIDE_COLUMNS, rows, threat, [teacher]))
+
+
+def measure(chromium: str, tmp_path: Path, tables: list[Table]) -> dict:
+    page = render_html(tables, GRID, generated=WHEN)
+    page = re.sub(r'<meta http-equiv="Content-Security-Policy"[^>]*>', "", page)
+    target = tmp_path / "measure.html"
+    target.write_text(page.replace("</body>", MEASURE + "</body>"))
+    proc = run_chromium(chromium, tmp_path, target, "--dump-dom")
+    found = re.search(r'data-measure="([^"]*)"', proc.stdout)
+    assert found, proc.stderr[-2000:]
+    return json.loads(unescape(found.group(1)))
+
+
+def test_browser_table_fits_1400px_and_plot_labels_do_not_overlap(chromium, tmp_path):
+    data = measure(chromium, tmp_path, [wide(), clustered()])
+    assert len(data["tables"]) == 2
+    for t in data["tables"]:  # nothing scrolls sideways, the Checks column is not cut off
+        assert t["table"] <= t["box"] + 1, t
+        assert t["last_right"] <= t["box_right"] + 1 and t["box_right"] <= t["window"] + 1, t
+    for items in data["svgs"]:
+        labels = [i for i in items if i["kind"] == "text"]
+        points = [i for i in items if i["kind"] == "circle"]
+        assert len(labels) == len(points) > 0
+        for n, a in enumerate(labels):
+            for b in labels[n + 1 :] + points:
+                assert not _overlaps(a["box"], b["box"]), (a, b)

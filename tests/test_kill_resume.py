@@ -1,5 +1,11 @@
-"""A training run killed with SIGKILL many times (some kills in the middle of a checkpoint
-write) resumes to exactly the weights and metrics of an uninterrupted run (CPU, deterministic)."""
+"""A training run killed with SIGKILL many times resumes to exactly the weights and metrics of an
+uninterrupted run (CPU, deterministic), and its store ends consistent.
+
+Most kills land at random moments, half of them while a checkpoint's temporary file exists; four
+are aimed (through ``tests/paused_bench.py``) at the windows between the store's writes: a run
+claimed but not begun, begun but not indexed, evaluated but not marked complete, and marked
+complete in its directory but not yet in the index.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import json
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -15,8 +22,13 @@ from pathlib import Path
 import torch
 
 from harness.compat import load_checkpoint
+from harness.store import Store
 
-KILLS = 20
+RANDOM_KILLS = 16
+#: The windows between the store's writes (tests/paused_bench.py), in the order a run meets them.
+FIRST_WINDOWS = ["claimed", "begun"]
+LAST_WINDOWS = ["metrics", "status"]
+PAUSED = Path(__file__).with_name("paused_bench.py")
 GRID = """
 dataset = "digits"
 students = ["tiny_cnn"]
@@ -25,10 +37,10 @@ seeds = [0]
 [threat]
 steps = 2
 [train]
-epochs = 24
+epochs = 16
 batch_size = 128
 lr = 0.1
-milestones = [16]
+milestones = [11]
 select_steps = 1
 eval_batch_size = 512
 [eval]
@@ -68,24 +80,57 @@ def wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+def kill_in_window(window: str, grid: Path, store: Path, flag: Path) -> None:
+    """Start ``bench run``, let it reach ``window``, SIGKILL it there."""
+    flag.unlink(missing_ok=True)
+    cmd = [sys.executable, str(PAUSED), *command(grid, store)[3:]]
+    proc = subprocess.Popen(
+        cmd,
+        env={**env(), "PAUSE_AT": window, "PAUSED_FLAG": str(flag)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    reached = wait_for(lambda: flag.exists() or proc.poll() is not None, 600)
+    assert reached and proc.poll() is None, f"bench ended before the window {window!r}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+
+
+def claimed_by(store: Path, pid: int) -> bool:
+    try:
+        return json.loads((run_dir(store) / "claim.json").read_text())["pid"] == pid
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def indexed_status(store: Path) -> str:
+    with sqlite3.connect(store / "index.sqlite") as conn:
+        return conn.execute("SELECT status FROM runs").fetchone()[0]
+
+
 def test_sigkill_many_times_then_identical_result(tmp_path):
     grid = tmp_path / "kill.toml"
     grid.write_text(GRID)
-    ref_store, store = tmp_path / "ref", tmp_path / "killed"
+    ref_store, store, flag = tmp_path / "ref", tmp_path / "killed", tmp_path / "paused"
     subprocess.run(
         command(grid, ref_store), env=env(), check=True, capture_output=True, timeout=600
     )
 
+    for window in FIRST_WINDOWS:
+        kill_in_window(window, grid, store, flag)
+    (only,) = (store / "runs").iterdir()
+    assert json.loads((only / "status.json").read_text())["status"] == "running"
+    assert not (store / "index.sqlite").exists()  # killed before the index knew the run
+
     rng = random.Random(0)
-    runs = store / "runs"
     kills = mid_write = 0
-    while kills < KILLS:
+    while kills < RANDOM_KILLS:
         proc = subprocess.Popen(
             command(grid, store), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        started = wait_for(lambda: runs.exists() and any(runs.iterdir()), 60)
         if kills % 2 == 0:  # the moment a checkpoint is being written
-            ckpt_dir = run_dir(store) / "checkpoints" if started else store
+            ckpt_dir = run_dir(store) / "checkpoints"
+            wait_for(lambda p=proc: claimed_by(store, p.pid) or p.poll() is not None, 60)
             wait_for(lambda d=ckpt_dir: any(d.glob(".*.tmp")), 5)
             mid_write += any(ckpt_dir.glob(".*.tmp"))
         else:
@@ -95,10 +140,21 @@ def test_sigkill_many_times_then_identical_result(tmp_path):
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    subprocess.run(command(grid, store), env=env(), check=True, capture_output=True, timeout=600)
+    assert kills == RANDOM_KILLS and mid_write >= 3, (kills, mid_write)
 
-    assert kills == KILLS and mid_write >= 3, (kills, mid_write)
-    ref, got = run_dir(ref_store), run_dir(store)
+    for window in LAST_WINDOWS:
+        kill_in_window(window, grid, store, flag)
+    got = run_dir(store)
+    assert json.loads((got / "status.json").read_text())["status"] == "complete"
+    assert indexed_status(store) == "running"  # the window of the issue: index behind the run
+    assert Store(store).check() == []  # a read heals it
+    assert indexed_status(store) == "complete"
+
+    done = subprocess.run(
+        command(grid, store), env=env(), check=True, capture_output=True, timeout=600, text=True
+    )
+    assert f"skip {got.name} (complete)" in done.stdout
+    ref = run_dir(ref_store)
     assert ref.name == got.name
     a, b = (
         load_checkpoint(ref / "checkpoints" / "last.pt"),
@@ -117,4 +173,8 @@ def test_sigkill_many_times_then_identical_result(tmp_path):
     ma = json.loads((ref / "metrics.json").read_text())
     mb = json.loads((got / "metrics.json").read_text())
     assert ma["results"] == mb["results"] and ma["checks"] == mb["checks"]
-    assert json.loads((got / "status.json").read_text())["status"] == "complete"
+    assert not list(got.rglob("*.tmp")), "temporary files of killed writes left behind"
+    assert not (got / "claim.json").exists()
+    assert not any((store / "pending").iterdir())
+    board = (store / "leaderboards" / "kill.md").read_text()
+    assert "pgd-at" in board and f"{100 * mb['results']['fgsm']['accuracy']:.2f}" in board

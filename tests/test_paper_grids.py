@@ -129,10 +129,19 @@ def test_run_ids_are_stable(name):
 def test_short_override_labels_every_run(name):
     g = load_grid(name, epochs=2)
     assert {cell(r) for r in g.runs} == PAPER[name][1]
-    for r in [*g.runs, *g.teacher_runs.values()]:
+    for r in g.runs:
         assert r.config["schedule"] == "short" and r.config["train"]["epochs"] == 2
         assert all(m < 2 for m in r.config["train"]["milestones"])
     assert not {r.run_id for r in g.runs} & {r.run_id for r in grid(name).runs}
+    # --epochs leaves the teachers the grid trains alone; --teacher-epochs shortens them
+    full = {k: t.run_id for k, t in grid(name).teacher_runs.items()}
+    assert {k: t.run_id for k, t in g.teacher_runs.items()} == full
+    short = load_grid(name, teacher_epochs=2)
+    for r in short.teacher_runs.values():
+        assert r.config["schedule"] == "short" and r.config["train"]["epochs"] == 2
+    assert [r.run_id for r in short.runs if not r.needs] == [
+        r.run_id for r in grid(name).runs if not r.needs
+    ]
 
 
 @pytest.mark.parametrize("name", sorted(PAPER))

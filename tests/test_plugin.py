@@ -97,6 +97,8 @@ def test_installed_entry_point_plugin_runs_on_the_smoke_grid(tmp_path):
             "smoke",
             "--epochs",
             "1",
+            "--teacher-epochs",
+            "1",
             "--store",
             str(store),
             "--no-progress",

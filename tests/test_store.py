@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing as mp
+import os
+import socket
 
 import pytest
 
@@ -151,3 +153,132 @@ def test_store_folder_the_file_system_cannot_hold(tmp_path):
     assert (
         str(info.value) == f"cannot create the store folder {tmp_path}/file/store: Not a directory"
     )
+
+
+def indexed(st: Store, run_id: str) -> str | None:
+    import sqlite3
+
+    with sqlite3.connect(st.index_path) as conn:
+        row = conn.execute("SELECT status FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+    return row and row[0]
+
+
+class Killed(BaseException):
+    """Stands for a SIGKILL between the directory's write and the index's."""
+
+
+def test_a_finish_cut_between_directory_and_index_heals_on_the_next_read(tmp_path, monkeypatch):
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+
+    def killed(self):
+        raise Killed
+
+    with monkeypatch.context() as m:
+        m.setattr(Store, "_write", killed)
+        with pytest.raises(Killed):
+            st.finish("run-a", metrics(0.8))
+    assert st.status("run-a") == "complete" and indexed(st, "run-a") == "running"
+    assert [p.name for p in (tmp_path / "pending").iterdir()] == ["run-a"]
+    runs = st.frame("runs", "g")  # a leaderboard's read heals it
+    assert runs.loc[0, "status"] == "complete" and indexed(st, "run-a") == "complete"
+    assert not any((tmp_path / "pending").iterdir())
+    assert st.check() == []
+
+
+def test_a_change_under_way_is_indexed_but_its_marker_kept(tmp_path):
+    """A marker whose status.json is not written yet by a live process: healing re-indexes
+    (harmless) and keeps the marker for when that process is done or dead."""
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    marker = tmp_path / "pending" / "run-a"
+    record = {"host": socket.gethostname(), "pid": os.getpid(), "token": "in-flight"}
+    marker.write_text(json.dumps(record))
+    assert st.heal() == [] and marker.exists()
+    record["pid"] = dead_pid()  # its process died before writing status.json
+    marker.write_text(json.dumps(record))
+    assert st.heal() == ["run-a"] and not marker.exists()
+
+
+def dead_pid() -> int:
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_sync_mends_an_index_a_killed_older_version_left_behind(tmp_path):
+    """No marker (an index left behind before markers existed): a rerun's skip re-indexes."""
+    import sqlite3
+
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    st.finish("run-a", metrics(0.8))
+    with sqlite3.connect(st.index_path) as conn:
+        conn.execute("UPDATE runs SET status = 'running'")
+    assert st.sync("run-a") is True and indexed(st, "run-a") == "complete"
+    assert st.sync("run-a") is False
+
+
+def test_check_verifies_config_and_checkpoints(tmp_path):
+    import torch
+
+    st = Store(tmp_path)
+    for i in range(3):
+        st.begin(f"run-{i}", config(i))
+        st.finish(f"run-{i}", metrics(0.5))
+    ckpt = st.checkpoint("run-0", "best")
+    ckpt.parent.mkdir()
+    torch.save({"student": {"w": torch.zeros(100)}}, ckpt)
+    st.checkpoint("run-0", "last").write_bytes(ckpt.read_bytes())
+    assert st.check() == []
+    ckpt.write_bytes(ckpt.read_bytes()[:-200])  # truncated: the zip directory is gone
+    (st.run_dir("run-1") / "config.json").write_text('{"seed": 1}')
+    problems = st.check()
+    assert problems[0].startswith(f"run-0: {ckpt} is damaged (not a whole checkpoint: ")
+    assert problems[0].endswith(
+        f"; delete {st.run_dir('run-0')} and rerun its grid to train it again"
+    )
+    assert problems[1] == (
+        f"run-1: {st.run_dir('run-1') / 'config.json'} is damaged (no method name); rerun the "
+        f"grid it belongs to with bench run (which rewrites it), or delete {st.run_dir('run-1')}"
+    )
+    assert len(problems) == 2
+
+
+def test_rebuild_sets_a_damaged_index_aside(tmp_path):
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    st.finish("run-a", metrics(0.8))
+    st.index_path.write_bytes(b"garbage" * 1000)
+    with pytest.raises(UserError, match="index.sqlite is damaged .*bench store rebuild"):
+        st.frame("runs")
+    lines = []
+    assert st.rebuild_index(echo=lines.append) == 1
+    assert lines == [
+        f"moved the damaged index aside to {st.index_path}.damaged ({st.index_path} is damaged "
+        f"(file is not a database); rebuild it from the run directories: bench store rebuild "
+        f"--store {tmp_path})"
+    ]
+    assert (tmp_path / "index.sqlite.damaged").read_bytes() == b"garbage" * 1000
+    assert st.check() == []
+
+
+def test_file_system_errors_name_the_file_and_the_fix(tmp_path):
+    import errno
+
+    from harness.errors import file_error
+
+    path = tmp_path / "x.json"
+    cases = {
+        errno.ENOSPC: "the disk is full: free some space",
+        errno.EROFS: "the file system is read-only: use a writable --store",
+        errno.EACCES: "no permission to write there",
+        errno.ENOTDIR: "a file stands where a folder should be",
+        errno.EIO: "check the file system, then rerun",
+    }
+    for code, fix in cases.items():
+        message = str(file_error(OSError(code, os.strerror(code)), path))
+        assert message.startswith(f"cannot write {path}: {os.strerror(code)}; {fix}")

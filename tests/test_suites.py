@@ -233,7 +233,8 @@ def test_leaderboard_never_ranks_by_jsma_paper(tmp_path):
         store.finish(run_id, {"results": results, "provenance": {}})
     (table,) = leaderboard.leaderboard_tables(store, "g")
     assert [r.method for r in table.rows] == ["b", "a"]  # by FGSM, the only attack
-    assert leaderboard.rank_column(["transfer/resnet34/jsma-paper"]) is None
+    assert table.rank_key == "transfer/resnet34/fgsm"
+    assert leaderboard.rank_column(["transfer/resnet34/jsma-paper"], table.rows) == (None, False)
 
 
 # -- Table 7 ---------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ import torch
 from harness.errors import UserError
 
 SPLITS = ("train", "val", "test")
+#: The fewest training images a data set may have (BatchNorm trains on two or more).
+MIN_TRAIN = 2
 
 
 @dataclass(frozen=True, eq=False)
@@ -150,8 +152,25 @@ def make_splits(
     val_fraction: float,
     val_seed: int,
 ) -> DatasetSplits:
-    """Carve the validation split and assemble a :class:`DatasetSplits`."""
+    """Carve the validation split and assemble a :class:`DatasetSplits`.
+
+    Refuses, before any run starts, sets too small to train on: an empty test set, or fewer
+    than :data:`MIN_TRAIN` training images once the validation split is carved (BatchNorm
+    cannot train on a batch of one image).
+    """
+    if len(test) == 0:
+        raise UserError(f"dataset {name!r} has an empty test set")
     rest, val = carve_val(train, val_fraction, val_seed)
+    if len(rest) < MIN_TRAIN:
+        carved = (
+            f" after {len(val)} went to the validation split"
+            if val is not None and len(val)
+            else ""
+        )
+        raise UserError(
+            f"dataset {name!r} has {len(rest)} training image(s){carved}; at least {MIN_TRAIN} "
+            "are needed"
+        )
     return DatasetSplits(
         name=name,
         train=rest,

@@ -17,6 +17,8 @@ from harness.errors import UserError
 from harness.registry import DATASETS
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
+#: Labels are class indices below this (ImageNet-21k has 21,841 classes).
+MAX_CLASSES = 100_000
 
 
 def to_uint8_nchw(x: np.ndarray, what: str) -> torch.Tensor:
@@ -46,15 +48,22 @@ def to_uint8_nchw(x: np.ndarray, what: str) -> torch.Tensor:
 
 
 def to_labels(y: np.ndarray, n: int, what: str) -> torch.Tensor:
+    """int64 labels from integer or integral float labels, each in [0, MAX_CLASSES): checked
+    before the cast (1e300 would wrap silently, 2**40 would make a model of 2**40 outputs)."""
     if y.ndim == 2 and y.shape[1] == 1:
         y = y[:, 0]
     if y.ndim != 1 or len(y) != n:
         raise UserError(f"{what} must have shape ({n},), got {y.shape}")
-    integral = y.dtype.kind in "iu" or (y.dtype.kind == "f" and bool(np.all(np.mod(y, 1) == 0)))
-    if not integral:
+    if y.dtype.kind == "f":
+        if not bool(np.all(np.isfinite(y))) or not bool(np.all(np.mod(y, 1) == 0)):
+            raise UserError(f"{what} must hold integer class labels, got non-integral {y.dtype}")
+    elif y.dtype.kind not in "iu":
         raise UserError(f"{what} must hold integer class labels, got dtype {y.dtype}")
     if n and y.min() < 0:
         raise UserError(f"{what} holds negative labels")
+    if n and y.max() >= MAX_CLASSES:
+        top = f"{y.max():g}" if y.dtype.kind == "f" else str(int(y.max()))
+        raise UserError(f"{what} holds label {top}; labels are class indices below {MAX_CLASSES}")
     return torch.from_numpy(y.astype(np.int64))
 
 

@@ -17,8 +17,9 @@ from torch import nn
 from harness.compat import load_checkpoint
 from harness.errors import UserError
 
-# Keys under which training scripts store the weights (RobustBench, torch examples, AdaAD/DGAD).
-_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net")
+# Keys under which training scripts store the weights (RobustBench, torch examples, AdaAD/DGAD,
+# and this harness's own best.pt / last.pt).
+_WRAPPER_KEYS = ("state_dict", "model_state_dict", "model", "net", "student")
 # Prefixes added by DataParallel/DDP, torch.compile and RobustBench's wrappers.
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 _SHOWN = 3  # how many key names one error line lists
@@ -27,10 +28,11 @@ _SHOWN = 3  # how many key names one error line lists
 def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
     """A plain state dict from a checkpoint object, whatever wrapped it.
 
-    Unwraps ``{'state_dict': ...}``, ``{'model_state_dict': ...}``, ``{'model': ...}`` and
-    ``{'net': ...}`` (possibly nested), strips the ``module.`` / ``_orig_mod.`` / ``model.``
-    prefixes when every key carries them (a prefix on only some keys is a real submodule name),
-    and drops non-tensor entries (epoch counters, accuracies).
+    Unwraps ``{'state_dict': ...}``, ``{'model_state_dict': ...}``, ``{'model': ...}``,
+    ``{'net': ...}`` and the harness's own ``{'student': ...}`` (possibly nested), strips the
+    ``module.`` / ``_orig_mod.`` / ``model.`` prefixes when every key carries them (a prefix on
+    only some keys is a real submodule name), and drops non-tensor entries (epoch counters,
+    accuracies).
     """
     for _ in range(4):
         if not isinstance(obj, Mapping):
