@@ -7,8 +7,10 @@ is independent and recorded with the run:
 - ``resident``: the training (and selection) set copied to the device once, as uint8; batches
   are gathered and augmented (crop with padding, flip) there, with the epoch's random draws
   made up front, so no step waits on the host.
-- ``amp``: bf16 autocast for the training step and its inner maximisation. Losses, softmaxes
-  and KL terms run in fp32 under autocast; evaluation attacks never run under it.
+- ``amp``: bf16 autocast for the student's forwards in the training step and its inner
+  maximisation. Every method's outer loss runs in fp32 with autocast off, and teacher outputs
+  used as targets or decisions are computed in fp32 (``methods.common.full_precision``,
+  ``constants``); evaluation attacks never run under autocast.
 - ``channels_last``: NHWC weights and inputs, the layout tensor cores want for convolutions.
 - ``compile``: ``nn.Module.compile()`` on student and teacher (in place, so checkpoints keep
   their keys); a graph that fails to compile runs eager instead of stopping the run.

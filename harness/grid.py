@@ -565,11 +565,11 @@ def load_grid(
         check_name(label, f"{where}: variant name")  # part of the run id, a folder name
     for label in methods:
         check_name(label, f"{where}: method or variant")
-        method_name, vparams = _variant(label, variants, where)
+        method_name, vparams, vtrain = _variant(label, variants, where)
         cls = METHODS.get(method_name)
         header = f"method.{method_name}"
         mtable = dict(_table(method_tables, method_name, where, header))
-        train_over = _table(mtable, "train", where, f"{header}.train")
+        train_over = {**_table(mtable, "train", where, f"{header}.train"), **vtrain}
         per_student = _table(mtable, "student", where, f"{header}.student")
         mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
         for model in students:
@@ -607,15 +607,22 @@ def teacher_label(name: str, teacher_config: dict[str, Any] | None) -> str:
     return f"{name} ({note})" if note else name
 
 
-def _variant(label: str, variants: dict[str, Any], where: str) -> tuple[str, dict[str, Any]]:
-    """``[variant.dgad-no-pcr] method = "dgad", pcr = false`` → ("dgad", {"pcr": False})."""
+def _variant(
+    label: str, variants: dict[str, Any], where: str
+) -> tuple[str, dict[str, Any], dict[str, Any]]:
+    """``[variant.dgad-no-pcr] method = "dgad", pcr = false`` → ("dgad", {"pcr": False}, {}).
+
+    A variant may carry its own ``train = {...}`` (e.g. a method's repository schedule): it
+    overrides the method's ``train`` table, key by key; the other keys are hyperparameters.
+    """
     if label not in variants:
-        return label, {}
+        return label, {}, {}
     spec = variants[label]
     if not isinstance(spec, dict) or not isinstance(spec.get("method"), str):
         raise UserError(f'{where}: [variant.{label}] needs method = "<method name>"')
-    params = {k: v for k, v in spec.items() if k != "method"}
-    return spec["method"], params
+    params = {k: v for k, v in spec.items() if k not in ("method", "train")}
+    train = _table(spec, "train", where, f"variant.{label}.train")
+    return spec["method"], params, dict(train)
 
 
 def run_spec(

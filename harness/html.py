@@ -399,6 +399,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
                 "flags": list(row.flags),
                 "runs": list(row.runs),
                 "provenance": {
+                    "settings": [str(v) for v in prov.get("settings", [])],
                     "config": [str(v) for v in prov.get("config", [])],
                     "code": [str(v) for v in prov.get("code", [])],
                     "torch": [str(v) for v in prov.get("torch", [])],

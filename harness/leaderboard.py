@@ -4,9 +4,11 @@ One table per (data set, teacher, student). A row is one configuration: the runs
 differ only in the seed (the index's ``row_key``), as mean ± std over their seeds. Runs of one
 method that differ in anything else (schedule, teacher checkpoint, hyperparameters, evaluation)
 are separate rows, each labelled by what sets it apart (``dgad (short: 1/3 ep)``,
-``dgad [gamma=10]``). A teacher the grid trained on a short schedule gets tables of its own,
-titled so. Teacher-free methods (PGD-AT, TRADES, MART) appear in every teacher's table of their
-student, as the paper prints them.
+``dgad [gamma=10]``); a row's provenance also lists the hyperparameters its configuration sets
+away from the method's defaults (``extra_passes=false``), whether or not another row differs.
+A teacher the grid trained on a short schedule gets tables of its own, titled so. Teacher-free
+methods (PGD-AT, TRADES, MART) appear in every teacher's table of their student, as the paper
+prints them.
 
 Columns: Clean / FGSM / PGD / CW2 / AA, the transfer attacks, any extra attack a run was given
 (``bench eval --attack pgd50``) and Worst (samples that survive every attack of the run's own
@@ -30,7 +32,7 @@ from tabulate import tabulate
 
 from harness import suites
 from harness.config import canonical_json
-from harness.errors import one_line
+from harness.errors import UserError, one_line
 from harness.grid import schedule_note, teacher_label
 from harness.store import Store
 
@@ -275,6 +277,27 @@ def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, 
     return {k: f"{v} #{k[:6]}" if counts[v] > 1 else v for k, v in labels.items()}
 
 
+def settings(config: dict[str, Any]) -> list[str]:
+    """The config's hyperparameters that differ from its method's defaults, ``k=v`` by name.
+
+    A speed switch (``extra_passes=false``) or a grid's choice (``gamma=10``) stays visible
+    even where no other row of the method differs from it, which a label would not show.
+    """
+    from harness.registry import METHODS
+
+    method = config.get("method") or {}
+    hparams = method.get("hparams") or {}
+    try:
+        defaults = METHODS.create(method["name"]).hparams
+    except (KeyError, UserError):  # a method no longer installed: every value is shown
+        defaults = {}
+    return [
+        f"{key}={_value_text(key, value)}"
+        for key, value in sorted(hparams.items())
+        if key not in defaults or canonical_json(defaults[key]) != canonical_json(value)
+    ]
+
+
 # -- rows and tables ------------------------------------------------------------------------------
 def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Row:
     mine = results[results["run_id"].isin(runs["run_id"])]
@@ -393,6 +416,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                 for key, r in of_method.groupby("row_key", sort=True):
                     row = _row(method, key, r, results)
                     row.label = labels[key]
+                    row.provenance["settings"] = settings(keys[key])
                     rows.append(row)
             columns = _column_order(set().union(*(r.mean for r in rows)))
             rank_rows(columns, rows)
@@ -455,6 +479,7 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
     return [
         {
             "method": r.label or r.method,
+            "settings": ", ".join(r.provenance.get("settings", [])) or "defaults",
             "config": ", ".join(r.provenance["config"]),
             "code": ", ".join(r.provenance["code"]),
             "torch": ", ".join(r.provenance["torch"]),

@@ -1,12 +1,17 @@
 """AdaAD (``adaad``): Huang et al., "Boosting Accuracy and Robustness of Student Models via
-Adaptive Adversarial Distillation", CVPR 2023 (official code: boyellow/AdaAD).
+Adaptive Adversarial Distillation", CVPR 2023 (official code: boyellow/AdaAD ``main.py``, method
+``AdaAD``, and ``AT_helper.py:adaad_inner_loss``, commit
+9e5c6e5ff73052af196065439517562d37eff6e6; every default follows it).
 
     inner:  x' = argmax Σ_{i,c} KL(p_T(x'_i) ‖ p_S(x'_i))  with BOTH models at x' and the gradient
-            flowing through both (the teacher output is not detached); normal start, student BN
-            eval, teacher eval
+            flowing through both (the teacher output is not detached); start x + 0.001·N(0, I),
+            not clipped before the first gradient; student BN eval, teacher eval
     outer:  L = alpha · KL(p_T(x') ‖ p_S(x')) + (1 − alpha) · KL(p_T(x) ‖ p_S(x)),
             teacher no-grad, ``kl_reduction`` = elementwise (official CIFAR-10 code) or
             batchmean (its CIFAR-100 code)
+    train-mode student forwards per step: S(x), S(x'), as the official loop
+
+The repository's ``Plain_Madry`` baseline is ``pgd-at`` (methods/pgd_at.py).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from torch import Tensor, nn
 
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, forward_both, kl, kl_logits
+from methods.common import REDUCTIONS, forward_both, full_precision, kl, kl_logits
 
 
 def adaptive_attack(method: Method, student: nn.Module, teacher: nn.Module, x: Tensor) -> Tensor:
@@ -31,6 +36,7 @@ def adaptive_attack(method: Method, student: nn.Module, teacher: nn.Module, x: T
         return method.pgd(objective, x, "normal")
 
 
+@full_precision
 def adaad_loss(
     adv_logits: Tensor,
     clean_logits: Tensor,

@@ -1,11 +1,15 @@
 """ARD (``ard``): Goldblum et al., "Adversarially Robust Distillation", AAAI 2020 (official code:
-goldblum/AdversariallyRobustDistillation, ``main.py``).
+goldblum/AdversariallyRobustDistillation ``main.py``, commit
+779ade36d612bddb0a5a705fdd74efe7571a1381; every default follows it).
 
-    inner:  x' = argmax Σ_i CE(S(x'_i), y_i)   (uniform start, the student STAYS IN TRAIN MODE:
-            BN uses batch statistics during the attack, as the official ``AttackPGD`` module does)
+    inner:  x' = argmax Σ_i CE(S(x'_i), y_i)   (start x + U(−eps, eps), not clipped before the
+            first gradient; the student STAYS IN TRAIN MODE: BN uses batch statistics during
+            the attack, as the official ``AttackPGD`` module does)
     outer:  L = alpha · τ² · KL(σ(T(x)/τ) ‖ σ(S(x')/τ))  [elementwise: nn.KLDivLoss() default]
               + (1 − alpha) · CE(S(x), y)
     The teacher sees the CLEAN input.
+    train-mode student forwards per step: the 10 attack steps, S(x') (``AttackPGD``'s return),
+    S(x) (computed even at alpha = 1): 12, as the official loop
 """
 
 from __future__ import annotations
@@ -16,9 +20,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, ce_attack, kl_logits, teacher_outputs
+from methods.common import REDUCTIONS, ce_attack, full_precision, kl_logits, teacher_outputs
 
 
+@full_precision
 def ard_loss(
     adv_logits: Tensor,
     clean_logits: Tensor,

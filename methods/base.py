@@ -14,6 +14,11 @@ Hyperparameters are the keys of ``defaults`` plus the shared threat model (``eps
 ``step_size``, ``steps``); they become attributes, are type-checked against their defaults, and
 unknown names are refused with the list of valid ones. Randomness (attack starts) comes from a
 private generator the trainer reseeds each epoch, never from the global RNG.
+
+Each method's docstring names the official file and commit its defaults follow; a method
+reproduces that code's random start (kind, scale, clipping) and its sequence of train-mode
+student forwards (they decide the BN running statistics), and computes its loss in fp32
+(``methods.common.full_precision``) whatever the step's autocast.
 """
 
 from __future__ import annotations
@@ -93,8 +98,17 @@ class Method:
             self._generators[device] = torch.Generator(device=device).manual_seed(self._seed)
         return self._generators[device]
 
-    def pgd(self, objective: Callable[[Tensor], Tensor], x: Tensor, init: str) -> Tensor:
-        """The shared PGD loop under this method's threat model and RNG."""
+    def pgd(
+        self,
+        objective: Callable[[Tensor], Tensor],
+        x: Tensor,
+        init: str,
+        *,
+        clamp_start: bool = False,
+    ) -> Tensor:
+        """The shared PGD loop under this method's threat model and RNG. ``init`` and
+        ``clamp_start`` (the start clipped to [0,1] before the first gradient) are the
+        method's official start: each method passes what its authors' code does."""
         return pgd_maximize(
             objective,
             x,
@@ -103,6 +117,7 @@ class Method:
             steps=self.steps,
             init=init,
             generator=self.generator(x.device),
+            clamp_start=clamp_start,
         )
 
     # -- the contract ---------------------------------------------------------------------------

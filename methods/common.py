@@ -1,9 +1,12 @@
-"""Pieces two or more methods share: KL with the method's reduction, soft targets, logit swaps."""
+"""Pieces two or more methods share: KL with the method's reduction, soft targets, logit swaps,
+the fp32 island every loss runs in, and the official code's extra BatchNorm passes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import functools
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -13,6 +16,48 @@ from harness.attacks.pgd import ce_sum
 from harness.modes import set_mode
 
 REDUCTIONS = ("batchmean", "elementwise", "sum", "none")
+LOW_PRECISION = (torch.bfloat16, torch.float16)
+AUTOCAST_DEVICES = ("cpu", "cuda")
+
+F_ = TypeVar("F_", bound=Callable[..., Any])
+
+
+# -- precision: decisions and reductions in fp32 whatever the step's autocast ---------------------
+@contextmanager
+def autocast_off() -> Iterator[None]:
+    """Autocast disabled (on every device type where it is on) for the block.
+
+    Under the fast path's bf16 autocast, a matmul of fp32 tensors still runs in bf16, and on the
+    CPU so do softmax and log_softmax: casting the inputs up is not enough, autocast must be off.
+    """
+    with ExitStack() as stack:
+        for device_type in AUTOCAST_DEVICES:
+            if torch.is_autocast_enabled(device_type):
+                stack.enter_context(torch.autocast(device_type, enabled=False))
+        yield
+
+
+def up(value: Any) -> Any:
+    """A bf16/fp16 tensor as fp32 (differentiably); anything else (fp32, fp64) unchanged."""
+    if isinstance(value, Tensor) and value.dtype in LOW_PRECISION:
+        return value.float()
+    return value
+
+
+def full_precision(loss_fn: F_) -> F_:
+    """Run a pure loss function in fp32: its half-precision tensor arguments cast up, autocast
+    off inside. The student's forwards stay in the fast path's precision; every decision (an
+    argmax, a margin's sign), softmax, product and reduction of the loss is fp32. Float64
+    arguments stay float64 (the parity tests)."""
+
+    @functools.wraps(loss_fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        args = tuple(up(a) for a in args)
+        kwargs = {k: up(v) for k, v in kwargs.items()}
+        with autocast_off():
+            return loss_fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
 
 
 def kl(target: Tensor, log_q: Tensor, reduction: str = "batchmean") -> Tensor:
@@ -73,28 +118,50 @@ def margin(logits: Tensor, y: Tensor) -> Tensor:
 
 
 def ce_attack(
-    method: Any, student: nn.Module, x: Tensor, y: Tensor, init: str, bn_train: bool = False
+    method: Any,
+    student: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    init: str,
+    bn_train: bool = False,
+    clamp_start: bool = False,
 ) -> Tensor:
     """The CE inner maximisation Σ_i CE(S(x'_i), y_i) under ``method``'s threat model; the
-    student's BN in eval mode (Madry, MART, AKD, GACD) or train mode (ARD, IAD)."""
+    student's BN in eval mode (Madry, MART, AKD, GACD) or train mode (ARD, IAD); the random
+    start clipped to [0,1] before the first step where the official code does (Madry)."""
     with set_mode(bn_train, student):
-        return method.pgd(lambda xa: ce_sum(student(xa), y), x, init)
+        return method.pgd(lambda xa: ce_sum(student(xa), y), x, init, clamp_start=clamp_start)
 
 
 def constants(compute: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:
-    """The tensors ``compute()`` returns, as constants of the student's loss.
+    """The tensors ``compute()`` returns, as fp32 constants of the student's loss.
 
-    Computed under inference mode (no autograd bookkeeping at all, cheaper than ``no_grad``),
-    then cloned out of it: inference tensors may not be saved for the student's backward.
+    Computed in fp32 with autocast off (they are targets and decisions: a bf16 teacher would
+    round near-tied logits into ties and flip DGAD's partition), under inference mode (no
+    autograd bookkeeping at all, cheaper than ``no_grad``), then cloned out of it: inference
+    tensors may not be saved for the student's backward.
     """
-    with torch.inference_mode():
+    with torch.inference_mode(), autocast_off():
         outs = compute()
-    return tuple(out.clone() for out in outs)
+    return tuple(up(out).clone() for out in outs)
 
 
 def teacher_outputs(teacher: nn.Module, *xs: Tensor) -> tuple[Tensor, ...]:
-    """``teacher(x)`` for each ``x``, as constants (the teacher is never trained)."""
+    """``teacher(x)`` for each ``x``, as fp32 constants (the teacher is never trained)."""
     return constants(lambda: tuple(teacher(x) for x in xs))
+
+
+def bn_passes(student: nn.Module, *xs: Tensor) -> None:
+    """Train-mode forwards of the student whose outputs no loss needs, made because the
+    official code makes them: each moves the BN running statistics (and nothing else).
+
+    Without gradient: the official passes either feed nothing (IAD's ``basicop``, AdaAD's and
+    DGAD's clean pass in ``Plain_Madry``) or repeat another pass exactly (TRADES's second clean
+    forward: BN in train mode gives the same output, so loss and gradient are unchanged).
+    """
+    with torch.no_grad():
+        for x in xs:
+            student(x)
 
 
 def forward_both(

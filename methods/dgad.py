@@ -1,8 +1,11 @@
 """DGAD (``dgad``): "Dynamic Guidance Adversarial Distillation with Enhanced Teacher Knowledge",
-ECCV 2024 (official code: kunsaram01/DGAD).
+ECCV 2024 (official code: kunsaram01/DGAD ``main.py``, method ``DGAD``, and
+``AT_helper.py:adaad_inner_loss``, commit a0329c860570484e0835108985954f30bbb374ee; every
+default follows it).
 
-    inner:  as AdaAD on the whole batch: x' = argmax Σ KL(p_T(x') ‖ p_S(x')) through both nets
-    with z = T(x), z' = T(x') (no gradient):
+    inner:  as AdaAD on the whole batch: x' = argmax Σ KL(p_T(x') ‖ p_S(x')) through both nets,
+            start x + 0.001·N(0, I) not clipped before the first gradient, student BN eval
+    with z = T(x), z' = T(x') (no gradient, fp32):
       MAP        m_i = [argmax z_i ≠ y_i]: teacher-wrong samples (ST subset) are distilled on the
                  clean input, teacher-right ones (AT subset) on the adversarial input
       ELS clean  for m_i = 1 swap z_{i,y_i} ↔ z_{i,argmax z_i}
@@ -12,18 +15,27 @@ ECCV 2024 (official code: kunsaram01/DGAD).
       L_AT  = (1/(B − n_ST)) Σ_i (1 − m_i) KL(σ(z̃'_i) ‖ p_S(x'_i))        (0 when n_ST = B)
       L_PCR = (1/(B·C)) Σ_{i,c} (p_S(x'_i)_c − p_S(x_i)_c)²   (gradient through both branches)
       L     = (n_ST/B) L_ST + ((B − n_ST)/B) L_AT + gamma · L_PCR
+    train-mode student forwards per step: S(x), S(x'), as the official loop
 
 Ablations (the paper's Table 2) are switches: ``map`` (False: every sample on x'),
 ``els_clean``, ``els_adv``, ``pcr``. Label correction (Table 3): ``label_fix`` = ``swap``,
 ``smooth`` ((1 − smoothing)·onehot(y) + smoothing/C replaces the corrected sample's teacher
 distribution) or ``mix`` (mix·p_T + (1 − mix)·onehot(y)).
 
-The official MobileNetV2 branch (taken when the student is a MobileNetV2) weights the KD terms
-by 0.5, and by mistake multiplies them: ``mobilenet_weighting = "literal"`` reproduces
-0.5·[(n_ST/B) L_ST + (B − n_ST)/B]·L_AT; ``"intended"`` (default) is
-0.5·[(n_ST/B) L_ST + ((B − n_ST)/B) L_AT]; ``"off"`` uses the formula above for every student.
-B is the actual batch length (the official code uses the nominal 128, which differs only on
-the short last batch).
+MobileNetV2 students (the official ``--model mobilenetV2``): with PCR on (``--alp on``), the
+official code weights the KD terms by 0.5 with a misplaced parenthesis, multiplying them:
+0.5·[(n_ST/B) L_ST + (B − n_ST)/B]·L_AT + gamma·L_PCR. With PCR off it uses the formula above
+(no 0.5 at all), for every student. The paper's MobileNetV2 numbers come from that code, so it
+is the default: ``mobilenet_weighting = "literal"``. ``"intended"`` moves the parenthesis,
+0.5·[(n_ST/B) L_ST + ((B − n_ST)/B) L_AT] + gamma·L_PCR, in the PCR branch only (a documented
+deviation, for comparison); ``"off"`` uses the formula above for every student in every branch.
+
+Deviations, documented:
+- B is the actual batch length; the official weights use the nominal ``--bs`` 128, which
+  differs only on the short last batch of an epoch.
+- Broken official code, done as the authors evidently meant: when every sample of a batch is
+  teacher-wrong (n_ST = B), the official ``1 / (len(adv_inputs) − num_lambda)`` divides a Python
+  float by zero (ZeroDivisionError); here L_AT = 0, the empty AT subset's evident contribution.
 """
 
 from __future__ import annotations
@@ -36,7 +48,14 @@ from torch import Tensor, nn
 
 from methods.adaad import adaptive_attack
 from methods.base import Method, register_method
-from methods.common import forward_both, kl, margin, swap_logits, top_wrong_class
+from methods.common import (
+    forward_both,
+    full_precision,
+    kl,
+    margin,
+    swap_logits,
+    top_wrong_class,
+)
 
 LABEL_FIXES = ("swap", "smooth", "mix")
 
@@ -63,6 +82,7 @@ def corrected_target(
     return torch.where(fix[:, None], fixed, probs)
 
 
+@full_precision
 def dgad_loss(
     clean_logits: Tensor,
     adv_logits: Tensor,
@@ -80,7 +100,8 @@ def dgad_loss(
     mix: float = 0.5,
     weighting: str = "standard",
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """DGAD's outer loss; ``weighting``: ``standard``, or MobileNetV2's ``intended``/``literal``."""
+    """DGAD's outer loss; ``weighting``: ``standard``, or MobileNetV2's ``literal``/``intended``,
+    which (as in the official code) apply only with PCR on."""
     B = len(y)
     z, z_adv = teacher_clean_logits.detach(), teacher_adv_logits.detach()
     st = z.argmax(1) != y if map else torch.zeros(B, dtype=torch.bool, device=y.device)
@@ -99,13 +120,14 @@ def dgad_loss(
     l_at = ((1 - stf) * kl_adv).sum() / n_at.clamp(min=1.0)
     l_pcr = (F.softmax(adv_logits, 1) - F.softmax(clean_logits, 1)).pow(2).mean()
 
-    if weighting == "literal":
-        kd = 0.5 * ((n_st / B) * l_st + n_at / B) * l_at
+    if not pcr:  # the official ``--alp off`` branch: no MobileNetV2 weighting at all
+        loss = (n_st / B) * l_st + (n_at / B) * l_at
+    elif weighting == "literal":
+        loss = 0.5 * ((n_st / B) * l_st + n_at / B) * l_at + gamma * l_pcr
+    elif weighting == "intended":
+        loss = 0.5 * ((n_st / B) * l_st + (n_at / B) * l_at) + gamma * l_pcr
     else:
-        kd = (n_st / B) * l_st + (n_at / B) * l_at
-        if weighting == "intended":
-            kd = 0.5 * kd
-    loss = kd + gamma * l_pcr if pcr else kd
+        loss = (n_st / B) * l_st + (n_at / B) * l_at + gamma * l_pcr
     logs = {"st_fraction": n_st / B, "l_st": l_st, "l_at": l_at, "l_pcr": l_pcr}
     return loss, {k: v.detach() for k, v in logs.items()}
 
@@ -125,9 +147,9 @@ class DGAD(Method):
         "label_fix": "swap",
         "smoothing": 0.1,
         "mix": 0.5,
-        "mobilenet_weighting": "intended",
+        "mobilenet_weighting": "literal",
     }
-    choices = {"label_fix": LABEL_FIXES, "mobilenet_weighting": ("intended", "literal", "off")}
+    choices = {"label_fix": LABEL_FIXES, "mobilenet_weighting": ("literal", "intended", "off")}
     nonnegative = ("gamma",)
     unit = ("smoothing", "mix")
 

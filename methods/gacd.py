@@ -12,8 +12,13 @@ every design choice below is a hyperparameter with a documented default.
               ``queue_size`` = 4096 past teacher embeddings (0 disables the queue)
     weights   "sample reweighted estimation": w_i = p_T(x_i)_{y_i} (``weighting = "prob"``),
               [argmax T(x_i) = y_i] (``"correct"``) or 1 (``"none"``); L_con = Σ w_i ℓ_i / Σ w_i
-    inner     x' = argmax Σ_i CE(S(x'_i), y_i)  (uniform start, student BN eval)
+    inner     x' = argmax Σ_i CE(S(x'_i), y_i)  (start x + U(−eps, eps), not clipped before the
+              first gradient; student BN eval; no official code to follow)
     outer     L = ce_weight · CE(S(x'), y) + beta · L_con + kd_weight · KL(p_T(x) ‖ p_S(x'))
+
+Everything after the student's forward (heads, normalisation, the InfoNCE products at
+τ = 0.07, the weights, every reduction) runs in fp32 whatever the step's autocast: in bf16 the
+products' rounding, divided by τ, would move the contrastive logits by several hundredths.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from torch import Tensor, nn
 from harness.models import features
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import ce_attack, constants, kl_logits
+from methods.common import ce_attack, constants, full_precision, kl_logits
 
 
 def info_nce(
@@ -42,6 +47,33 @@ def info_nce(
         logits / nce_t, torch.arange(len(student_emb), device=logits.device), reduction="none"
     )
     return (weights * per_sample).sum() / weights.sum().clamp(min=1e-12)
+
+
+@full_precision
+def gacd_loss(
+    adv_logits: Tensor,
+    student_features: Tensor,
+    teacher_features: Tensor,
+    teacher_logits: Tensor,
+    y: Tensor,
+    heads: ContrastiveHeads,
+    *,
+    weighting: str,
+    nce_t: float,
+    ce_weight: float,
+    beta: float,
+    kd_weight: float,
+) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(total, CE on x', weighted InfoNCE, the teacher embeddings to enqueue), all in fp32."""
+    f_s = F.normalize(heads.student(student_features), dim=1)
+    f_t = F.normalize(heads.teacher(teacher_features), dim=1)
+    w = sample_weights(teacher_logits, y, weighting)
+    con = info_nce(f_s, f_t, heads.negatives(), w, nce_t)
+    ce = F.cross_entropy(adv_logits, y)
+    loss = ce_weight * ce + beta * con
+    if kd_weight:
+        loss = loss + kd_weight * kl_logits(teacher_logits, adv_logits, 1.0, "batchmean")
+    return loss, ce, con, f_t
 
 
 def sample_weights(teacher_logits: Tensor, y: Tensor, weighting: str) -> Tensor:
@@ -133,13 +165,18 @@ class GACD(Method):
             student.forward_head(s_feat) if hasattr(student, "forward_head") else student(x_adv)
         )
         t_feat, t_logits = constants(lambda: (features(teacher, x), teacher(x)))
-        f_s = F.normalize(self.heads.student(s_feat), dim=1)
-        f_t = F.normalize(self.heads.teacher(t_feat), dim=1)
-        w = sample_weights(t_logits, y, self.weighting)
-        con = info_nce(f_s, f_t, self.heads.negatives(), w, self.nce_t)
-        ce = F.cross_entropy(adv_logits, y)
-        loss = self.ce_weight * ce + self.beta * con
-        if self.kd_weight:
-            loss = loss + self.kd_weight * kl_logits(t_logits, adv_logits, 1.0, "batchmean")
+        loss, ce, con, f_t = gacd_loss(
+            adv_logits,
+            s_feat,
+            t_feat,
+            t_logits,
+            y,
+            self.heads,
+            weighting=self.weighting,
+            nce_t=self.nce_t,
+            ce_weight=self.ce_weight,
+            beta=self.beta,
+            kd_weight=self.kd_weight,
+        )
         self.heads.enqueue(f_t)
         return loss, {"ce_adv": ce.detach(), "contrastive": con.detach()}

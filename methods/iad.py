@@ -6,8 +6,15 @@ Teachers", ICLR 2022 (official code: ZFancy/IAD, ``IAD-I``).
               + [epoch ≥ warmup_epochs] · alpha · (1/B) Σ_i (1 − w_i) · KL(p_S(x_i) ‖ p_S(x'_i))
               + (1 − alpha) · CE(S(x), y)
     with w_i = p_T(x'_i)_{y_i} ** beta (teacher on the adversarial input, τ = 1, no gradient).
-    ``p_S(x)`` is a clean student forward in train mode and is NOT detached. (The official loop
-    also makes forwards whose outputs it never uses; they move only BN running statistics.)
+    ``p_S(x)`` is a clean student forward in train mode and is NOT detached.
+
+Train-mode student forwards per step, as ``IAD-I.py`` makes them: the 10 attack steps; S(x')
+(the loss's); S(x') again (``basicop``, never used); then S(x) for the introspection term's
+target (from ``warmup_epochs`` on) and S(x) for the CE term (computed even at alpha = 1):
+13 passes before the warm-up ends, 14 after. The passes whose outputs the loss does not need
+(``basicop``, and the second clean pass, identical to the first) run without gradient, since
+they only move the BN running statistics; ``extra_passes = false`` drops them for speed
+(12 passes).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import ce_attack, forward_both, kl, kl_logits
+from methods.common import bn_passes, ce_attack, full_precision, kl, kl_logits, teacher_outputs
 
 
+@full_precision
 def iad_loss(
     adv_logits: Tensor,
     clean_logits: Tensor,
@@ -44,7 +52,13 @@ def iad_loss(
 
 @register_method("iad")
 class IAD(Method):
-    defaults = {"alpha": 1.0, "temperature": 1.0, "beta": 0.1, "warmup_epochs": 60}
+    defaults = {
+        "alpha": 1.0,
+        "temperature": 1.0,
+        "beta": 0.1,
+        "warmup_epochs": 60,
+        "extra_passes": True,
+    }
     positive = ("temperature",)
     nonnegative = ("beta", "warmup_epochs")
     unit = ("alpha",)
@@ -55,7 +69,14 @@ class IAD(Method):
         return ce_attack(self, student, x, y, "uniform", bn_train=True)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        clean_logits, adv_logits, t_clean, t_adv = forward_both(student, teacher, x, x_adv)
+        introspect = epoch >= self.warmup_epochs
+        adv_logits = student(x_adv)
+        if self.extra_passes:
+            bn_passes(student, x_adv)  # the official ``basicop``
+        clean_logits = student(x)
+        if self.extra_passes and introspect:
+            bn_passes(student, x)  # the official loop's second clean forward
+        t_clean, t_adv = teacher_outputs(teacher, x, x_adv)
         loss = iad_loss(
             adv_logits,
             clean_logits,
@@ -65,6 +86,6 @@ class IAD(Method):
             alpha=self.alpha,
             temperature=self.temperature,
             beta=self.beta,
-            introspect=epoch >= self.warmup_epochs,
+            introspect=introspect,
         )
         return loss, {}

@@ -15,6 +15,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
+from methods.common import full_precision
+
+
+@full_precision
+def natural_loss(logits: Tensor, y: Tensor) -> Tensor:
+    return F.cross_entropy(logits, y)
 
 
 @register_method("natural")
@@ -27,5 +33,5 @@ class Natural(Method):
         return x.detach()
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
-        loss = F.cross_entropy(student(x), y)
+        loss = natural_loss(student(x), y)
         return loss, {"ce_clean": loss.detach()}

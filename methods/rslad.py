@@ -1,11 +1,19 @@
 """RSLAD (``rslad``): Zi et al., "Revisiting Adversarial Robustness Distillation: Robust Soft
-Labels Make Student Better", ICCV 2021 (official code: zibojia/RSLAD).
+Labels Make Student Better", ICCV 2021 (official code: zibojia/RSLAD ``rslad_loss.py`` and
+``resnet18_rslad_cifar10.py``, commit c40e04f6c4edcd87431d0250b168d503b1293745; every default
+follows it).
 
     inner:  x' = argmax Σ_{i,c} KL(p_T(x_i) ‖ p_S(x'_i))  with the teacher's CLEAN output fixed
-            (normal start, student BN eval)
+            (start x + 0.001·N(0, I), not clipped before the first gradient, as
+            ``rslad_inner_loss``; student BN eval)
     outer:  L = adv_weight · KL(p_T(x) ‖ p_S(x')) + clean_weight · KL(p_T(x) ‖ p_S(x)),
             both reduced ``elementwise`` (nn.KLDivLoss() default). The official CIFAR-100 script
             multiplies each term by 10: set adv_weight and clean_weight accordingly.
+    train-mode student forwards per step: S(x'), S(x), as the official loop
+
+Schedule: the repository trains 300 epochs (lr /10 at 215, 260, 285, wd 2e-4); the DGAD paper
+says it ran RSLAD on the shared 200-epoch schedule, so the paper grids do, with the
+repository's schedule as the variant ``rslad-repo``.
 """
 
 from __future__ import annotations
@@ -17,9 +25,10 @@ from torch import Tensor, nn
 
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, kl, teacher_outputs
+from methods.common import REDUCTIONS, full_precision, kl, teacher_outputs
 
 
+@full_precision
 def rslad_loss(
     adv_logits: Tensor,
     clean_logits: Tensor,

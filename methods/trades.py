@@ -1,12 +1,20 @@
 """TRADES (``trades``): Zhang et al., "Theoretically Principled Trade-off between Robustness and
-Accuracy", ICML 2019 (official code: yaodongyu/TRADES, ``trades.py``).
+Accuracy", ICML 2019 (official code: yaodongyu/TRADES ``trades.py:trades_loss``, commit
+6e8e11b7c281371c2f027ffadfbaea80361f09de; every default follows it).
 
-    inner:  x' = argmax Σ_i KL(p_S(x_i) ‖ p_S(x'_i))       (normal start, student BN eval)
+    inner:  x' = argmax Σ_i KL(p_S(x_i) ‖ p_S(x'_i))
+            start x + 0.001·N(0, I), not clipped before the first gradient; student BN eval
     outer:  L = mean_i CE(S(x_i), y_i) + beta · (1/B) Σ_i KL(p_S(x_i) ‖ p_S(x'_i))
+    train-mode student forwards per step: S(x), S(x'), S(x)
 
 The clean target is not detached: the gradient flows through both branches. The official code
-runs the clean batch through the student twice in train mode (CE, then KL target); one pass
-gives the same loss and gradient, and BN running statistics then see the clean batch once.
+runs the clean batch through the student twice in train mode (``logits = model(x_natural)`` for
+the CE, then ``model(x_natural)`` again inside the KL), after the adversarial pass. BN in train
+mode gives both the same output, so one of them carries the loss and its gradient; the other is
+still made (``extra_passes``, without gradient), because it moves the BN running statistics,
+and through them, from the second step on, the weights. ``extra_passes = false`` drops it for
+speed. (The attack's clean target, which the official
+loop recomputes in eval mode at every step, is computed once: eval mode changes nothing.)
 """
 
 from __future__ import annotations
@@ -19,9 +27,10 @@ from torch import Tensor, nn
 
 from harness.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import kl
+from methods.common import bn_passes, full_precision, kl
 
 
+@full_precision
 def trades_loss(
     clean_logits: Tensor, adv_logits: Tensor, y: Tensor, beta: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -34,7 +43,7 @@ def trades_loss(
 @register_method("trades")
 class TRADES(Method):
     needs_teacher = False
-    defaults = {"beta": 6.0, "init": "normal"}
+    defaults = {"beta": 6.0, "init": "normal", "extra_passes": True}
     choices = {"init": ("normal", "uniform")}
     nonnegative = ("beta",)
 
@@ -51,5 +60,7 @@ class TRADES(Method):
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         clean_logits = student(x)
         adv_logits = student(x_adv)
+        if self.extra_passes:
+            bn_passes(student, x)  # the official KL target's pass: same output as S(x) above
         total, natural, robust = trades_loss(clean_logits, adv_logits, y, self.beta)
         return total, {"ce_clean": natural.detach(), "kl_adv": robust.detach()}

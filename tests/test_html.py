@@ -230,6 +230,9 @@ def test_mean_std_best_checks_and_schedule(page, tables):
     prov = _normal(details[1]["text"])
     for needle in ("0000abcd", "3f2a9c1", "2.13.0", "NVIDIA H100", "cpu", "3.00", "1.50"):
         assert needle in prov, needle
+    # settings: hyperparameters away from the method's defaults (dgad's gamma 5 is its default;
+    # a gamma on rslad, which has none, is shown)
+    assert "Settings" in prov and "defaults" in prov and "gamma=5" in prov
 
 
 def test_names_from_configs_are_escaped(page):

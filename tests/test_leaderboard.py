@@ -30,10 +30,12 @@ PROV = {
 EPS = 8 / 255
 
 
-def add_run(store, run_id, method, teacher, student, seed, acc, *, schedule="full", failed=()):
+def add_run(
+    store, run_id, method, teacher, student, seed, acc, *, schedule="full", failed=(), hparams=None
+):
     config = {
         "kind": "student",
-        "method": {"name": method, "hparams": {"eps": EPS}},
+        "method": {"name": method, "hparams": {"eps": EPS, **(hparams or {})}},
         "dataset": {"name": "cifar10", "options": {}},
         "model": student,
         "teacher": {"name": teacher, "model": teacher, "source": "robustbench", "robustbench": "X"}
@@ -93,6 +95,7 @@ def store(tmp_path):
         0,
         {"clean": 82.95, "pgd10": 52.87, "autoattack": 47.69},
         schedule="short",
+        hparams={"init": "normal", "extra_passes": False},  # the default init, a speed switch
     )
     add_run(
         st,
@@ -102,6 +105,7 @@ def store(tmp_path):
         "resnet18",
         0,
         {"clean": 85.75, "pgd10": 58.05, "autoattack": 52.34},
+        hparams={"gamma": 10.0, "mobilenet_weighting": "literal"},
     )
     return st
 
@@ -126,6 +130,12 @@ def test_tables(store):
     # the teacher-free run stands in both teachers' tables
     assert [r.method for r in tables[1].rows] == ["dgad", "pgd-at"]
     assert dgad.provenance["gpu_h"] == pytest.approx(4.0) and dgad.provenance["code"] == ["abc1234"]
+    # hyperparameters away from the method's defaults are listed, even on a row whose label
+    # does not name them (no other row of its method differs); defaults are not
+    assert dgad.provenance["settings"] == []
+    assert first.rows[2].label == "pgd-at"
+    assert first.rows[2].provenance["settings"] == ["extra_passes=false"]
+    assert tables[1].rows[0].provenance["settings"] == ["gamma=10"]
 
 
 def test_markdown_golden(store):

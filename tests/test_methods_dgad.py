@@ -187,13 +187,16 @@ def expected_loss(
     l_at = l_at / (n - n_st) if n - n_st else l_at * 0
     p_adv, p_clean = softmax(s_adv), softmax(s_clean)
     l_pcr = sum((p_adv[i, c] - p_clean[i, c]) ** 2 for i in range(n) for c in range(C)) / (n * C)
+    if not pcr:
+        # kunsaram01/DGAD main.py, ``--alp off``: the same line for every student
+        return (n_st / B) * l_st + ((B - n_st) / B) * l_at
     if weighting == "literal":
-        kd = 0.5 * ((n_st / B) * l_st + (B - n_st) / B) * l_at
-    else:
-        kd = (n_st / B) * l_st + ((B - n_st) / B) * l_at
-        if weighting == "intended":
-            kd = 0.5 * kd
-    return kd + gamma * l_pcr if pcr else kd
+        # main.py, ``--alp on``, ``--model mobilenetV2``, parentheses as written there
+        return 0.5 * ((n_st / B) * l_st + ((B - n_st) / B)) * l_at + gamma * l_pcr
+    kd = (n_st / B) * l_st + ((B - n_st) / B) * l_at
+    if weighting == "intended":
+        kd = 0.5 * kd
+    return kd + gamma * l_pcr
 
 
 def run(m, student, teacher, x, xa, y):
@@ -448,27 +451,43 @@ def test_all_teacher_wrong_gives_zero_at_term_not_nan():
 
 
 # -- MobileNetV2 weighting and the short last batch ---------------------------------------------
-@pytest.mark.parametrize("setting", ["intended", "literal", "off"])
-def test_mobilenet_weighting(setting):
+def test_mobilenet_weighting_default_is_the_official_code():
+    """The paper's MobileNetV2 numbers come from the official branch: it is the default."""
+    assert harness.create_method("dgad").mobilenet_weighting == "literal"
     student, teacher, x, xa, y = setup(student_cls=MobileNetV2)
-    m = harness.create_method("dgad", mobilenet_weighting=setting, gamma=2.0)
+    loss, _ = harness.create_method("dgad", gamma=2.0).loss(student, teacher, x, xa, y)
+    official = expected_loss(
+        student.clean, student.adv, Z, Z_ADV, Y, gamma=2.0, weighting="literal"
+    )
+    torch.testing.assert_close(loss, official, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("pcr", [True, False])
+@pytest.mark.parametrize("setting", ["intended", "literal", "off"])
+def test_mobilenet_weighting(setting, pcr):
+    student, teacher, x, xa, y = setup(student_cls=MobileNetV2)
+    m = harness.create_method("dgad", mobilenet_weighting=setting, gamma=2.0, pcr=pcr)
     loss, _ = m.loss(student, teacher, x, xa, y)
     weighting = {"intended": "intended", "literal": "literal", "off": "standard"}[setting]
     expected = expected_loss(
-        student.clean, student.adv, Z, Z_ADV, Y, gamma=2.0, weighting=weighting
+        student.clean, student.adv, Z, Z_ADV, Y, gamma=2.0, weighting=weighting, pcr=pcr
     )
     torch.testing.assert_close(loss, expected, rtol=1e-9, atol=1e-12)
     assert_grads_match(loss, expected, student)
     values = {
-        w: val(expected_loss(student.clean, student.adv, Z, Z_ADV, Y, gamma=2.0, weighting=w))
+        w: val(
+            expected_loss(student.clean, student.adv, Z, Z_ADV, Y, gamma=2.0, weighting=w, pcr=pcr)
+        )
         for w in ("standard", "intended", "literal")
     }
-    assert len({round(v, 6) for v in values.values()}) == 3
+    # with PCR on the three forms differ; with PCR off the official code weights every
+    # student alike (no 0.5, no product), so every setting gives the standard loss
+    assert len({round(v, 6) for v in values.values()}) == (3 if pcr else 1)
     # a student of another class ignores the switch
     plain, teacher2, x2, xa2, y2 = setup()
-    l_plain, _ = harness.create_method("dgad", mobilenet_weighting=setting, gamma=2.0).loss(
-        plain, teacher2, x2, xa2, y2
-    )
+    l_plain, _ = harness.create_method(
+        "dgad", mobilenet_weighting=setting, gamma=2.0, pcr=pcr
+    ).loss(plain, teacher2, x2, xa2, y2)
     assert val(l_plain) == pytest.approx(values["standard"], rel=1e-9)
 
 
@@ -492,11 +511,12 @@ def test_harness_mobilenet_v2_takes_the_mobilenet_branch():
     student.forward = table.forward
     losses = {
         w: val(
-            harness.create_method("dgad", mobilenet_weighting=w, pcr=False).loss(
+            harness.create_method("dgad", mobilenet_weighting=w, gamma=0.0).loss(
                 student, teacher, x, xa, y
             )[0]
         )
-        for w in ("intended", "off")
+        for w in ("literal", "intended", "off")
     }
     assert losses["off"] > 0
     assert losses["intended"] == pytest.approx(0.5 * losses["off"], rel=1e-9)
+    assert abs(losses["literal"] - losses["intended"]) > 1e-3

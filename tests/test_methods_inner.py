@@ -20,9 +20,26 @@ EPS = 8 / 255
 ALL = ["pgd-at", "trades", "mart", "ard", "iad", "rslad", "akd", "adaad", "dgad", "gacd"]
 TRAIN_MODE_ATTACK = {"ard", "iad"}  # the student keeps BN batch statistics in the attack
 TEACHER_IN_ATTACK = {"adaad", "dgad"}  # gradient through the teacher at x'
-NORMAL_INIT = {"trades", "mart", "rslad", "adaad", "dgad"}
-UNIFORM_INIT = {"pgd-at", "ard", "iad", "akd", "gacd"}
+NORMAL_INIT = {"pgd-at", "trades", "mart", "rslad", "adaad", "dgad"}
+UNIFORM_INIT = {"ard", "iad", "akd", "gacd"}
 NO_TEACHER = {"pgd-at", "trades", "mart"}
+# Each method's random start in its official code: (kind, clipped to [0,1] before the first
+# gradient). Normal: x + 0.001·N(0, I) (TRADES trades.py, MART mart.py, RSLAD rslad_inner_loss,
+# AdaAD/DGAD adaad_inner_loss, and DGAD/AdaAD Madry_PGD, which clips it: Plain_Madry, the
+# paper's PGD-AT). Uniform: x + U(−eps, eps) (ARD's and IAD's AttackPGD; AKD: no official
+# code, IAD's AKD2.py; GACD: a reconstruction).
+OFFICIAL_START = {
+    "pgd-at": ("normal", True),
+    "trades": ("normal", False),
+    "mart": ("normal", False),
+    "ard": ("uniform", False),
+    "iad": ("uniform", False),
+    "rslad": ("normal", False),
+    "akd": ("uniform", False),
+    "adaad": ("normal", False),
+    "dgad": ("normal", False),
+    "gacd": ("uniform", False),
+}
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -174,7 +191,35 @@ def test_random_start(name):
         assert abs(float(d.std()) - EPS / 3**0.5) < 0.15 * EPS and float(d.abs().max()) > 0.9 * EPS
 
 
-@pytest.mark.parametrize(("name", "init"), [("pgd-at", "normal"), ("trades", "uniform")])
+def expected_start(x: torch.Tensor, kind: str, clipped: bool, seed: int = 0) -> torch.Tensor:
+    """The official start, drawn the way the official code writes it, from the generator the
+    method uses (seeded with its seed): the same numbers, hence the same start."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "normal":
+        start = x + 0.001 * torch.randn(x.shape, generator=g)
+    else:
+        start = x + torch.zeros_like(x).uniform_(-EPS, EPS, generator=g)
+    return start.clamp(0.0, 1.0) if clipped else start
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_random_start_is_the_official_one(name):
+    """The point of the first gradient (the student's first forward on x' ≠ x): kind, scale
+    and [0,1] clipping exactly as the official code; pixels at 0 and 1 show the clipping."""
+    S, T = nets()
+    x, y = edge_batch()
+    kind, clipped = OFFICIAL_START[name]
+    S.reset()
+    method(name, steps=1).perturb(S, T, x, y)
+    start = next(inp for _, _, inp in S.rec_in.calls if not torch.equal(inp, x))
+    torch.testing.assert_close(start, expected_start(x, kind, clipped), rtol=0, atol=1e-7)
+    outside = (start < 0) | (start > 1)
+    assert not outside.any() if clipped else outside.any()
+    other = "uniform" if kind == "normal" else "normal"
+    assert not torch.allclose(start, expected_start(x, other, clipped), atol=1e-4)
+
+
+@pytest.mark.parametrize(("name", "init"), [("pgd-at", "uniform"), ("trades", "uniform")])
 def test_init_hparam(name, init):
     S, T = nets()
     x, y = interior_batch()
@@ -272,6 +317,17 @@ def test_modes_restored_and_used_inside_the_attack(name, s_train, t_train):
     # loss() leaves the modes too
     method(name).loss(S, T, x, x + 0.01, y)
     assert snapshot(S, T) == before
+
+
+@pytest.mark.parametrize(("name", "init"), [("pgd-at", "uniform"), ("pgd-at", "normal")])
+def test_pgd_at_clips_either_start(name, init):
+    """MadryLab's uniform start and DGAD/AdaAD's normal one are both clipped to [0,1]."""
+    S, _ = nets()
+    x, y = edge_batch()
+    S.reset()
+    method(name, steps=1, init=init).perturb(S, None, x, y)
+    start = S.rec_in.calls[0][2]
+    torch.testing.assert_close(start, expected_start(x, init, True), rtol=0, atol=1e-7)
 
 
 @pytest.mark.parametrize("name", ALL)

@@ -146,16 +146,33 @@ def test_short_override_labels_every_run(name):
 
 @pytest.mark.parametrize("name", sorted(PAPER))
 def test_schedules(name):
-    """The paper's schedule; PGD-AT's 110 epochs and RSLAD's official 300 where they run."""
+    """The paper's schedule for every method, RSLAD included ("TRADES and AD methods [...],
+    including DGAD, ran for 200 epochs with learning rate adjustments at epochs 100 and 150",
+    weight decay 5e-4); PGD-AT's 110 epochs."""
     for (_, _, method), c in by_cell(name).items():
         t = c["train"]
         assert (t["batch_size"], t["lr"], t["momentum"], t["lr_gamma"]) == (128, 0.1, 0.9, 0.1)
-        expected = {
-            "pgd-at": (110, [100, 105], 5e-4),
-            "rslad": (300, [215, 260, 285], 2e-4),
-        }.get(method, (200, [100, 150], 5e-4))  # ARD and IAD too: no official schedule
+        expected = {"pgd-at": (110, [100, 105], 5e-4)}.get(method, (200, [100, 150], 5e-4))
         assert (t["epochs"], t["milestones"], t["weight_decay"]) == expected, method
         assert c["full_epochs"] == expected[0]
+
+
+@pytest.mark.parametrize("name", [n for n in sorted(PAPER) if n != "ablation"])
+def test_rslad_repository_schedule_is_a_named_variant(name):
+    """Not a cell of the paper's table (not in `methods`), runnable by name: the repository's
+    300 epochs, /10 at 215, 260, 285, wd 2e-4, with the grid's RSLAD hyperparameters."""
+    assert "rslad-repo" not in grid(name).raw["methods"]
+    g = load_grid(name, method="rslad-repo")
+    paper = {(s, t): c for (s, t, m), c in by_cell(name).items() if m == "rslad"}
+    assert g.runs and len(g.runs) == len(paper)
+    for r in g.runs:
+        c = r.config
+        t = c["train"]
+        assert (t["epochs"], t["milestones"], t["weight_decay"]) == (300, [215, 260, 285], 2e-4)
+        assert c["method"]["name"] == "rslad" and c["method"]["variant"] == "rslad-repo"
+        same_cell = paper[(c["model"], c["teacher"]["name"])]
+        assert hp(c) == hp(same_cell)  # only the schedule differs
+        assert r.run_id not in {x.run_id for x in grid(name).runs}
 
 
 def test_teacher_runs_come_first_and_students_need_them():
@@ -208,9 +225,25 @@ def test_dgad_gamma_per_student():
         for (student, _, method), c in by_cell(name).items():
             if c["method"]["name"] == "dgad":
                 assert hp(c)["gamma"] == {"resnet18": 5.0, "mobilenet_v2": 10.0}[student], method
-                assert hp(c)["mobilenet_weighting"] == "intended"
+                # the official code's MobileNetV2 branch: the paper's numbers come from it
+                assert hp(c)["mobilenet_weighting"] == "literal"
     # Tiny ImageNet: 15, the paper's weight "for PreActResNet18" (see the grid's header)
     assert hp(by_cell("tinyimagenet")[("resnet18", "preact-trades", "dgad")])["gamma"] == 15.0
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_dgad_intended_weighting_is_a_variant_row(name):
+    """The corrected MobileNetV2 weighting: runnable by name, not a cell of Table 4/5."""
+    assert "dgad-intended" not in grid(name).raw["methods"]
+    g = load_grid(name, method="dgad-intended", student="mobilenet_v2")
+    official = {
+        t: c for (s, t, m), c in by_cell(name).items() if (s, m) == ("mobilenet_v2", "dgad")
+    }
+    assert len(g.runs) == len(official)
+    for r in g.runs:
+        c = r.config
+        assert c["method"]["variant"] == "dgad-intended"
+        assert hp(c) == {**hp(official[c["teacher"]["name"]]), "mobilenet_weighting": "intended"}
 
 
 def test_method_hyperparameters():

@@ -20,8 +20,9 @@ def random_start(
 ) -> Tensor:
     """``uniform``: x + U(−eps, eps); ``normal``: x + 0.001·N(0, I); ``none``: x.
 
-    Not clipped to [0,1]: the official training loops take their first gradient at the raw
-    start (the projection after each step brings it back).
+    Not clipped to [0,1]: most official training loops (TRADES, MART, ARD, IAD, RSLAD, AdaAD,
+    DGAD) take their first gradient at the raw start, the projection after each step bringing
+    it back. Madry-style loops clip it first: ``pgd_maximize(..., clamp_start=True)``.
     """
     if init == "uniform":
         noise = torch.rand(x.shape, generator=generator, device=x.device, dtype=x.dtype)
@@ -51,13 +52,16 @@ def pgd_maximize(
 ) -> Tensor:
     """Maximise ``objective(x_adv)`` (a scalar) over the eps-ball ∩ [0,1]; returns detached x_adv.
 
-    The caller decides the models' modes; gradients are taken with respect to the input only,
-    so no parameter ``.grad`` is touched.
+    ``clamp_start``: clip the random start to [0,1] before the first gradient, as MadryLab's
+    ``pgd_attack.py``, DGAD's and AdaAD's ``Madry_PGD``, advertorch and torchattacks do (the
+    image box only: their starts lie in the eps-ball already). The caller decides the models'
+    modes; gradients are taken with respect to the input only, so no parameter ``.grad`` is
+    touched.
     """
     x = x.detach()
     x_adv = random_start(x, init, eps, generator)
     if clamp_start:
-        x_adv = project(x_adv, x, eps)
+        x_adv = x_adv.clamp(0.0, 1.0)
     for _ in range(steps):
         x_adv.requires_grad_(True)
         with torch.enable_grad():
