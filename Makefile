@@ -7,13 +7,14 @@ STORE ?= results
 
 .PHONY: demo test lint format setup clean
 
-# torchattacks is a reference implementation the tests compare against; its metadata pins an
-# old requests it does not need, hence --no-deps.
+# torchattacks and advertorch are reference implementations the tests compare against (the
+# DGAD authors evaluated with advertorch); torchattacks' metadata pins an old requests it does
+# not need, and advertorch needs nothing the project lacks, hence --no-deps.
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q -c constraints.txt "torch==2.13.0" "torchvision==0.28.0"
 	$(BIN)/python -m pip install -q -c constraints.txt -e ".[test]"
-	$(BIN)/python -m pip install -q --no-deps "torchattacks==3.5.1"
+	$(BIN)/python -m pip install -q --no-deps "torchattacks==3.5.1" "advertorch==0.2.3"
 	touch $(STAMP)
 
 setup: $(STAMP)

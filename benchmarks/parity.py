@@ -1,6 +1,6 @@
 """Speed costs no accuracy: the same runs trained with the fast path and in plain fp32, compared.
 
-    python benchmarks/parity.py                                  # cifar10-mini, dgad, seeds 0-2
+    BENCH_CIFAR10_MINI=cifar10_mini.npz python benchmarks/parity.py   # cifar10-mini, dgad, s0-2
     python benchmarks/parity.py --grid smoke --epochs 2 --seeds 0 1 --fast amp  # quick, on CPU
 
 Each seed's run of ``--method`` on ``--grid`` is trained twice, teacher included, into two

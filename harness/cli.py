@@ -321,7 +321,9 @@ def show(run_ref: str, store: str) -> None:
     click.echo(f"status     {st.status(run_id)}")
     hparams = json.dumps(cfg["method"]["hparams"], sort_keys=True)
     click.echo(f"method     {cfg['method']['name']}  {hparams}")
-    click.echo(f"dataset    {cfg['dataset']['name']}")
+    data = cfg.get("data")
+    sizes = f"  {data['train']} train / {data['val']} val / {data['test']} test" if data else ""
+    click.echo(f"dataset    {cfg['dataset']['name']}{sizes}")
     click.echo(f"model      {cfg['model']}")
     click.echo(
         f"teacher    {json.dumps(cfg['teacher'], sort_keys=True) if cfg['teacher'] else '—'}"

@@ -10,6 +10,7 @@ A teacher with a ``train`` recipe is itself a run the grid executes first.
 from __future__ import annotations
 
 import datetime
+import inspect
 import os
 import sys
 from dataclasses import dataclass, field
@@ -305,7 +306,21 @@ def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
         raise UserError(f"{where}: eval attack {name!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _dataset(raw: dict[str, Any], where: str, override: str | None) -> dict[str, Any]:
+def _dataset(
+    raw: dict[str, Any], where: str, override: str | None, select: str, grid_name: str
+) -> dict[str, Any]:
+    """The run's data set: name and loader options, with what is held out from train explicit.
+
+    With ``select`` = "test" (the DGAD paper's protocol, and the official code's) nothing is held
+    out unless the grid asks for it: ``val_fraction`` is resolved to 0 here, so the run's config
+    says so and its id depends on it. With "val" the options stay as the grid gives them (the
+    loaders' default split, 10 %), so those run ids are what they always were.
+
+    A ``dataset_options`` value ``{ env = "NAME" }`` is read from the environment variable NAME;
+    ``--dataset`` (``override``) replaces the grid's data set and options altogether.
+    """
+    from harness.registry import DATASETS
+
     options = dict(_table(raw, "dataset_options", where))
     name = raw.get("dataset")
     if override:
@@ -313,7 +328,34 @@ def _dataset(raw: dict[str, Any], where: str, override: str | None) -> dict[str,
         options = {"path": arg} if arg else {}
     if not isinstance(name, str) or not name:
         raise UserError(f"{where}: missing key 'dataset'")
+    for key, value in options.items():
+        if isinstance(value, dict):
+            options[key] = _from_env(value, key, name, where, grid_name)
+    param = inspect.signature(DATASETS.get(name)).parameters.get("val_fraction")
+    if select == "test" and param is not None:
+        options.setdefault("val_fraction", 0.0)
+    if select == "val" and param is not None and options.get("val_fraction", param.default) == 0:
+        raise UserError(
+            f"{where}: select_on = 'val' needs a validation split, and val_fraction = 0 holds "
+            "out nothing; give val_fraction > 0 or select on 'test'"
+        )
     return {"name": name, "options": options}
+
+
+def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_name: str) -> Any:
+    """``{ env = "NAME" }`` → the value of $NAME; unset: a one-line error naming both ways."""
+    var = value.get("env")
+    if set(value) != {"env"} or not isinstance(var, str) or not var:
+        raise UserError(
+            f'{where}: [dataset_options] {key} must be a value or {{ env = "NAME" }}, got {value!r}'
+        )
+    found = os.environ.get(var)
+    if not found:
+        hint = "npz:FILE" if dataset == "npz" else f"{dataset}:{key.upper()}"
+        raise UserError(
+            f"grid {grid_name} needs its data set's {key}: pass --dataset {hint} or set {var}"
+        )
+    return found
 
 
 def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
@@ -379,12 +421,12 @@ def load_grid(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
         )
     grid_name = check_name(path.stem, f"{where}: grid name")  # <store>/leaderboards/<name>.md
-    data = _dataset(raw, where, dataset)
-    threat = _threat(raw, where)
-    base_train = _train(_table(raw, "train", where), where, "train")
     select = select_on or raw.get("select_on", "val")
     if select not in ("val", "test"):
         raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
+    data = _dataset(raw, where, dataset, select, grid_name)
+    threat = _threat(raw, where)
+    base_train = _train(_table(raw, "train", where), where, "train")
     eval_attacks = _eval_attacks(raw, threat, where)
     transfer = _transfer(raw, threat, where)
     seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0], strings=False)
@@ -633,8 +675,16 @@ def run_spec(
 
 
 def surrogate_run(model: str, dataset: dict[str, Any], train: dict[str, Any]) -> RunSpec:
-    """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``."""
+    """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``.
+
+    A surrogate selects its checkpoint on the held-out split, so where the students' data holds
+    out nothing (``val_fraction`` 0, selection on test) it keeps the loader's default split.
+    """
     train = {**train, "select_steps": 0}
+    options = dataset.get("options", {})
+    if options.get("val_fraction") == 0:
+        options = {k: v for k, v in options.items() if k != "val_fraction"}
+        dataset = {**dataset, "options": options}
     return run_spec(
         "surrogate",
         "natural",
@@ -667,7 +717,7 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
     surrogates = _names(spec, "surrogates", f"{where}: [eval.transfer]", suites.SURROGATES)
     for model in surrogates:
         MODELS.get(model)
-    names = _names(spec, "attacks", f"{where}: [eval.transfer]", list(suites.TRANSFER_ATTACKS))
+    names = _names(spec, "attacks", f"{where}: [eval.transfer]", suites.TRANSFER_DEFAULT)
     bad = [n for n in names if n not in suites.TRANSFER_ATTACKS]
     if bad:
         raise UserError(

@@ -30,6 +30,7 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
+from harness import suites
 from harness.config import canonical_json
 from harness.errors import UserError, one_line
 from harness.grid import schedule_note, teacher_label
@@ -173,14 +174,15 @@ def rank_column(columns: list[str], rows: list[Row]) -> tuple[str | None, bool]:
     """(column, whether every row has it): the first of ``RANK_ORDER`` that every row has.
 
     ``worst_case`` counts only when every row's is over the same attacks. With no such column,
-    the one of ``RANK_ORDER`` (else of ``columns``) that most rows have, and ``False``.
+    the one of ``RANK_ORDER`` (else of ``columns``, but never a JSMA towards the true class,
+    :func:`harness.suites.ranks`) that most rows have, and ``False``.
     """
     candidates = [c for c in RANK_ORDER if c in columns]
     for column in candidates:
         same = column != "worst_case" or len({r.worst_of for r in rows}) == 1
         if rows and same and all(r.has(column) for r in rows):
             return column, True
-    pool = candidates or columns
+    pool = candidates or [c for c in columns if suites.ranks(c)]  # never jsma-paper
     if not pool:
         return None, False
     return max(pool, key=lambda c: sum(r.has(c) for r in rows)), False
@@ -312,6 +314,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
         "code": sorted({str(p.get("code") or p.get("harness")) for p in provs}),
         "torch": sorted({str(p.get("packages", {}).get("torch", p.get("torch"))) for p in provs}),
         "device": sorted({p.get("gpu") or p.get("device", "?") for p in provs}),
+        "train_images": sorted({str(p.get("train_images", "?")) for p in provs}),
         "wall_h": wall / 3600,
         "gpu_h": wall / 3600 if on_gpu else 0.0,
     }
@@ -481,6 +484,7 @@ def _provenance_records(table: Table) -> list[dict[str, str]]:
             "code": ", ".join(r.provenance["code"]),
             "torch": ", ".join(r.provenance["torch"]),
             "device": ", ".join(r.provenance["device"]),
+            "train images": ", ".join(r.provenance.get("train_images", [])),
             "wall h": f"{r.provenance['wall_h']:.2f}",
             "GPU-h": f"{r.provenance['gpu_h']:.2f}",
         }

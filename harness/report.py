@@ -104,10 +104,14 @@ def _per_group(values: list, groups: list[Group], where: str) -> list[list[float
     return [[float(x) for x in v] for v in per_group]
 
 
+#: Labels of the columns that are not named after their attack alone.
+LABELS = {"jsma-paper": "JSMA (authors' call)"}
+
+
 def column_label(column: str) -> str:
     """``pgd10`` → ``PGD``; ``transfer/resnet34/jsma`` → ``JSMA`` (the group names the model)."""
     name = column.rsplit("/", 1)[-1]
-    return MAIN.get(name, name.upper())
+    return MAIN.get(name) or LABELS.get(name) or name.upper()
 
 
 # -- the report (what was computed) ----------------------------------------------------------------
@@ -182,6 +186,7 @@ class ReportTable:
     rows: list[ReportRow]
     deltas: list[DeltaRow]
     delta_label: str | None = None
+    notes: list[str] = field(default_factory=list)  # printed beside the table
 
     def row(self, label: str, block: str = "") -> ReportRow:
         for row in self.rows:
@@ -245,7 +250,7 @@ def cell_key(config: dict[str, Any], teacher_config: Callable[[str], dict | None
     A trained teacher enters through its own key (so a student of a shorter-trained teacher
     matches, and one of a teacher trained by another recipe does not).
     """
-    c = {k: v for k, v in config.items() if k not in ("grids", "seed", "schedule")}
+    c = {k: v for k, v in config.items() if k not in ("grids", "data", "seed", "schedule")}
     c["train"] = {
         k: v for k, v in c.get("train", {}).items() if k not in ("seed", "epochs", "milestones")
     }
@@ -475,6 +480,7 @@ def build_report(
         groups=groups,
         rows=rows,
         deltas=[],
+        notes=list(spec.get("notes", [])),
     )
     if spec.get("delta"):
         printed = {
@@ -639,7 +645,7 @@ def _footnotes(table: ReportTable) -> str:
     if any(MISPRINT in t for d in table.deltas if d.printed for t in _delta_records(table, d)[-1]):
         lines.append(
             f"- {MISPRINT} the paper's printed value is not {table.delta_label} minus the best "
-            "other method of its column in the paper's own numbers (docs/paper_tables.md); "
+            "other method of its column in the paper's own numbers; "
             "ours is computed, never copied."
         )
     if table.deltas:
@@ -647,6 +653,7 @@ def _footnotes(table: ReportTable) -> str:
             f"- {table.delta_label} − best other: computed where every row of the block has a "
             "value in that column; marks carry over from the cells it uses."
         )
+    lines += [f"- Note: {note}." for note in table.notes]
     for row in table.rows:
         if row.note:
             lines.append(f"- Note, {row.label}: {row.note}.")

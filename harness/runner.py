@@ -45,6 +45,15 @@ def load_dataset(spec: dict[str, Any], data_root: str | None = None) -> Any:
     return _dataset(canonical_json(spec), data_root)
 
 
+def data_sizes(data: Any) -> dict[str, int]:
+    """Images per split: ``train`` is what the run trains on (held-out ``val`` excluded)."""
+    return {
+        "train": len(data.train),
+        "val": 0 if data.val is None else len(data.val),
+        "test": len(data.test),
+    }
+
+
 def build_model(name: str, num_classes: int, image_size: int, seed: int) -> torch.nn.Module:
     """A freshly initialised model; the init is seeded without touching the global RNG state."""
     with torch.random.fork_rng(devices=[]):
@@ -220,7 +229,10 @@ def _execute_claimed(
     """The part of :func:`execute` that writes: only while this process holds the run's claim
     (checked before every write that another holder could also make)."""
     cfg = spec.config
-    store.begin(spec.run_id, cfg)
+    # What the data set turned out to hold: part of the stored config (not of the id, which the
+    # dataset entry with its val_fraction already fixes), and of the provenance.
+    sizes = data_sizes(data)
+    store.begin(spec.run_id, {**cfg, "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
@@ -281,6 +293,7 @@ def _execute_claimed(
         "provenance": {
             **provenance(device),
             "fast_path": fast_path.as_dict(),
+            "train_images": sizes["train"],
             "compile": result.compile,
             "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
             "training_precision": train_precision,
@@ -406,6 +419,7 @@ def _evaluate(
     masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
     stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
     over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
+    over = [n for n in over if suites.ranks(n)]  # a JSMA towards the true class is no attack
     ready = len(over) > 1 and all(n in masks for n in over)
     if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
         out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
@@ -435,7 +449,9 @@ def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:
 
 def default_transfer(cfg: dict[str, Any]) -> dict[str, Any]:
     threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
-    attacks = {n: suites.resolve(n, c, threat) for n, c in suites.TRANSFER_ATTACKS.items()}
+    attacks = {
+        n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in suites.TRANSFER_DEFAULT
+    }
     train = {k: v for k, v in cfg["train"].items() if k not in ("seed", "select_on")}
     if not train.get("epochs"):  # an external model: no schedule of its own to borrow
         train = {**TRAIN_DEFAULTS, "epochs": 100, "milestones": [50, 75]}

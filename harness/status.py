@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -112,9 +113,10 @@ def _train_size(spec: RunSpec) -> int | None:
     from harness.runner import load_dataset
 
     name = spec.config["dataset"]["name"]
-    if name in TRAIN_SIZES:
+    if name in TRAIN_SIZES:  # what the loader holds out: the config's val_fraction, else 10 %
         full = TRAIN_SIZES[name]
-        return full if spec.config["train"]["select_on"] == "test" else int(full * 0.9)
+        fraction = spec.config["dataset"]["options"].get("val_fraction", 0.1)
+        return full - math.floor(fraction * full + 0.5)
     try:
         return len(load_dataset(spec.config["dataset"]).train)
     except Exception:

@@ -1,6 +1,7 @@
 """The result store: one directory per run (the source of truth) and a SQLite index over them.
 
-    <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id)
+    <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id), plus
+                                        the grids listing it and the split sizes it ran on
                          status.json    running | complete | failed, with the reason
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
@@ -76,7 +77,8 @@ def seedless(config: dict[str, Any]) -> dict[str, Any]:
     Runs with equal seedless configs are one leaderboard row (the ``row_key`` of the index);
     anything else that differs (schedule, teacher, hyperparameters, evaluation) is another row.
     """
-    out = {k: v for k, v in config.items() if k not in ("seed", "grids")}
+    # data: the split sizes the runner observed, fixed by the dataset entry
+    out = {k: v for k, v in config.items() if k not in ("seed", "grids", "data")}
     if isinstance(out.get("train"), dict):
         out["train"] = {k: v for k, v in out["train"].items() if k != "seed"}
     return out
@@ -463,8 +465,9 @@ class Store:
         except DamagedFile:
             old = None
         if old is not None:
-            strip = {k: v for k, v in old.items() if k != "grids"}
-            new = {k: v for k, v in config.items() if k != "grids"}
+            # grids: where the run is listed; data: the split sizes the runner observed
+            strip = {k: v for k, v in old.items() if k not in ("grids", "data")}
+            new = {k: v for k, v in config.items() if k not in ("grids", "data")}
             if canonical_json(strip) != canonical_json(new):
                 raise UserError(
                     f"run {run_id} already exists in {self.root} with a different config"

@@ -154,3 +154,24 @@ def _stand_in_robustbench(monkeypatch) -> ModuleType:
     monkeypatch.setitem(sys.modules, "robustbench", package)
     monkeypatch.setitem(sys.modules, "robustbench.utils", utils)
     return utils
+
+
+def import_advertorch() -> ModuleType:
+    """advertorch 0.2.3's attacks, the library the DGAD authors evaluated with, or a skip.
+
+    Two adapters make it importable on today's torch: torchvision through
+    :func:`harness.compat.import_torchvision`, and ``zero_gradients`` (removed from
+    ``torch.autograd.gradcheck``; only advertorch's FAB attack, unused here, calls it).
+    """
+    import pytest
+
+    from harness.compat import import_torchvision
+
+    if importlib.util.find_spec("advertorch") is None:
+        pytest.skip("advertorch is not installed (make setup installs it)")
+    import_torchvision()
+    importlib.import_module("torch.autograd.gradcheck")
+    gradcheck = sys.modules["torch.autograd.gradcheck"]
+    if not hasattr(gradcheck, "zero_gradients"):
+        gradcheck.zero_gradients = lambda x: None
+    return importlib.import_module("advertorch.attacks")

@@ -227,6 +227,7 @@ def test_registered_and_params():
         "theta": 0.5,
         "gamma": 0.2,
         "target": "random",
+        "rules": "torchattacks",
     }
 
 

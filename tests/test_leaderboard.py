@@ -20,7 +20,13 @@ from harness.leaderboard import Row
 from harness.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
-PROV = {"code": "abc1234", "packages": {"torch": "2.11.0"}, "gpu": "NVIDIA H100", "device": "cuda"}
+PROV = {
+    "code": "abc1234",
+    "packages": {"torch": "2.11.0"},
+    "gpu": "NVIDIA H100",
+    "device": "cuda",
+    "train_images": 50000,
+}
 EPS = 8 / 255
 
 

@@ -1,4 +1,4 @@
-"""DGAD's outer loss (docs/methods.md, "DGAD") on hand-made logits, through ``m.loss``.
+"""DGAD's outer loss (methods/dgad.py's formula) on hand-made logits, through ``m.loss``.
 
 The teacher is a fixed table of logits (one for the clean batch, one for x'), and the student a
 table of trainable logits, so the targets DGAD distils towards can be read back exactly from the
@@ -139,7 +139,7 @@ def targets(
     smoothing=0.1,
     mix=0.5,
 ):
-    """(st mask, clean targets, adv targets) per docs/methods.md, one sample at a time."""
+    """(st mask, clean targets, adv targets) per methods/dgad.py's formula, one at a time."""
     n = len(y)
     st, t_clean, t_adv = [], [], []
     for i in range(n):

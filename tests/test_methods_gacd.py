@@ -1,4 +1,4 @@
-"""GACD (a documented reconstruction, docs/methods.md) against an independent transcription.
+"""GACD (a documented reconstruction, methods/gacd.py) against an independent transcription.
 
 Student and teacher are tiny MLPs exposing ``forward_features``/``forward_head``/
 ``num_features`` with different feature widths (6 and 5), so the two projection heads can be
@@ -196,7 +196,7 @@ def test_default_temperature_and_kd_term(nets):
     m.setup(S, T, x)
     opts = {"weighting": "prob", "nce_t": 0.07, "ce_w": 1.0, "beta": 0.8}
     loss, _ = m.loss(S, T, x, xa, y)
-    # the KD reduction is not fixed by methods.md; the code documents batchmean (1/B) Σ_i Σ_c
+    # the KD reduction is not fixed by the paper; the code documents batchmean (1/B) Σ_i Σ_c
     expected = expected_loss(m, S, T, x, xa, y, [], **opts, kd_w=0.5)
     compare(loss, expected, all_params(S, m))
     without_kd = expected_loss(m, S, T, x, xa, y, [], **opts, kd_w=0.0)

@@ -1,4 +1,4 @@
-"""The inner maximisation (``perturb``) of every method, against docs/methods.md and the contract.
+"""The inner maximisation (``perturb``) of every method, against its formula and the contract.
 
 Tiny MLPs (48 → 6 → 4) carry identity "recorder" modules that log, per forward, their
 ``training`` flag, whether their input requires grad and the input itself; a BatchNorm variant
@@ -129,7 +129,7 @@ def ce_sum(logits, y):
 
 
 def objective(name, S, T, x, y, xa, detach_teacher=False):
-    """The inner objective of docs/methods.md (a scalar to maximise over x')."""
+    """The inner objective of the method's docstring (a scalar to maximise over x')."""
     if name in ("pgd-at", "mart", "ard", "iad", "akd", "gacd"):
         return ce_sum(S(xa), y)
     if name == "trades":

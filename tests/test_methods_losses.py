@@ -1,4 +1,4 @@
-"""Outer losses of every method against an independent transcription of docs/methods.md.
+"""Outer losses of every method against an independent transcription of the methods' formulas.
 
 Each expected value is written here with plain torch ops (log-softmax, explicit sums over i and
 c), never with the method's helpers or ``methods.common``. Models are tiny MLPs without

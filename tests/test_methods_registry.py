@@ -1,4 +1,4 @@
-"""The method registry and hyperparameter contract (docs/design.md "Contracts", docs/methods.md)."""
+"""The method registry and the hyperparameter contract (methods/base.py, methods/*.py)."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from harness.errors import UserError
 
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 
-# every hyperparameter docs/methods.md names, with the default it gives; where issue 12 made the
-# official code the default (PGD-AT's start, DGAD's MobileNetV2 branch, the extra BN passes),
-# the official value
+# every hyperparameter the methods' docstrings name, with the default they give; where issue 12
+# made the official code the default (PGD-AT's start, DGAD's MobileNetV2 branch, the extra BN
+# passes), the official value
 SPEC_DEFAULTS = {
     "pgd-at": {"init": "normal", "extra_passes": True},
     "trades": {"beta": 6.0, "extra_passes": True},

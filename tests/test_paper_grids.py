@@ -1,6 +1,6 @@
 """The paper grids (leaderboards/*.toml) expand to exactly the cells of the DGAD paper's tables.
 
-Each table's rows and columns are written out here from docs/paper_tables.md; a grid must give
+Each table's rows and columns are written out here from the paper; a grid must give
 one run per cell (teacher-free methods once per student), with the schedules and
 hyperparameters its header promises. Pure loading: no training, no data, no network.
 """
@@ -298,7 +298,7 @@ def test_cifar10_grids_share_the_cells_their_tables_share():
     assert all(e == evals[0] for e in evals)
     assert list(evals[0]["attacks"]) == ["clean", "fgsm", "pgd10", "cw2", "autoattack"]
     assert evals[0]["transfer"]["surrogates"] == ["resnet34", "vgg16_bn"]
-    assert list(evals[0]["transfer"]["attacks"]) == ["fgsm", "pgd10", "jsma"]
+    assert list(evals[0]["transfer"]["attacks"]) == ["fgsm", "pgd10", "jsma", "jsma-paper"]
     assert evals[0]["transfer"]["train"]["epochs"] == 200
 
 

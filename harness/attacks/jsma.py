@@ -20,6 +20,17 @@ admissible pair, so its arg max always lands on the masked (0, 0) and only featu
 Here the score is |α|·|β| (Papernot's map for decreasing features, cleverhans' −α·β): the exact
 mirror of the θ > 0 attack on 1 − x.
 
+``rules = "advertorch"`` follows advertorch 0.2.3's ``JacobianSaliencyMapAttack`` instead, the
+attack the DGAD authors ran (their ``eval_utils.py``): every feature starts in the search domain
+(saturated ones too), the budget is ``floor(n_features · gamma / 2)`` steps, and an image without
+an admissible pair is left as it is; the pair choice and the step are the same.
+
+``target = "label"`` is the DGAD authors' call, ``perturb(inputs, targets)`` with the true
+labels: a targeted attack whose target is the true class. It changes only the images the model
+misclassifies, pushing them towards their own class, so accuracy on its output is above clean
+accuracy (the paper's Table 7 JSMA column). It is there to regenerate that table like for like;
+it is not an attack on the model, and the ``jsma`` preset stays the real one (a wrong class).
+
 The images of a batch are attacked together. α and β come from two backward passes per step
 (the target logit, the sum of the others) instead of torchattacks' one per class: the same
 numbers up to float rounding, for any number of classes. The pair map is built in chunks of
@@ -40,20 +51,22 @@ from harness.errors import UserError
 from harness.modes import eval_mode
 from harness.registry import ATTACKS
 
-TARGETS = ("random",)
+TARGETS = ("random", "label")
+RULES = ("torchattacks", "advertorch")
 SATURATED = 0.99  # torchattacks' search domain: features below this (above 1 − this for θ < 0)
 PAIR_CHUNK = 1 << 24  # elements of one chunk of the (images × features × features) pair map
 
 
 def best_pairs(
-    alpha: Tensor, beta: Tensor, domain: Tensor, increasing: bool
-) -> tuple[Tensor, Tensor]:
+    alpha: Tensor, beta: Tensor, domain: Tensor, increasing: bool, with_found: bool = False
+) -> tuple[Tensor, ...]:
     """The most salient admissible pair (p, q) per row of ``alpha``/``beta``/``domain`` (B, F).
 
     Out-of-domain features are pushed out of reach by 2·max|·| as torchattacks does. Ties go to
     the first pair in row-major order of the full F × F map, and rows without an admissible pair
     get (0, 0), torchattacks' arg max of an all-zero map. The map is symmetric, so only the pairs
-    q ≥ p are scored (its first maximum has p < q), in chunks of rows.
+    q ≥ p are scored (its first maximum has p < q), in chunks of rows. ``with_found`` adds a
+    third tensor: which rows had an admissible pair.
     """
     n, nf = alpha.shape
     offset = 2.0 * (~domain).to(alpha.dtype)
@@ -84,17 +97,25 @@ def best_pairs(
             best_val = torch.where(better, val, best_val)
             best_p = torch.where(better, p, best_p)
             best_q = torch.where(better, q, best_q)
-    none = ~(best_val > 0)
-    return best_p.masked_fill(none, 0), best_q.masked_fill(none, 0)
+    found = best_val > 0
+    p, q = best_p.masked_fill(~found, 0), best_q.masked_fill(~found, 0)
+    return (p, q, found) if with_found else (p, q)
 
 
 @ATTACKS.register("jsma")
 class JSMA(Attack):
     """Targeted JSMA over pixel pairs: ``theta`` per feature per step (±1 saturates), at most a
-    ``gamma`` fraction of the features changed, a seeded random wrong class as each target."""
+    ``gamma`` fraction of the features changed, a seeded random wrong class as each target
+    (``target = "label"``: the true class, the DGAD authors' call); ``rules``: torchattacks' or
+    advertorch's search domain, budget and dead ends."""
 
     def __init__(
-        self, theta: float = 1.0, gamma: float = 0.1, target: str = "random", seed: int = 0
+        self,
+        theta: float = 1.0,
+        gamma: float = 0.1,
+        target: str = "random",
+        rules: str = "torchattacks",
+        seed: int = 0,
     ) -> None:
         super().__init__(seed)
         theta, gamma = float(theta), float(gamma)
@@ -104,9 +125,12 @@ class JSMA(Attack):
             raise UserError(f"JSMA needs 0 < gamma <= 1 (a fraction of features), got {gamma:g}")
         if target not in TARGETS:
             raise UserError(f"unknown JSMA target {target!r}; valid: {', '.join(TARGETS)}")
+        if rules not in RULES:
+            raise UserError(f"unknown JSMA rules {rules!r}; valid: {', '.join(RULES)}")
         self.theta = theta
         self.gamma = gamma
         self.target = target
+        self.rules = rules
         self._last_targets: Tensor | None = None
 
     @property
@@ -116,6 +140,8 @@ class JSMA(Attack):
 
     def max_steps(self, n_features: int) -> int:
         """Pair steps per image: each changes at most two features."""
+        if self.rules == "advertorch":
+            return int(n_features * self.gamma / 2)
         return math.ceil(n_features * self.gamma / 2.0)
 
     def draw_targets(self, y: Tensor, num_classes: int) -> Tensor:
@@ -132,6 +158,8 @@ class JSMA(Attack):
         if len(x) == 0:
             self._last_targets = y.long().clone()
             return x.detach().clone()
+        if self.target == "label":
+            return self.attack_targets(model, x, y)
         with eval_mode(model), torch.no_grad():
             num_classes = model(x[:1]).shape[1]
         return self.attack_targets(model, x, self.draw_targets(y, num_classes))
@@ -143,7 +171,10 @@ class JSMA(Attack):
         n = len(x)
         flat = x.detach().reshape(n, -1).clone()
         increasing = self.theta > 0
-        domain = flat < SATURATED if increasing else flat > 1.0 - SATURATED
+        if self.rules == "advertorch":
+            domain = torch.ones_like(flat, dtype=torch.bool)
+        else:
+            domain = flat < SATURATED if increasing else flat > 1.0 - SATURATED
         running = torch.ones(n, dtype=torch.bool, device=x.device)
         with eval_mode(model):
             for _ in range(self.max_steps(flat.shape[1])):
@@ -164,7 +195,12 @@ class JSMA(Attack):
                     (beta,) = torch.autograd.grad((logits * (1 - onehot)).sum(), xa)
                 keep = going.nonzero().squeeze(1)
                 idx = idx[keep]
-                p, q = best_pairs(alpha[keep], beta[keep], domain[idx], increasing)
+                p, q, found = best_pairs(
+                    alpha[keep], beta[keep], domain[idx], increasing, with_found=True
+                )
+                if self.rules == "advertorch":  # no admissible pair: the image stays, for good
+                    running[idx[~found]] = False
+                    idx, p, q = idx[found], p[found], q[found]
                 rows = flat[idx]
                 arange = torch.arange(len(idx), device=x.device)
                 rows[arange, p] += self.theta  # p == q (no admissible pair) moves by 2θ

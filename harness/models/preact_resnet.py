@@ -1,8 +1,12 @@
-"""CIFAR-style PreActResNet-18, as in kuangliu/pytorch-cifar and DGAD's ``networks/preresnet.py``.
+"""PreActResNet-18 as DGAD's ``networks/preresnet.py`` defines it (kuangliu/pytorch-cifar's).
 
-Like those, there is no BatchNorm/ReLU after the last block: the pooled output of ``layer4`` goes
-straight to ``linear``. Names match, so their CIFAR checkpoints load as they are (DGAD's Tiny
-ImageNet teacher does not: it pools 64x64 inputs to 2x2 and has a 2048-wide ``linear``).
+Like those, there is no BatchNorm/ReLU after the last block, and the names match, so their
+checkpoints load as they are. The head is the official one: ``avg_pool2d(4)`` on ``layer4``'s
+map, flattened, into ``linear``. The pooled grid is therefore (image_size / 32)² cells: 1x1
+and 512 features at 32x32; 2x2 and 2,048 features at 64x64, DGAD's Tiny ImageNet teacher
+(``Linear(2048, 200)``; the official definition is built only for that size). Sizes that are not
+a multiple of 32 pool adaptively to the same grid, ``max(1, image_size // 32)`` cells a side,
+where ``avg_pool2d(4)`` would drop the map's last rows and columns or fail.
 """
 
 from __future__ import annotations
@@ -50,7 +54,8 @@ class PreActResNet(Classifier):
         self.layer2 = self._make_layer(128, num_blocks[1], stride=2)
         self.layer3 = self._make_layer(256, num_blocks[2], stride=2)
         self.layer4 = self._make_layer(512, num_blocks[3], stride=2)
-        self.num_features = 512
+        self.pool_grid = max(1, image_size // 32)  # cells a side after the official pooling
+        self.num_features = 512 * self.pool_grid**2
         self.linear = nn.Linear(self.num_features, num_classes)
 
     def _make_layer(self, planes: int, n: int, stride: int) -> nn.Sequential:
@@ -63,7 +68,11 @@ class PreActResNet(Classifier):
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv1(x)
         out = self.layer4(self.layer3(self.layer2(self.layer1(out))))
-        return torch.flatten(F.adaptive_avg_pool2d(out, 1), 1)
+        if out.shape[-1] == 4 * self.pool_grid and out.shape[-2] == 4 * self.pool_grid:
+            out = F.avg_pool2d(out, 4)  # the official head, exactly
+        else:
+            out = F.adaptive_avg_pool2d(out, self.pool_grid)
+        return torch.flatten(out, 1)
 
     def forward_head(self, f: torch.Tensor) -> torch.Tensor:
         return self.linear(f)
@@ -71,6 +80,7 @@ class PreActResNet(Classifier):
 
 @MODELS.register("preact_resnet18")
 def preact_resnet18(num_classes: int = 10, image_size: int = 32) -> PreActResNet:
-    """PreActResNet-18 for 32x32 / 64x64 inputs: 11.17M parameters with 10 classes."""
+    """PreActResNet-18: 11.17M parameters with 10 classes at 32x32; at 64x64 its classifier
+    reads the 2x2-pooled map (2,048 features), as DGAD's Tiny ImageNet teacher does."""
     check_dims("preact_resnet18", num_classes, image_size)
     return PreActResNet([2, 2, 2, 2], num_classes, image_size, arch="preact_resnet18")
