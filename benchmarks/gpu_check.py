@@ -51,7 +51,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.errors import UserError, run_script  # noqa: E402
+from harness.utils.errors import UserError, run_script  # noqa: E402
 
 PHASES = ("pytest", "throughput", "parity", "autoattack")
 #: Each phase's share of the time left when it starts (relative to the phases still to come).
@@ -237,7 +237,7 @@ def autoattack_command(args: argparse.Namespace, work: Path) -> tuple[list[str],
 
 def parity_checkpoint(store_root: Path) -> Path | None:
     """The best checkpoint of the first student the fast-path store completed, if any."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     store = Store(store_root)
     for run_id in store.run_ids():

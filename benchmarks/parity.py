@@ -24,12 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.compat import resolve_device  # noqa: E402
-from harness.errors import run_script  # noqa: E402
-from harness.executors import run_local  # noqa: E402
-from harness.fast import FastPath  # noqa: E402
-from harness.grid import load_grid  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.execution.executors import run_local  # noqa: E402
+from harness.grid.load import load_grid  # noqa: E402
+from harness.store.store import Store  # noqa: E402
+from harness.training.fast import FastPath  # noqa: E402
+from harness.utils.compat import resolve_device  # noqa: E402
+from harness.utils.errors import run_script  # noqa: E402
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:

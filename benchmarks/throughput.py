@@ -7,9 +7,9 @@ side in one process and one run; then the evaluation suite's wall time on a fixe
     python benchmarks/throughput.py --eval-checkpoint best.pt --eval-data npz:cifar10_mini.npz
     python benchmarks/throughput.py --eval-only --eval-attacks autoattack --eval-images 500
 
-(a) ``harness``: the trainer's own code (:func:`harness.train.prepare` and
-:func:`harness.train.train_steps`) under the fast path (``--fast``, default ``auto``; several
-settings give one row each, against the same reference measurement), with what
+(a) ``harness``: the trainer's own code (:func:`harness.training.train.prepare` and
+:func:`harness.training.train.train_steps`) under the fast path (``--fast``, default
+``auto``; several settings give one row each, against the same reference measurement), with what
 ``torch.compile`` compiled and whether any call fell back to eager.
 (b) ``reference``: the loop of the methods' official repositories: fp32, NCHW, a
 ``torch.utils.data.DataLoader`` whose workers apply torchvision's PIL transforms
@@ -56,15 +56,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402
-from harness.compat import import_torchvision, load_checkpoint, resolve_device  # noqa: E402
-from harness.compiling import RunCompiler  # noqa: E402
+from harness.attacks.base import build_attack  # noqa: E402
 from harness.data import ArraySet, batches  # noqa: E402
-from harness.determinism import true_fp32  # noqa: E402
-from harness.errors import run_script  # noqa: E402
-from harness.evaluate import build_attack, correct_mask  # noqa: E402
-from harness.fast import FastPath  # noqa: E402
-from harness.suites import PRESETS, resolve  # noqa: E402
-from harness.train import TrainConfig, prepare, train_steps  # noqa: E402
+from harness.evaluation.evaluate import correct_mask  # noqa: E402
+from harness.grid.suites import PRESETS, resolve  # noqa: E402
+from harness.training.compiling import RunCompiler  # noqa: E402
+from harness.training.fast import FastPath  # noqa: E402
+from harness.training.train import TrainConfig, prepare, train_steps  # noqa: E402
+from harness.utils.compat import import_torchvision, load_checkpoint, resolve_device  # noqa: E402
+from harness.utils.determinism import true_fp32  # noqa: E402
+from harness.utils.errors import run_script  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {

@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from harness.cli import main
-from harness.store import Store
+from harness.store.store import Store
 
 WINDOW = os.environ["PAUSE_AT"]
 FLAG = Path(os.environ["PAUSED_FLAG"])

@@ -13,7 +13,7 @@ import torch
 
 import harness
 from harness.cli import main
-from harness.grid import GRID_DIR
+from harness.grid.load import GRID_DIR
 
 BENCH = [sys.executable, "-m", "harness.cli"]
 

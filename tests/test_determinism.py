@@ -14,11 +14,11 @@ from torch._prims_common import alert_not_deterministic
 
 import harness
 from harness.cli import bench
-from harness.determinism import CUBLAS_WORKSPACE_CONFIG, deterministic, tf32_state, true_fp32
-from harness.errors import UserError
-from harness.fast import FastPath
-from harness.grid import load_grid
-from harness.train import TrainConfig, train
+from harness.grid.load import load_grid
+from harness.training.fast import FastPath
+from harness.training.train import TrainConfig, train
+from harness.utils.determinism import CUBLAS_WORKSPACE_CONFIG, deterministic, tf32_state, true_fp32
+from harness.utils.errors import UserError
 from tests.helpers import synthetic_splits, tiny_net
 from tests.test_executors import grid_file
 
@@ -111,10 +111,10 @@ def test_deterministic_training_repeats_to_the_bit(tmp_path):
 def test_selection_and_evaluation_run_in_true_fp32(tmp_path, monkeypatch):
     """cuDNN's default lets "fp32" convolutions run in TF32; selection and evaluation turn it
     off (and put it back), training keeps the user's setting, and the run records it."""
-    import harness.runner as runner_mod
-    import harness.train as train_mod
-    from harness.executors import run_local
-    from harness.store import Store
+    import harness.execution.runner as runner_mod
+    import harness.training.train as train_mod
+    from harness.execution.executors import run_local
+    from harness.store.store import Store
 
     seen: dict[str, set] = {}
 
@@ -165,7 +165,7 @@ def test_true_fp32_turns_tf32_off_and_puts_it_back():
 
 
 def test_grid_key_and_flag_ask_for_determinism(tmp_path, monkeypatch):
-    import harness.executors as executors
+    import harness.execution.executors as executors
 
     calls = []
 

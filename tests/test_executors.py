@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.errors import UserError
-from harness.executors import (
+from harness.execution.executors import (
     cpu_cores,
     pin_worker,
     run_local,
@@ -19,10 +18,11 @@ from harness.executors import (
     slurm_parameters,
     worker_devices,
 )
-from harness.grid import load_grid
+from harness.execution.status import plan_table, run_state, status_table
+from harness.grid.load import load_grid
 from harness.registry import METHODS
-from harness.status import plan_table, run_state, status_table
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.errors import UserError
 from methods.base import Method
 
 FAST = """
@@ -118,17 +118,17 @@ def aborting_worker(conn, device, workers, run_id, config, *rest):
     exception, no report, as after a segfault or a fatal CUDA error."""
     import resource
 
-    import harness.train
-    from harness import executors
+    import harness.training.train
+    from harness.execution import executors
 
     if config["method"]["name"] == "trades":
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
-        harness.train.train_steps = lambda *args, **kw: os.abort()
+        harness.training.train.train_steps = lambda *args, **kw: os.abort()
     executors.worker_main(conn, device, workers, run_id, config, *rest)
 
 
 def test_a_worker_that_dies_hard_fails_its_run_and_the_grid_goes_on(tmp_path, monkeypatch):
-    from harness import executors
+    from harness.execution import executors
 
     monkeypatch.setattr(executors, "worker_main", aborting_worker)
     path = Path(grid_file(tmp_path, methods=["pgd-at", "trades", "mart"]))
@@ -153,7 +153,7 @@ def test_a_worker_that_dies_hard_fails_its_run_and_the_grid_goes_on(tmp_path, mo
 def test_a_worker_is_pinned_to_its_gpu_before_cuda_starts(monkeypatch):
     """CUDA_VISIBLE_DEVICES narrowed to the slot's GPU (an entry of the parent's list), which
     becomes cuda:0 and the current device; threads: the cores divided among the workers."""
-    from harness import executors
+    from harness.execution import executors
 
     current, threads = [], []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
@@ -280,7 +280,7 @@ def test_plan_prefers_the_store_over_a_benchmark(tmp_path):
 
 
 def test_plan_refuses_an_unreadable_benchmark_in_one_line(tmp_path):
-    from harness.errors import UserError
+    from harness.utils.errors import UserError
 
     bad = tmp_path / "t.json"
     bad.write_text('{"training": [{"method": "dgad"}]}')

@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import harness
-from harness.compat import load_checkpoint
-from harness.compiling import RunCompiler
 from harness.data import batches
-from harness.errors import TrainingDiverged, UserError
-from harness.fast import SWITCHES, FastPath
 from harness.models.base import Classifier
-from harness.train import TrainConfig, train, train_steps
+from harness.training.compiling import RunCompiler
+from harness.training.fast import SWITCHES, FastPath
+from harness.training.train import TrainConfig, train, train_steps
+from harness.utils.compat import load_checkpoint
+from harness.utils.errors import TrainingDiverged, UserError
 from tests.helpers import synthetic_splits, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -110,7 +110,7 @@ class DtypeProbe:
 
 
 def test_amp_runs_the_step_in_bf16_and_selection_in_fp32(tmp_path, monkeypatch):
-    import harness.train as train_mod
+    import harness.training.train as train_mod
 
     net = tiny_net()
     probe = DtypeProbe(net)
@@ -311,7 +311,7 @@ def test_cuda_training_steps_never_synchronise(method, resident):
 def test_cuda_deterministic_runs_repeat_to_the_bit(tmp_path, spec):
     """Two runs with ``deterministic`` on one GPU end with identical weights (with Inductor
     too), and the compiled one compiled every call: nothing fell back to eager."""
-    from harness.determinism import deterministic
+    from harness.utils.determinism import deterministic
 
     weights, records = [], []
     for name in ("a", "b"):
@@ -333,9 +333,9 @@ def test_cuda_deterministic_runs_repeat_to_the_bit(tmp_path, spec):
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_cuda_workers_are_pinned_to_their_gpu(tmp_path):
-    from harness.executors import run_local
-    from harness.grid import load_grid
-    from harness.store import Store
+    from harness.execution.executors import run_local
+    from harness.grid.load import load_grid
+    from harness.store.store import Store
     from tests.test_executors import grid_file
 
     grid = load_grid(grid_file(tmp_path, students=["tiny_cnn", "small_cnn"]))
@@ -352,10 +352,10 @@ def test_cuda_workers_are_pinned_to_their_gpu(tmp_path):
 
 
 def test_a_run_records_its_fast_path_and_is_evaluated_as_a_plain_model(tmp_path, monkeypatch):
-    import harness.runner as runner_mod
-    from harness.executors import run_local
-    from harness.grid import load_grid
-    from harness.store import Store
+    import harness.execution.runner as runner_mod
+    from harness.execution.executors import run_local
+    from harness.grid.load import load_grid
+    from harness.store.store import Store
     from tests.test_executors import grid_file
 
     evaluated = []
@@ -450,10 +450,10 @@ def test_every_run_of_a_grid_is_compiled(tmp_path, monkeypatch, micro_cnn):
     cheap ``eager`` backend stands in for Inductor, which the test above runs."""
     from collections import Counter
 
-    import harness.compiling as compiling
-    from harness.executors import run_local
-    from harness.grid import load_grid
-    from harness.store import Store
+    import harness.training.compiling as compiling
+    from harness.execution.executors import run_local
+    from harness.grid.load import load_grid
+    from harness.store.store import Store
 
     monkeypatch.setattr(compiling, "BACKEND", "eager")
     path = tmp_path / "g.toml"
@@ -546,9 +546,9 @@ def test_a_foreign_models_hooked_features_stay_right_under_compile():
 def test_transfer_surrogates_train_with_the_runs_fast_path(tmp_path):
     """A surrogate first needed by a run's transfer evaluation is trained the way that run
     was (``--fast``, ``--deterministic``), not with the defaults."""
-    from harness.executors import run_local
-    from harness.grid import load_grid
-    from harness.store import Store
+    from harness.execution.executors import run_local
+    from harness.grid.load import load_grid
+    from harness.store.store import Store
     from tests.test_executors import grid_file
 
     path = Path(grid_file(tmp_path))
@@ -569,7 +569,7 @@ def test_transfer_surrogates_train_with_the_runs_fast_path(tmp_path):
 def test_every_method_trains_compiled_without_falling_back(tmp_path, monkeypatch, method):
     """Each method's passes (BN modes, grad modes, fp32 teacher targets under bf16 autocast,
     short batches, selection) fit in the graphs an entry point may hold: nothing ran eager."""
-    import harness.compiling as compiling
+    import harness.training.compiling as compiling
 
     monkeypatch.setattr(compiling, "BACKEND", "eager")
     net = tiny_net()

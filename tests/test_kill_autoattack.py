@@ -18,9 +18,9 @@ from pathlib import Path
 
 import torch
 
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
-from harness.config import derive_seed
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.values import derive_seed
 from tests.helpers import fit, synthetic_splits, tiny_net
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,9 +38,9 @@ AA = {  # standard (APGD-CE, APGD-T, FAB-T, Square), cut down to run in seconds 
 WORKER = """
 import os, sys
 import torch
-import harness.evaluate as ev
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
+import harness.evaluation.evaluate as ev
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
 from harness.data import ArraySet
 from tests.helpers import tiny_net
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import torch
 
-from harness.compat import load_checkpoint
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.compat import load_checkpoint
 
 RANDOM_KILLS = 16
 #: The windows between the store's writes (tests/paused_bench.py), in the order a run meets them.

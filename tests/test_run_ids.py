@@ -17,7 +17,7 @@ def now() -> dict:
 
 
 def test_golden_covers_every_shipped_grid(now: dict) -> None:
-    from harness.grid import list_grids
+    from harness.grid.load import list_grids
 
     golden = json.loads(GOLDEN.read_text())
     grids = {case.split("|")[0] for case in golden["cases"]}

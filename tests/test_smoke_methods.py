@@ -27,7 +27,7 @@ ROBUST_METHODS = [m for m in harness.list_methods() if m != "natural"]
 
 
 def test_smoke_grid_lists_every_robust_method():
-    from harness.grid import load_grid
+    from harness.grid.load import load_grid
 
     listed = {r.config["method"]["name"] for r in load_grid("smoke").runs}
     assert listed == set(ROBUST_METHODS)

@@ -104,9 +104,9 @@ def overrides(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _ids(grid: Any, replace: dict[str, str]) -> dict[str, Any]:
     """A grid's teacher, student and surrogate ids (with ``needs``), and a hash of the JSON form
     of every config it expands to (``grids`` included: what config.json holds)."""
-    from harness.config import canonical_json, config_hash
-    from harness.grid import surrogate_run
-    from harness.runner import default_transfer
+    from harness.execution.runner import default_transfer
+    from harness.grid.load import surrogate_run
+    from harness.utils.values import canonical_json, config_hash
 
     def rid(spec: Any) -> str:
         return _placeholder_id(spec, replace) if replace else spec.run_id
@@ -139,7 +139,7 @@ def _ids(grid: Any, replace: dict[str, str]) -> dict[str, Any]:
 
 def _placeholder_id(spec: Any, replace: dict[str, str]) -> str:
     """``spec``'s id with the config's local paths replaced (what it is on any machine)."""
-    from harness.config import canonical_json, config_hash
+    from harness.utils.values import canonical_json, config_hash
 
     text = canonical_json({k: v for k, v in spec.config.items() if k != "grids"})
     for old, new in replace.items():
@@ -149,8 +149,8 @@ def _placeholder_id(spec: Any, replace: dict[str, str]) -> str:
 
 
 def _case(name: str, selection: dict[str, Any], replace: dict[str, str]) -> Any:
-    from harness.errors import UserError
-    from harness.grid import load_grid
+    from harness.grid.load import load_grid
+    from harness.utils.errors import UserError
 
     try:
         return _ids(load_grid(name, **selection), replace)
@@ -161,10 +161,10 @@ def _case(name: str, selection: dict[str, Any], replace: dict[str, str]) -> Any:
 def external_ids() -> dict[str, str]:
     """``bench eval``'s ids of a RobustBench model and of a checkpoint file, and the ids of the
     surrogates ``bench eval --suite transfer`` trains for them."""
-    from harness.config import config_hash
-    from harness.external import _external_config
-    from harness.grid import surrogate_run
-    from harness.runner import default_transfer
+    from harness.execution.external import external_config
+    from harness.execution.runner import default_transfer
+    from harness.grid.load import surrogate_run
+    from harness.utils.values import config_hash
 
     out = {}
     cases = {
@@ -177,7 +177,7 @@ def external_ids() -> dict[str, str]:
     }
     for kind, (model, source, options) in cases.items():
         dataset = {"name": "npz" if options else "cifar10", "options": options}
-        config = _external_config(kind, model, source, dataset)
+        config = external_config(kind, model, source, dataset)
         out[kind] = f"eval-{config['model']}-{dataset['name']}-{config_hash(config)}"
         transfer = default_transfer(config)
         train = {**transfer["train"], "select_on": "val"}
@@ -190,7 +190,7 @@ def dump() -> dict[str, Any]:
     """Every case: ``<grid>|<overrides>`` → its ids, or the one-line error it ends in."""
     import tomllib
 
-    from harness.grid import GRID_DIR
+    from harness.grid.load import GRID_DIR
 
     saved = {k: os.environ.get(k) for k in [*ENV, "BENCH_GRIDS"]}
     os.environ.update(ENV)

@@ -18,17 +18,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness import suites
-from harness.config import check_sha256, coerce, config_hash, file_sha256, is_file, parse_number
-from harness.errors import UserError
-from harness.names import check_name
+from harness.grid import suites
+from harness.utils.errors import UserError
+from harness.utils.names import check_name
+from harness.utils.values import (
+    check_sha256,
+    coerce,
+    config_hash,
+    file_sha256,
+    is_file,
+    parse_number,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-GRID_DIR = Path(__file__).resolve().parent.parent / "leaderboards"
+GRID_DIR = Path(__file__).resolve().parents[2] / "leaderboards"
 
 TOP_KEYS = {
     "description",
@@ -296,7 +303,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
 
 def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
     """Build the attack once: a bad parameter fails when the grid loads, not after training."""
-    from harness.evaluate import build_attack
+    from harness.attacks.base import build_attack
 
     try:
         build_attack(config, seed=0)

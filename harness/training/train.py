@@ -1,11 +1,11 @@
 """The trainer: SGD, piecewise LR, per-epoch PGD-10 selection, atomic resumable checkpoints.
 
-It knows no method: each step is ``x_adv = method.perturb(...)`` then
-``loss, logs = method.loss(...)``, run the way ``fast`` (:mod:`harness.fast`) says. A step never
-waits on the host: logged values and the finiteness of the loss are accumulated on the device
-and read once per epoch. Every random draw of an epoch (shuffle, augmentation, attack
-starts) comes from generators seeded by (run seed, epoch), so a run resumed from the checkpoint
-of epoch e continues exactly as the uninterrupted run would have.
+It knows no method: each step is ``x_adv = method.perturb(...)`` then ``loss, logs =
+method.loss(...)``, run the way ``fast`` (:mod:`harness.training.fast`) says. A step never waits on
+the host: logged values and the finiteness of the loss are accumulated on the device and read once
+per epoch. Every random draw of an epoch (shuffle, augmentation, attack starts) comes from
+generators seeded by (run seed, epoch), so a run resumed from the checkpoint of epoch e continues
+exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -23,16 +23,16 @@ import torch
 from torch import nn
 
 from harness.attacks.linf import PGD
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
-from harness.compiling import RunCompiler
-from harness.config import derive_seed
 from harness.data import DatasetSplits, batches
-from harness.determinism import true_fp32
-from harness.errors import TrainingDiverged, UserError
-from harness.evaluate import accuracy
-from harness.fast import FastPath
-from harness.progress import image_bar
+from harness.evaluation.evaluate import accuracy
+from harness.training.compiling import RunCompiler
+from harness.training.fast import FastPath
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.determinism import true_fp32
+from harness.utils.errors import TrainingDiverged, UserError
+from harness.utils.progress import image_bar
+from harness.utils.values import derive_seed
 
 SELECT_ON = ("val", "test")
 
@@ -86,7 +86,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     wall_time_s: float
     images_per_s: float
-    compile: dict[str, Any] | None = None  # :class:`harness.compiling.CompileRecord`, if any
+    compile: dict[str, Any] | None = None  # a CompileRecord (harness.training.compiling)
 
 
 def _scheduler(

@@ -1,7 +1,7 @@
 """Executing a grid's runs: here (one after another, or ``workers`` in parallel with one GPU
 each) or on Slurm through submitit. Teachers run first; a student never starts before its
 teacher's run is complete; a failed run is recorded in the store and the others go on. A run
-another process holds (:mod:`harness.claims`) is left to it; a teacher so held is waited for.
+another process holds (:mod:`harness.store.claims`) is left to it; a teacher so held is waited for.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from typing import Any
 
 import torch
 
-from harness.claims import Claimed
-from harness.config import coerce
-from harness.determinism import deterministic as deterministic_mode
-from harness.errors import UserError
-from harness.grid import Grid, RunSpec
-from harness.store import Store
+from harness.grid.load import Grid, RunSpec
+from harness.store.claims import Claimed
+from harness.store.store import Store
+from harness.utils.determinism import deterministic as deterministic_mode
+from harness.utils.errors import UserError
+from harness.utils.values import coerce
 
 SLURM_KEYS = {
     "partition": "slurm_partition",
@@ -63,8 +63,8 @@ def run_one(
     deterministic: bool = False,
 ) -> str:
     """``execute`` with failure isolation (anything but a user error marks the run failed), in
-    the deterministic mode when asked for (:func:`harness.determinism.deterministic`)."""
-    from harness.runner import ELSEWHERE, execute, record_crash
+    the deterministic mode when asked for (:func:`harness.utils.determinism.deterministic`)."""
+    from harness.execution.runner import ELSEWHERE, execute, record_crash
 
     try:
         with deterministic_mode(deterministic) as determinism:
@@ -145,8 +145,8 @@ def _wait_for_teachers(
 ) -> list[str]:
     """``statuses`` with each teacher run that another process held waited for (and taken up
     here if that process died before finishing it)."""
-    from harness.claims import wait_released
-    from harness.runner import ELSEWHERE
+    from harness.execution.runner import ELSEWHERE
+    from harness.store.claims import wait_released
 
     by_id = dict(zip([s.run_id for s in specs], statuses, strict=True))
     out = []
@@ -261,7 +261,7 @@ def _death(exitcode: int | None) -> str:
 def _record_failure(spec: RunSpec, store: Store, reason: str, echo: Callable[[str], None]) -> str:
     """Mark ``spec`` failed for ``reason`` (creating its directory if the worker had not),
     under the run's claim: the dead worker's is taken over at once (its pid is gone)."""
-    from harness.runner import ELSEWHERE
+    from harness.execution.runner import ELSEWHERE
 
     if store.is_complete(spec.run_id):  # it finished, then its process died: the run is done
         return "complete"
@@ -401,7 +401,7 @@ def _job(
     deterministic: bool = False,
 ) -> str:
     """What one Slurm (or submitit-local) job runs (Slurm gives it its GPU)."""
-    from harness.compat import default_device
+    from harness.utils.compat import default_device
 
     spec = RunSpec(run_id=run_id, config=config, needs=needs)
     return run_one(

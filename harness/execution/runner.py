@@ -15,21 +15,21 @@ from typing import Any
 import torch
 
 import harness
-from harness import suites
-from harness.checkpoints import save_atomic
-from harness.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
-from harness.compat import load_checkpoint
-from harness.config import canonical_json, derive_seed, file_sha256
-from harness.determinism import DeterminismRecord, tf32_state, true_fp32
-from harness.errors import TrainingDiverged, UserError
-from harness.evaluate import eval_subset, evaluate_suite, worst_case
-from harness.fast import FastPath
-from harness.grid import TRAIN_DEFAULTS, RunSpec
+from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
+from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
+from harness.execution.teachers import load_teacher
+from harness.grid import suites
+from harness.grid.load import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
-from harness.store import Store
-from harness.teachers import load_teacher
-from harness.train import TrainConfig, check_trainable, train
-from harness.transfer import surrogate_examples, transfer_accuracy
+from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
+from harness.store.store import Store
+from harness.training.fast import FastPath
+from harness.training.train import TrainConfig, check_trainable, train
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
+from harness.utils.errors import TrainingDiverged, UserError
+from harness.utils.values import canonical_json, derive_seed, file_sha256
 
 
 @lru_cache(maxsize=4)
@@ -91,7 +91,7 @@ def _git_commit() -> str | None:
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:
@@ -132,13 +132,14 @@ def execute(
     :data:`ELSEWHERE` (another live process holds the run's claim: it is left to that one).
 
     ``fast`` is the training fast path (:meth:`FastPath.parse`); ``determinism`` the record of
-    the deterministic mode the caller runs this in (:func:`harness.determinism.deterministic`,
-    as :func:`harness.executors.run_one` does), if any. Both are recorded in the run's
+    the deterministic mode the caller runs this in (:func:`harness.utils.determinism.deterministic`,
+    as :func:`harness.execution.executors.run_one` does), if any. Both are recorded in the run's
     provenance, not in its id: they change how a run is computed, not what it is.
 
     Everything a user can get wrong (data set missing, teacher checkpoint of another
     architecture, unknown model) is checked before the run's directory is created. Then the run
-    is claimed (:mod:`harness.claims`): nothing is written to it by a process without its claim.
+    is claimed (:mod:`harness.store.claims`): nothing is written to it by a process without
+    its claim.
     """
     cfg = spec.config
     if store.is_complete(spec.run_id):
@@ -475,7 +476,7 @@ def transfer_suite(
 ) -> dict[str, torch.Tensor]:
     """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once,
     with the fast path and determinism of the run that needs them first)."""
-    from harness.grid import surrogate_run
+    from harness.grid.load import surrogate_run
 
     out = {}
     train = {**transfer_cfg["train"], "select_on": "val"}

@@ -14,8 +14,8 @@ is independent and recorded with the run:
 - ``channels_last``: NHWC weights and inputs, the layout tensor cores want for convolutions.
 - ``compile``: ``torch.compile`` of student and teacher, in place (checkpoints keep their keys),
   each model's entry points with caches of their own and the batch dimension dynamic, so every
-  run of a grid is compiled (:mod:`harness.compiling`); a graph that fails to compile runs eager
-  instead of stopping the run, and the run's record says so.
+  run of a grid is compiled (:mod:`harness.training.compiling`); a graph that fails to
+  compile runs eager instead of stopping the run, and the run's record says so.
 - ``fused``: the fused SGD kernel (one launch for every parameter) instead of a per-tensor
   loop.
 
@@ -33,8 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.compiling import RunCompiler
-from harness.errors import UserError
+from harness.training.compiling import RunCompiler
+from harness.utils.errors import UserError
 
 SWITCHES = ("resident", "amp", "channels_last", "compile", "fused")
 
