@@ -25,16 +25,16 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-import harness
 from harness.publishing.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
+from harness.utils.resources import GRIDS, shipped
 
-TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
+#: The page's template: ``leaderboards/templates/`` of the repository, shipped as package data.
+TEMPLATES = shipped(GRIDS) / "templates"
 TEMPLATE = "leaderboard.html.j2"
 PALETTE_SIZE = 10  # colour classes c0..c9 in the template's stylesheet
 

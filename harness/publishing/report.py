@@ -19,7 +19,6 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tabulate import tabulate
@@ -29,9 +28,11 @@ from harness.publishing.leaderboard import MAIN
 from harness.store.store import Store
 from harness.utils.downloads import url_path
 from harness.utils.errors import UserError
+from harness.utils.resources import REPORTS, shipped
 from harness.utils.values import canonical_json, is_file
 
-REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
+#: The papers' tables: ``reports/`` of the repository, installed as package data.
+REPORTS_DIR = shipped(REPORTS)
 
 NO_RUN = "—"
 SHORT = "†"
