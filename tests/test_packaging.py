@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.grid.load import GRID_DIR, list_grids
+from harness.grid.load import GRID_DIR, grid_path, list_grids, load_grid
 from harness.publishing import html, report
 
 if sys.version_info >= (3, 11):
@@ -58,6 +58,20 @@ def test_an_editable_install_reads_the_top_level_folders():
     assert report.REPORTS_DIR == ROOT / "reports"
     assert set(list_grids()) == {p.stem for p in (ROOT / "leaderboards").glob("*.toml")}
     assert report.list_papers() == ["dgad"]
+
+
+def test_user_grids_from_bench_grids_and_from_any_path(tmp_path, monkeypatch):
+    """Beside the shipped grids: ``$BENCH_GRIDS/NAME.toml`` by name (first), any file by path."""
+    mine = tmp_path / "grids" / "mine.toml"
+    mine.parent.mkdir()
+    mine.write_text((GRID_DIR / "smoke.toml").read_text().replace("seeds = [0]", "seeds = [7]"))
+    monkeypatch.setenv("BENCH_GRIDS", str(mine.parent))
+    assert grid_path("mine") == mine and grid_path("smoke") == GRID_DIR / "smoke.toml"
+    assert {"mine", "smoke"} <= set(list_grids())
+    assert {r.config["seed"] for r in load_grid("mine").runs} == {7}
+    monkeypatch.delenv("BENCH_GRIDS")
+    assert "mine" not in list_grids()
+    assert {r.config["seed"] for r in load_grid(str(mine)).runs} == {7}
 
 
 def test_a_checkout_on_pythonpath_without_install_finds_them_beside_the_package(tmp_path):
