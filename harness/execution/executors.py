@@ -417,6 +417,21 @@ def _job(
     )
 
 
+def require_submitit(cluster: str) -> None:
+    """One line when submitit, or for ``cluster="slurm"`` Slurm's ``sbatch``, is missing here
+    (before anything is reset or submitted)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("submitit") is None:
+        raise UserError("--executor slurm and submitit-local need submitit: pip install submitit")
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UserError(
+            "--executor slurm needs Slurm, and sbatch is not on PATH here: run bench on a "
+            "Slurm login node, or use --executor local (--workers N) or submitit-local"
+        )
+
+
 def run_submitit(
     grid: Grid,
     store: Store,
@@ -432,10 +447,8 @@ def run_submitit(
     """Submit the grid through submitit: teachers first, each teacher's students as one job
     array that depends on it (``afterok``); with ``cluster="local"`` (tests, a workstation)
     the students are submitted once their teacher's job has finished."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("the Slurm executor needs submitit: pip install submitit") from None
+    require_submitit(cluster)
+    import submitit
 
     folder = Path(folder or store.root / "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)

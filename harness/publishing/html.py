@@ -32,7 +32,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 import harness
-from harness.publishing.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
+from harness.publishing.leaderboard import (
+    MARK,
+    RANK_ORDER,
+    STALE,
+    Row,
+    Table,
+    cell_text,
+    column_label,
+)
 
 TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
 TEMPLATE = "leaderboard.html.j2"
@@ -375,6 +383,9 @@ def _facts(table: Table) -> list[dict[str, str]]:
     facts.append({"label": "Failed checks", "text": "; ".join(failed) or "none"})
     short = [r.label or r.method for r in table.rows if "short" in r.schedule.split("/")]
     facts.append({"label": "Short schedule", "text": ", ".join(short) or "none"})
+    stale = [r.label or r.method for r in table.rows if r.stale]
+    if stale:
+        facts.append({"label": "Stale code", "text": ", ".join(stale)})
     facts.append({"label": "Rows", "text": str(len(table.rows))})
     return facts
 
@@ -391,6 +402,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
                 "rank": rank,
                 "method": row.label or row.method,
                 "missing": [column_label(c) for c in row.missing],
+                "stale": row.stale,
                 "colour": colours.get(row.method, 0),
                 "cells": [_cell(row, c) for c in table.columns],
                 "seeds": row.seeds,
@@ -498,6 +510,7 @@ def render_html(
             rank_by=[column_label(c) for c in RANK_ORDER],
             threats=sorted({t.threat_text for t in tables if t.threat}),
             mark=MARK,
+            stale_mark=STALE,
             self_test=self_test,
         )
     )

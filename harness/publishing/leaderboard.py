@@ -32,6 +32,7 @@ from tabulate import tabulate
 
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
+from harness.store.listing import stale
 from harness.store.store import Store
 from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json
@@ -42,6 +43,8 @@ RANK_ORDER = ("autoattack", "worst_case", "pgd10", "fgsm", "clean")
 #: Every grid's [threat] bounds perturbations in L∞ (CW2 is a column of its own, an L2 attack).
 NORM = "L∞"
 MARK = "†"
+#: Marks a row with a run whose method code changed since it ran (:mod:`harness.method_code`).
+STALE = "‡"
 SCHEDULE_KEYS = ("train.epochs", "full_epochs", "schedule", "train.milestones")
 #: Path prefixes left out of a label: ``method.hparams.gamma`` reads ``gamma``.
 LABEL_PREFIXES = ("method.hparams.", "train.", "eval.attacks.")
@@ -81,6 +84,7 @@ class Row:
     key: str = ""  # the seedless config hash all its runs share
     worst_of: tuple[str, ...] = ()  # the attacks its Worst column is over
     missing: list[str] = field(default_factory=list)  # RANK_ORDER columns it lacks
+    stale: bool = False  # a run of it was trained by method code that has changed since
 
     @property
     def seeds(self) -> int:
@@ -89,7 +93,11 @@ class Row:
     @property
     def name(self) -> str:
         """The row's label, marked when it lacks an attack another row of its table has."""
-        return (self.label or self.method) + (f" {MARK}" if self.missing else "")
+        return (
+            (self.label or self.method)
+            + (f" {MARK}" if self.missing else "")
+            + (f" {STALE}" if self.stale else "")
+        )
 
     def has(self, column: str) -> bool:
         value = self.mean.get(column)
@@ -166,6 +174,12 @@ class Table:
         for column in [c for c in RANK_ORDER if c in lacking]:
             out.append(
                 f"{MARK} not evaluated with {column_label(column)}: {', '.join(lacking[column])}."
+            )
+        stale = [row.label or row.method for row in self.rows if row.stale]
+        if stale:
+            out.append(
+                f"{STALE} stale: the method's code changed since these runs were trained "
+                f"(bench run --force reruns them): {', '.join(stale)}."
             )
         return out
 
@@ -395,6 +409,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
         return []
     configs = _configs(runs)
     every_config = _configs(every)
+    code_now: dict[str, Any] = {}  # method name → its code's hash today
 
     def teacher_of(run_id: str) -> str:
         ref = configs[run_id].get("teacher") or {}
@@ -417,6 +432,10 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                     row = _row(method, key, r, results)
                     row.label = labels[key]
                     row.provenance["settings"] = settings(keys[key])
+                    row.stale = any(
+                        stale(configs[i], json.loads(p or "{}"), code_now)
+                        for i, p in zip(r["run_id"], r["provenance"])
+                    )
                     rows.append(row)
             columns = _column_order(set().union(*(r.mean for r in rows)))
             rank_rows(columns, rows)
