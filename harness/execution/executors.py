@@ -425,10 +425,13 @@ def require_submitit(cluster: str) -> None:
 
     if importlib.util.find_spec("submitit") is None:
         raise UserError("--executor slurm and submitit-local need submitit: pip install submitit")
-    if cluster == "slurm" and shutil.which("sbatch") is None:
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if cluster == "slurm" and missing:
         raise UserError(
-            "--executor slurm needs Slurm, and sbatch is not on PATH here: run bench on a "
-            "Slurm login node, or use --executor local (--workers N) or submitit-local"
+            f"--executor slurm needs Slurm: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH here; "
+            "run bench on a Slurm login node, or use --executor local (--workers N) or "
+            "submitit-local"
         )
 
 
