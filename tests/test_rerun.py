@@ -156,6 +156,10 @@ def test_edit_stale_force_rerun(plugin, tmp_path, capsys):
     assert f"edited-at {lb.STALE}" in markdown and f"pgd-at {lb.STALE}" not in markdown
     assert "stale: the method's code changed since these runs were trained" in markdown
     assert "Stale code" in render_html([table], "tiny")
+    assert r"edited-at $^\ddagger$" in lb.to_latex([table])
+    assert "stale" in lb.to_csv([table]).splitlines()[0]
+    code, out, _ = bench(capsys, "runs", "--method", "edited-at", "--store", str(store))
+    assert code == 0 and f"| {run_id} |" in out and "| stale  |" in out
     first_log = (st.run_dir(run_id) / "log.txt").read_text()
 
     code, out, err = bench(capsys, *args, "--method", "edited-at", "--force")

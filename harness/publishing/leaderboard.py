@@ -622,6 +622,7 @@ def to_csv(tables: list[Table]) -> str:
                         "schedule": r.schedule,
                         "checks": ";".join(r.flags) or "ok",
                         "missing": ";".join(r.missing),
+                        "stale": r.stale,
                         "runs": ";".join(r.runs),
                     }
                 )
@@ -649,6 +650,7 @@ def _latex_text(text: str) -> str:
         .replace("ε", r"$\varepsilon$")
         .replace("∞", r"$\infty$")
         .replace(MARK, r"$^\dagger$")
+        .replace(STALE, r"$^\ddagger$")
     )
 
 
@@ -663,7 +665,7 @@ def to_latex(tables: list[Table]) -> str:
         )
         body = body.replace(r"\textbackslash{}textbf\{", r"\textbf{").replace(r"\}", "}")
         body = body.replace("±", r"$\pm$").replace("→", r"$\to$").replace("—", "--")
-        body = body.replace(MARK, r"$^\dagger$")
+        body = body.replace(MARK, r"$^\dagger$").replace(STALE, r"$^\ddagger$")
         caption = " ".join([table.title + ".", *context_lines(table), *table.notes()])
         parts.append(
             f"% {table.title}\n\\begin{{table}}\n\\centering\n\\caption{{{_latex_text(caption)}}}\n"
