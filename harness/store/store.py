@@ -542,7 +542,7 @@ class Store:
         markers = self._pending()
         if not markers:
             return []
-        healed = []
+        healed, removed = [], False
         try:
             with self._write() as conn:
                 for marker in markers:
@@ -552,6 +552,7 @@ class Store:
                             self._index_run(conn, run_id)
                     else:  # removed (bench rm): its directory went first
                         self._unindex(conn, run_id)
+                        removed = True
                     if self._marker_done(marker, run_id):
                         healed.append(run_id)
         except DamagedFile:
@@ -561,6 +562,8 @@ class Store:
         for run_id in healed:
             with contextlib.suppress(OSError):
                 (self.root / PENDING / run_id).unlink()
+        if removed:
+            self.sweep_removed()
         return healed
 
     def sync(self, run_id: str) -> bool:
