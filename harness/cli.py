@@ -128,6 +128,12 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
 @click.option("--gpus", type=click.IntRange(min=0), help="GPUs per Slurm job.")
 @click.option("--cpus", type=click.IntRange(min=1), help="CPUs per Slurm job.")
 @click.option("--mem-gb", type=click.IntRange(min=1), help="Memory per Slurm job.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rerun the selected student runs that are complete (their old results, checkpoints "
+    "and log are removed first; teachers and surrogates are kept).",
+)
 def run(
     store: str,
     data_root: str | None,
@@ -143,6 +149,7 @@ def run(
     gpus: int | None,
     cpus: int | None,
     mem_gb: int | None,
+    force: bool,
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
@@ -160,6 +167,14 @@ def run(
 
         request_cublas_workspace()  # before CUDA starts, here and in every worker
     st = Store(store)
+    if executor != "local":
+        from harness.execution.executors import require_submitit
+
+        require_submitit("slurm" if executor == "slurm" else "local")
+    if force:
+        from harness.execution.rerun import force_rerun
+
+        force_rerun(grid, st, echo=click.echo)
     if executor != "local":
         params = slurm_parameters(
             grid,
@@ -250,7 +265,9 @@ def plan(store: str, throughput: str | None, **selection: Any) -> None:
     default = Path("benchmarks/results/throughput.json")
     if throughput is None and default.is_file():
         throughput = str(default)
-    click.echo(plan_table(load_selected(**selection), store, throughput))
+    click.echo(
+        plan_table(load_selected(**selection), store, throughput, {**selection, "store": store})
+    )
 
 
 @bench.command()
@@ -329,14 +346,130 @@ def show(run_ref: str, store: str) -> None:
         f"teacher    {json.dumps(cfg['teacher'], sort_keys=True) if cfg['teacher'] else '—'}"
     )
     train = cfg["train"]
-    click.echo(
-        f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {train['select_on']}"
-    )
+    if cfg.get("kind") in ("checkpoint", "robustbench"):  # bench eval of given weights
+        source = ", ".join(f"{k} {v}" for k, v in sorted((cfg.get("source") or {}).items()))
+        click.echo(f"schedule   none: evaluation only ({cfg['kind']}: {source})")
+    else:
+        select = train.get("select_on", "—")
+        click.echo(f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {select}")
     for name, row in metrics.get("results", {}).items():
         click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
-    if metrics:
-        click.echo(f"wall time  {metrics.get('wall_time_s', 0):.1f} s")
+    if metrics.get("wall_time_s") is not None:
+        click.echo(f"wall time  {metrics['wall_time_s']:.1f} s")
     click.echo(f"directory  {st.run_dir(run_id)}")
+
+
+KINDS = click.Choice(["student", "teacher", "surrogate", "checkpoint", "robustbench"])
+
+
+@bench.command("runs")
+@click.option("--grid", "grid_name", help="Only the runs this grid lists.")
+@click.option("--method", help="Only this method or variant (checkpoint, robustbench: bench eval).")
+@click.option("--kind", "kinds", type=KINDS, multiple=True, help="Only runs of this kind.")
+@STORE
+def runs_(grid_name: str | None, method: str | None, kinds: tuple[str, ...], store: str) -> None:
+    """Every run of the store, across grids (bench eval's runs of checkpoints too)."""
+    from tabulate import tabulate
+
+    from harness.store.listing import list_runs
+    from harness.store.store import Store
+
+    name = Path(grid_name).stem if grid_name and grid_name.endswith(".toml") else grid_name
+    rows = list_runs(Store(store), grid=name, method=method, kinds=kinds)
+    if rows:
+        click.echo(tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
+    click.echo(f"{len(rows)} run(s)")
+
+
+@bench.command("rm")
+@click.argument("run_refs", nargs=-1)
+@click.option("--grid", "grid_name", help="Remove the runs this grid lists (with --method: its).")
+@click.option("--method", help="Remove the runs of this method or variant.")
+@click.option("--kind", "kinds", type=KINDS, multiple=True, help="Only runs of this kind.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before removing several runs.")
+@STORE
+def rm(
+    run_refs: tuple[str, ...],
+    grid_name: str | None,
+    method: str | None,
+    kinds: tuple[str, ...],
+    yes: bool,
+    store: str,
+) -> None:
+    """Remove runs from the run directories and the index together (RUN: id or unique prefix)."""
+    from harness.store.removal import remove_runs, select_runs
+    from harness.store.store import Store
+
+    st = Store(store)
+    if run_refs and (grid_name or method or kinds):
+        raise UserError("give RUN ids or --grid/--method/--kind, not both")
+    if run_refs:
+        ids = sorted({st.resolve(ref) for ref in run_refs})
+    elif grid_name or method or kinds:
+        ids = select_runs(st, grid=grid_name, method=method, kinds=kinds)
+        if not ids:
+            raise UserError(f"no run in {st.root} matches the selection")
+        for run_id in ids:
+            click.echo(f"  {run_id}")
+        if not yes and not click.confirm(f"remove these {len(ids)} run(s)?"):
+            raise click.exceptions.Abort()
+    else:
+        raise UserError("give the RUN ids to remove, or select them with --grid/--method/--kind")
+    n = remove_runs(st, ids, echo=click.echo)
+    click.echo(f"{n} run(s) removed from {st.root}")
+
+
+@bench.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@STORE
+def compare(run_a: str, run_b: str, store: str) -> None:
+    """Two runs side by side: config, results and provenance; differences marked ≠."""
+    from harness.publishing.compare import compare_text
+    from harness.store.store import Store
+
+    click.echo(compare_text(Store(store), run_a, run_b))
+
+
+@bench.command()
+@click.argument("run_refs", nargs=-1)
+@click.option("--grid", "grid_name", help="Every complete student run of this grid.")
+@click.option("--method", help="With --grid: only this method or variant.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Folder for <dataset>/Linf/<run>.json (default: <store>/export).",
+)
+@STORE
+def export(
+    run_refs: tuple[str, ...],
+    grid_name: str | None,
+    method: str | None,
+    output: str | None,
+    store: str,
+) -> None:
+    """Write runs' results as JSON, one file per run (README: "Exporting results")."""
+    from harness.publishing.export import export_runs
+    from harness.store.removal import select_runs
+    from harness.store.store import Store
+
+    st = Store(store)
+    if bool(run_refs) == bool(grid_name):
+        raise UserError("give the RUN ids to export, or --grid G (not both)")
+    if run_refs:
+        if method:
+            raise UserError("--method selects within --grid; give RUN ids without it")
+        ids = sorted({st.resolve(ref) for ref in run_refs})
+    else:
+        ids = select_runs(st, grid=grid_name, method=method, kinds=("student",))
+        ids = [i for i in ids if st.status(i) == "complete"]
+        if not ids:
+            raise UserError(f"no complete student run of grid {grid_name} in {st.root}")
+    folder = Path(output) if output else st.root / "export"
+    paths = export_runs(st, ids, folder)
+    for path in paths:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(paths)} run(s) exported to {folder}")
 
 
 @bench.command()

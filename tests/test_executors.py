@@ -221,7 +221,7 @@ def test_slurm_parameters_from_grid_and_flags(tmp_path):
 def test_plan_uses_measured_throughput(tmp_path):
     grid = load_grid(grid_file(tmp_path))
     store = Store(tmp_path / "store")
-    assert "1 run(s) without a measured throughput" in plan_table(grid, store.root)
+    assert "projected: unknown GPU-hours for the 1 run(s) not done" in plan_table(grid, store.root)
     run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
     longer = load_grid(grid_file(tmp_path), seeds=[1])
     table = plan_table(longer, store.root)

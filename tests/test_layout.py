@@ -18,7 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 #: Lowest first; each entry: the layer's name and the module prefixes (under ``harness.``) in it.
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("utils", ("utils",)),
-    ("components", ("", "registry", "data", "models", "attacks")),
+    ("components", ("", "registry", "method_code", "data", "models", "attacks")),
     ("schema", ("schema",)),
     ("grid", ("grid",)),
     ("store", ("store",)),

@@ -417,6 +417,24 @@ def _job(
     )
 
 
+def require_submitit(cluster: str) -> None:
+    """One line when submitit, or for ``cluster="slurm"`` Slurm's ``sbatch``, is missing here
+    (before anything is reset or submitted)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("submitit") is None:
+        raise UserError("--executor slurm and submitit-local need submitit: pip install submitit")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if cluster == "slurm" and missing:
+        raise UserError(
+            f"--executor slurm needs Slurm: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH here; "
+            "run bench on a Slurm login node, or use --executor local (--workers N) or "
+            "submitit-local"
+        )
+
+
 def run_submitit(
     grid: Grid,
     store: Store,
@@ -432,10 +450,8 @@ def run_submitit(
     """Submit the grid through submitit: teachers first, each teacher's students as one job
     array that depends on it (``afterok``); with ``cluster="local"`` (tests, a workstation)
     the students are submitted once their teacher's job has finished."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("the Slurm executor needs submitit: pip install submitit") from None
+    require_submitit(cluster)
+    import submitit
 
     folder = Path(folder or store.root / "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)

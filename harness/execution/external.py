@@ -135,6 +135,19 @@ def evaluate_target(
         transfer = config["eval"].get("transfer") or default_transfer(config)
         transfer = {**transfer, "surrogates": surrogates}
         config = {**config, "eval": {**config["eval"], "transfer": transfer}}
+    from harness.execution.estimate import eval_plan
+    from harness.execution.runner import suite_attacks, suite_transfer
+
+    n_images = min(subset or len(data.test), len(data.test))
+    for line in eval_plan(
+        st,
+        config,
+        suite_attacks(config, suite, attacks),
+        suite_transfer(config, suite),
+        n_images,
+        device.type,
+    ):
+        echo(line)
     try:
         claim = st.claim(run_id)
     except Claimed as exc:
@@ -187,6 +200,7 @@ def _evaluate_claimed(
     )
     metrics["results"] = {**metrics.get("results", {}), **out["results"]}
     metrics["checks"] = {**metrics.get("checks", {}), **out.get("checks", {})}
+    metrics["eval_seconds"] = {**metrics.get("eval_seconds", {}), **out.get("eval_seconds", {})}
     metrics.setdefault("provenance", provenance(device))
     if hasattr(net, "weights_sha256"):
         metrics["provenance"]["weights_sha256"] = net.weights_sha256

@@ -20,6 +20,7 @@ from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
 from harness.execution.teachers import load_teacher
 from harness.grid import suites
 from harness.grid.load import TRAIN_DEFAULTS, RunSpec
+from harness.method_code import method_code
 from harness.registry import DATASETS
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
@@ -244,6 +245,7 @@ def _execute_claimed(
 
     t0 = time.perf_counter()
     train_precision = tf32_state()
+    code = method_code(cfg["method"]["name"])  # the code that trains it (not in its id)
     try:
         result = train(
             student,
@@ -298,6 +300,7 @@ def _execute_claimed(
             "compile": result.compile,
             "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
             "training_precision": train_precision,
+            "method_code": code,
         },
     }
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
@@ -375,10 +378,7 @@ def _evaluate(
     test = eval_subset(data.test, subset, seed)
     bs = cfg["train"].get("eval_batch_size", 256)
     eval_dir = store.run_dir(run_id) / "eval"
-    if attacks is None:
-        attacks = cfg["eval"]["attacks"] if suite in ("config", "transfer") else whitebox(cfg)
-    if suite == "transfer":
-        attacks = {"clean": None}
+    attacks = suite_attacks(cfg, suite, attacks)
     out = evaluate_suite(
         model,
         test,
@@ -392,10 +392,8 @@ def _evaluate(
     )
     masks = out.pop("masks")
     out["results"].pop("worst_case", None)  # over the run's own attacks, below
-    transfer_cfg = cfg["eval"].get("transfer") or (
-        default_transfer(cfg) if suite in ("transfer", "all") else None
-    )
-    if transfer_cfg and suite != "whitebox":
+    transfer_cfg = suite_transfer(cfg, suite)
+    if transfer_cfg:
         for name, mask in transfer_suite(
             model,
             test,
@@ -426,6 +424,29 @@ def _evaluate(
         out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
     save_atomic(masks, path)
     return out
+
+
+def suite_attacks(
+    cfg: dict[str, Any], suite: str, attacks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The white-box attacks (name → config, None: clean) an evaluation with ``suite`` runs:
+    ``attacks`` if given, else the config's (``config``) or the paper's (``whitebox``,
+    ``all``); only clean for ``transfer``."""
+    if suite == "transfer":
+        return {"clean": None}
+    if attacks is not None:
+        return attacks
+    return cfg["eval"]["attacks"] if suite == "config" else whitebox(cfg)
+
+
+def suite_transfer(cfg: dict[str, Any], suite: str) -> dict[str, Any] | None:
+    """The transfer part (surrogates, attacks, their schedule) an evaluation with ``suite``
+    runs, or None: the config's, else the default one for ``transfer`` and ``all``."""
+    if suite == "whitebox":
+        return None
+    return cfg["eval"].get("transfer") or (
+        default_transfer(cfg) if suite in ("transfer", "all") else None
+    )
 
 
 def own_attacks(cfg: dict[str, Any]) -> list[str]:

@@ -123,9 +123,19 @@ def _train_size(spec: RunSpec) -> int | None:
         return None
 
 
-def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None = None) -> str:
-    """Per run: its state, projected GPU-hours and command. Images/s come from the store's
-    completed runs of the same (method, student, teacher), else from a benchmark JSON."""
+def plan_table(
+    grid: Grid,
+    store_root: str | Path,
+    throughput: str | Path | None = None,
+    selection: dict[str, Any] | None = None,
+) -> str:
+    """Per run: its state, projected GPU-hours and the command that makes it (with the flags of
+    ``selection``, what ``bench plan`` was given, kept: :func:`run_command`). Images/s come from
+    the store's completed runs of the same (method, student, teacher), else from a benchmark
+    JSON; with none, the GPU-hours are "unknown", never 0."""
+    from harness.execution.commands import run_command
+
+    selection = {"grid_name": grid.name, "store": str(store_root), **(selection or {})}
     store = Store(store_root)
     measured = _throughput(store)
     benchmarked, bench_device = benchmark_throughput(throughput) if throughput else ({}, "")
@@ -145,12 +155,7 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
                 unknown += 1
             else:
                 total += hours
-        command = (
-            f"bench run --grid {grid.name} --method {_cell(spec, labels)['method']} "
-            f"--student {cfg['model']} --seed {cfg['seed']}"
-        )
-        if cfg["teacher"]:
-            command += f" --teacher {cfg['teacher']['name']}"
+        command = run_command(spec, selection)
         if spec.kind == "teacher":
             command = "(trained by the first command of one of its students)"
         rows.append(
@@ -163,12 +168,21 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
                 "command": command,
             }
         )
-    note = f"projected: {total:.1f} GPU-hours for the runs not done" + (
-        f"; {unknown} run(s) without a measured throughput (run one epoch of each "
-        f"kind, or pass --throughput from benchmarks/throughput.py)"
-        if unknown
-        else ""
-    )
+    todo = sum(1 for row in rows if row["state"] != "done")
+    if unknown and unknown == todo:
+        note = f"projected: unknown GPU-hours for the {todo} run(s) not done"
+    elif unknown:
+        note = (
+            f"projected: {total:.1f} GPU-hours for the {todo - unknown} run(s) not done with a "
+            f"measured throughput, unknown for the other {unknown}"
+        )
+    else:
+        note = f"projected: {total:.1f} GPU-hours for the runs not done"
+    if unknown:
+        note += (
+            " (no measured throughput: run one epoch of each kind, or pass --throughput from "
+            "benchmarks/throughput.py)"
+        )
     if benchmarked:
         note += (
             f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "

@@ -30,7 +30,15 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-from harness.publishing.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
+from harness.publishing.leaderboard import (
+    MARK,
+    RANK_ORDER,
+    STALE,
+    Row,
+    Table,
+    cell_text,
+    column_label,
+)
 from harness.utils.resources import GRIDS, shipped
 
 #: The page's template: ``leaderboards/templates/`` of the repository, shipped as package data.
@@ -416,6 +424,9 @@ def _facts(table: Table) -> list[dict[str, str]]:
     facts.append({"label": "Failed checks", "text": "; ".join(failed) or "none"})
     short = [r.label or r.method for r in table.rows if "short" in r.schedule.split("/")]
     facts.append({"label": "Short schedule", "text": ", ".join(short) or "none"})
+    stale = [r.label or r.method for r in table.rows if r.stale]
+    if stale:
+        facts.append({"label": "Stale code", "text": ", ".join(stale)})
     facts.append({"label": "Rows", "text": str(len(table.rows))})
     return facts
 
@@ -432,6 +443,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
                 "rank": rank,
                 "method": row.label or row.method,
                 "missing": [column_label(c) for c in row.missing],
+                "stale": row.stale,
                 "colour": colours.get(row.method, 0),
                 "cells": [_cell(row, c) for c in table.columns],
                 "seeds": row.seeds,
@@ -539,6 +551,7 @@ def render_html(
             rank_by=[column_label(c) for c in RANK_ORDER],
             threats=sorted({t.threat_text for t in tables if t.threat}),
             mark=MARK,
+            stale_mark=STALE,
             self_test=self_test,
         )
     )

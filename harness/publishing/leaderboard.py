@@ -32,6 +32,7 @@ from tabulate import tabulate
 
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
+from harness.store.listing import stale
 from harness.store.queries import evaluations_of, failed_checks, run_configs
 from harness.store.store import Store
 from harness.utils.errors import UserError, one_line
@@ -43,6 +44,8 @@ RANK_ORDER = ("autoattack", "worst_case", "pgd10", "fgsm", "clean")
 #: Every grid's [threat] bounds perturbations in L∞ (CW2 is a column of its own, an L2 attack).
 NORM = "L∞"
 MARK = "†"
+#: Marks a row with a run whose method code changed since it ran (:mod:`harness.method_code`).
+STALE = "‡"
 SCHEDULE_KEYS = ("train.epochs", "full_epochs", "schedule", "train.milestones")
 #: Path prefixes left out of a label: ``method.hparams.gamma`` reads ``gamma``.
 LABEL_PREFIXES = ("method.hparams.", "train.", "eval.attacks.")
@@ -82,6 +85,7 @@ class Row:
     key: str = ""  # the seedless config hash all its runs share
     worst_of: tuple[str, ...] = ()  # the attacks its Worst column is over
     missing: list[str] = field(default_factory=list)  # RANK_ORDER columns it lacks
+    stale: bool = False  # a run of it was trained by method code that has changed since
 
     @property
     def seeds(self) -> int:
@@ -90,7 +94,11 @@ class Row:
     @property
     def name(self) -> str:
         """The row's label, marked when it lacks an attack another row of its table has."""
-        return (self.label or self.method) + (f" {MARK}" if self.missing else "")
+        return (
+            (self.label or self.method)
+            + (f" {MARK}" if self.missing else "")
+            + (f" {STALE}" if self.stale else "")
+        )
 
     def has(self, column: str) -> bool:
         value = self.mean.get(column)
@@ -167,6 +175,12 @@ class Table:
         for column in [c for c in RANK_ORDER if c in lacking]:
             out.append(
                 f"{MARK} not evaluated with {column_label(column)}: {', '.join(lacking[column])}."
+            )
+        stale = [row.label or row.method for row in self.rows if row.stale]
+        if stale:
+            out.append(
+                f"{STALE} stale: the method's code changed since these runs were trained "
+                f"(bench run --force reruns them): {', '.join(stale)}."
             )
         return out
 
@@ -384,6 +398,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
         return []
     configs = run_configs(runs)
     every_config = run_configs(every)
+    code_now: dict[str, Any] = {}  # method name → its code's hash today
 
     def teacher_of(run_id: str) -> str:
         ref = configs[run_id].get("teacher") or {}
@@ -406,6 +421,10 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                     row = _row(method, key, r, results)
                     row.label = labels[key]
                     row.provenance["settings"] = settings(keys[key])
+                    row.stale = any(
+                        stale(configs[i], json.loads(p or "{}"), code_now)
+                        for i, p in zip(r["run_id"], r["provenance"])
+                    )
                     rows.append(row)
             columns = _column_order(set().union(*(r.mean for r in rows)))
             rank_rows(columns, rows)
@@ -592,6 +611,7 @@ def to_csv(tables: list[Table]) -> str:
                         "schedule": r.schedule,
                         "checks": ";".join(r.flags) or "ok",
                         "missing": ";".join(r.missing),
+                        "stale": r.stale,
                         "runs": ";".join(r.runs),
                     }
                 )
@@ -619,6 +639,7 @@ def _latex_text(text: str) -> str:
         .replace("ε", r"$\varepsilon$")
         .replace("∞", r"$\infty$")
         .replace(MARK, r"$^\dagger$")
+        .replace(STALE, r"$^\ddagger$")
     )
 
 
@@ -633,7 +654,7 @@ def to_latex(tables: list[Table]) -> str:
         )
         body = body.replace(r"\textbackslash{}textbf\{", r"\textbf{").replace(r"\}", "}")
         body = body.replace("±", r"$\pm$").replace("→", r"$\to$").replace("—", "--")
-        body = body.replace(MARK, r"$^\dagger$")
+        body = body.replace(MARK, r"$^\dagger$").replace(STALE, r"$^\ddagger$")
         caption = " ".join([table.title + ".", *context_lines(table), *table.notes()])
         parts.append(
             f"% {table.title}\n\\begin{{table}}\n\\centering\n\\caption{{{_latex_text(caption)}}}\n"

@@ -449,6 +449,9 @@ class Store:
         from harness.utils.atomic import remove_stray_tmp
 
         remove_stray_tmp(d)
+        with contextlib.suppress(UserError):  # a damaged status.json: begin() rewrites it
+            if (self._read(run_id, "status") or {}).get("resetting"):
+                self._clear_outputs(run_id)  # a reset a killed process began (see reset)
         return claim
 
     def begin(self, run_id: str, config: dict[str, Any]) -> Path:
@@ -539,7 +542,7 @@ class Store:
         markers = self._pending()
         if not markers:
             return []
-        healed = []
+        healed, removed = [], False
         try:
             with self._write() as conn:
                 for marker in markers:
@@ -547,6 +550,9 @@ class Store:
                     if (self.run_dir(run_id) / "config.json").exists():
                         with contextlib.suppress(DamagedFile):  # store check reports it
                             self._index_run(conn, run_id)
+                    else:  # removed (bench rm): its directory went first
+                        self._unindex(conn, run_id)
+                        removed = True
                     if self._marker_done(marker, run_id):
                         healed.append(run_id)
         except DamagedFile:
@@ -556,6 +562,8 @@ class Store:
         for run_id in healed:
             with contextlib.suppress(OSError):
                 (self.root / PENDING / run_id).unlink()
+        if removed:
+            self.sweep_removed()
         return healed
 
     def sync(self, run_id: str) -> bool:
@@ -580,7 +588,11 @@ class Store:
         try:
             if not self.runs_dir.is_dir():
                 return []
-            return sorted(p.name for p in self.runs_dir.iterdir() if (p / "config.json").exists())
+            return sorted(
+                p.name
+                for p in self.runs_dir.iterdir()
+                if not p.name.startswith(".") and (p / "config.json").exists()
+            )  # a ".removed-..." folder is a run being deleted (remove)
         except OSError as exc:
             raise file_error(exc, self.runs_dir, "read") from None
 
@@ -597,8 +609,9 @@ class Store:
         raise UserError(f"run {ref!r} is ambiguous in {self.root}: {', '.join(hits[:5])}")
 
     def frame(self, table: str, grid: str | None = None) -> pd.DataFrame:
-        """The ``runs`` or ``results`` table (optionally one grid's) as a DataFrame."""
-        if table not in ("runs", "results"):
+        """The ``runs``, ``results`` or ``grid_runs`` table (optionally one grid's) as a
+        DataFrame."""
+        if table not in ("runs", "results", "grid_runs"):
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
             return _empty_frame(table)  # nothing to read: a read never creates the store
@@ -706,6 +719,66 @@ class Store:
                 fix = "delete it: a resumed run falls back to prev.pt"
             out.append(f"{run_id}: {path} is damaged ({problem}); {fix}")
         return out
+
+    # -- rerun and removal (the caller holds the run's claim) ------------------------------------
+    def reset(self, run_id: str) -> None:
+        """Turn a run back into one that has not started: its results, checkpoints, evaluation
+        state and log are removed, its config kept (``bench run --force``).
+
+        status.json says ``resetting`` first, so the run is no longer complete from that moment
+        on, and whoever claims it next finishes a reset a killed process began (:meth:`claim`):
+        a rerun never mixes the old run's checkpoints or per-batch evaluation with its own.
+        """
+        with self._journal(run_id) as token:
+            self._set_status(run_id, "running", write=token, resetting=True)
+            self._clear_outputs(run_id)
+            self._set_status(run_id, "running", write=token)
+            with self._write() as conn:
+                self._index_run(conn, run_id)
+
+    def _clear_outputs(self, run_id: str) -> None:
+        import shutil
+
+        d = self.run_dir(run_id)
+        try:
+            for name in ("eval", "checkpoints"):
+                if (d / name).exists():
+                    shutil.rmtree(d / name)
+            for name in ("metrics.json", "log.txt"):
+                (d / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise file_error(exc, d, "clear") from None
+
+    def remove(self, run_id: str) -> None:
+        """Remove ``run_id`` from the run directories and the index together.
+
+        The directory is renamed out of the store's view in one step (``runs/.removed-...``),
+        then its index rows are deleted and the folder is deleted; a process killed in between
+        leaves a ``pending/`` marker by which the next reader drops the rows (:meth:`heal`).
+        """
+        d = self.run_dir(run_id)
+        with self._journal(run_id) as token:
+            trash = self.runs_dir / f".removed-{run_id}-{token}"
+            try:
+                os.replace(d, trash)
+            except OSError as exc:
+                raise file_error(exc, d, "remove") from None
+            with self._write() as conn:
+                self._unindex(conn, run_id)
+        self.sweep_removed()
+
+    def sweep_removed(self) -> None:
+        """Delete the folders of removed runs (left behind by a process killed while deleting)."""
+        import shutil
+
+        with contextlib.suppress(OSError):
+            for p in self.runs_dir.glob(".removed-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    @staticmethod
+    def _unindex(conn: sqlite3.Connection, run_id: str) -> None:
+        for table in ("runs", "results", "grid_runs"):
+            conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
 
 class DamagedRuns(UserError):
