@@ -254,7 +254,16 @@ class Store:
         except OSError as exc:  # a file in the way, no permission
             raise UserError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
         try:
+            # Created here so that it has the umask's mode (SQLite's own is 0644 whatever the
+            # umask); an empty file is an empty database, and SQLite gives its journal the same.
+            if not self.index_path.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.index_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        except OSError as exc:
+            raise UserError(
+                f"index {self.index_path}: {exc.strerror}; check the file system, then rerun"
+            ) from None
         except sqlite3.Error as exc:
             raise self._sql_error(exc) from None
         try:
