@@ -151,8 +151,10 @@ def run(
     from harness.store.store import Store
     from harness.training.fast import FastPath
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
+    set_threads(1)  # workers set their own share (harness.utils.threads)
     grid = load_selected(**selection)
     deterministic = deterministic or grid.deterministic
     if deterministic:
@@ -297,13 +299,27 @@ def store_rebuild(store: str) -> None:
 @click.argument("kind", type=click.Choice(["methods", "models", "datasets", "attacks", "grids"]))
 @click.argument("pattern", required=False)
 def list_(kind: str, pattern: str | None) -> None:
-    """List registered methods, models, datasets, attacks, or the available grids."""
+    """List registered methods, models, datasets, the attacks --attack takes, or the grids.
+
+    PATTERN: a part of the name (res) or a wildcard (resnet*)."""
     import harness
     from harness.grid.load import list_grids
+    from harness.registry import match_names
 
-    names = list_grids() if kind == "grids" else getattr(harness, f"list_{kind}")(pattern)
+    if kind == "attacks":
+        from harness.grid.suites import PRESETS, preset_text
+
+        for name in match_names(PRESETS, pattern):
+            click.echo(f"{name:<12} {preset_text(PRESETS[name])}")
+        return
+    if kind == "grids":
+        names = match_names(list_grids(), pattern)
+    else:
+        names = getattr(harness, f"list_{kind}")(pattern)
     for name in names:
         click.echo(name)
+    if kind == "models" and not pattern:
+        click.echo("timm:NAME, torchvision:NAME  (any classifier of those packages)")
 
 
 @bench.command()
@@ -419,7 +435,9 @@ def eval_(
     """Evaluate a stored run, a checkpoint file or a RobustBench model (resumable)."""
     from harness.execution.external import evaluate_target
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
+    set_threads(1)
     rows = evaluate_target(
         target,
         suite=suite,
@@ -443,17 +461,26 @@ def eval_(
 
 @bench.command("new-method")
 @click.argument("name")
-@click.option("--methods-dir", default=None, help="Where the method file goes (default: methods/).")
+@click.option(
+    "--methods-dir",
+    default=None,
+    help="Where the method file goes (default: methods/, which registers it; elsewhere it "
+    "prints the entry point that does).",
+)
 @click.option("--tests-dir", default="tests", show_default=True, help="Where its test goes.")
 def new_method(name: str, methods_dir: str | None, tests_dir: str) -> None:
     """Write a working method skeleton (KD on adversarial examples) and its test."""
     import methods
     from harness.scaffold import new_method as scaffold
+    from harness.scaffold import registration_hint
 
-    folder = Path(methods_dir) if methods_dir else Path(methods.__file__).parent
+    builtin = Path(methods.__file__).parent
+    folder = Path(methods_dir) if methods_dir else builtin
     method_path, test_path = scaffold(name, folder, Path(tests_dir))
     click.echo(f"wrote {method_path}")
     click.echo(f"wrote {test_path}")
+    for line in registration_hint(name, method_path, builtin):
+        click.echo(line)
     click.echo(f"try it: bench run --method {name} --grid smoke")
 
 

@@ -69,10 +69,10 @@ class Registry:
             self._loading = False
 
     def names(self, pattern: str | None = None) -> list[str]:
-        """Registered names, sorted; ``pattern`` is a shell-style wildcard (``"resnet*"``)."""
+        """Registered names, sorted; ``pattern`` is a shell-style wildcard (``"resnet*"``) or a
+        part of the name (``"res"``): see :func:`match_names`."""
         self._load()
-        names = sorted(self._entries)
-        return fnmatch.filter(names, pattern) if pattern else names
+        return match_names(sorted(self._entries), pattern)
 
     def __contains__(self, name: object) -> bool:
         self._load()
@@ -91,6 +91,18 @@ class Registry:
         factory = self.get(name)
         check_kwargs(f"{self.kind} {name!r}", factory, kwargs)
         return factory(**kwargs)
+
+
+def match_names(names: Iterable[str], pattern: str | None) -> list[str]:
+    """``names`` that ``pattern`` selects: with a wildcard (``*``, ``?``, ``[``) those it
+    matches as a whole, else those that contain it (``res`` finds ``resnet18`` and
+    ``preact_resnet18``); case-insensitive. No pattern: all of them."""
+    names = list(names)
+    if not pattern:
+        return names
+    if any(c in pattern for c in "*?["):
+        return [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+    return [n for n in names if pattern.lower() in n.lower()]
 
 
 def check_kwargs(what: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:

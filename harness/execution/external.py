@@ -7,6 +7,7 @@ leaderboards and reports like any trained student's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -195,7 +196,16 @@ def _evaluate_claimed(
 
 
 def _train_summary(st: Store, run_id: str, config: dict[str, Any]) -> dict[str, Any]:
-    """What metrics.json said about training, recovered from last.pt (empty if unreadable)."""
+    """What metrics.json said about training: a complete run's train.json, else (a run stopped
+    before it completed) recovered from last.pt; empty if neither can be read."""
+    record = st.train_record(run_id)
+    if record.exists():
+        try:
+            summary = json.loads(record.read_text())
+            if isinstance(summary, dict):
+                return summary
+        except (OSError, ValueError):
+            pass
     path = st.checkpoint(run_id, "last")
     if not path.exists():
         return {}

@@ -25,7 +25,7 @@ from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_re
 from harness.store.store import Store
 from harness.training.fast import FastPath
 from harness.training.train import TrainConfig, check_trainable, train
-from harness.utils.atomic import save_atomic
+from harness.utils.atomic import save_atomic, write_json_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
 from harness.utils.errors import TrainingDiverged, UserError
@@ -303,7 +303,11 @@ def _execute_claimed(
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
         metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
     claim.check(verify=True)
+    # The training record outlives last.pt (pruned below): metrics.json, when damaged, is
+    # rewritten from best.pt and this (harness.execution.external).
+    write_json_atomic(metrics["train"], store.train_record(spec.run_id))
     store.finish(spec.run_id, metrics)
+    store.prune(spec.run_id)  # complete: nothing resumes it, best.pt is what it left
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")
     return "complete"

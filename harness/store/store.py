@@ -5,7 +5,9 @@
                          status.json    running | complete | failed, with the reason
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
-                         checkpoints/   last.pt (every epoch), best.pt (selected)
+                         checkpoints/   best.pt (selected); last.pt (every epoch) and
+                                        prev.pt (the one before) until the run is complete,
+                                        then train.json (best epoch, history)
                          claim.json     while a process runs it (:mod:`harness.store.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
     <root>/index.sqlite                 runs (with each one's config and seedless row key),
@@ -516,6 +518,28 @@ class Store:
                 fh.write(line.rstrip("\n") + "\n")
         except OSError as exc:
             raise file_error(exc, path) from None
+
+    def train_record(self, run_id: str) -> Path:
+        """``checkpoints/train.json``: a complete run's training summary (best epoch, history),
+        kept apart from metrics.json so that a damaged one loses no training record."""
+        return self.run_dir(run_id) / "checkpoints" / "train.json"
+
+    def prune(self, run_id: str) -> list[Path]:
+        """Delete what only an unfinished run needs: ``last.pt`` and ``prev.pt`` (the resume
+        points; for a digits ResNet-34 surrogate 400 MB together). ``best.pt`` stays, for
+        ``bench eval`` and teachers; the epochs' records stay in metrics.json and train.json.
+        Called with the run's claim held, once it is complete."""
+        removed = []
+        for which in ("last", "prev"):
+            path = self.checkpoint(run_id, which)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise file_error(exc, path) from None
+            removed.append(path)
+        return removed
 
     # -- healing --------------------------------------------------------------------------------
     def _pending(self) -> list[Path]:
