@@ -45,6 +45,7 @@ def test_bench_run_sets_the_threads_of_its_process(monkeypatch, tmp_path, capsys
         with pytest.raises(SystemExit):  # an unknown grid: stops after the threads are set
             main(["run", "--grid", str(tmp_path / "none.toml"), "--store", str(tmp_path / "s")])
         assert torch.get_num_threads() == 1
+        capsys.readouterr()
         monkeypatch.setenv("BENCH_THREADS", "zero")
         with pytest.raises(SystemExit) as info:
             main(["run", "--grid", "smoke", "--store", str(tmp_path / "s")])
