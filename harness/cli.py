@@ -412,6 +412,12 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
 @click.option("--model", help="Architecture of a checkpoint TARGET.")
 @click.option("--dataset", help="Data set of a checkpoint or RobustBench TARGET (npz:FILE too).")
 @click.option("--robustbench", is_flag=True, help="TARGET is a RobustBench model name.")
+@click.option(
+    "--zoo",
+    type=click.Choice(["cifar10", "cifar100", "imagenet"]),
+    help="The RobustBench leaderboard of a --robustbench TARGET (default: --dataset's, or the "
+    "one with its number of classes, so an npz of CIFAR-10 images takes cifar10).",
+)
 @STORE
 @click.option(
     "--data-root", envvar="BENCH_DATA", help="Folder with the data sets. Env: BENCH_DATA."
@@ -427,6 +433,7 @@ def eval_(
     model: str | None,
     dataset: str | None,
     robustbench: bool,
+    zoo: str | None,
     store: str,
     data_root: str | None,
     device: str,
@@ -447,6 +454,7 @@ def eval_(
         model=model,
         dataset=dataset,
         robustbench=robustbench,
+        zoo=zoo,
         store=store,
         data_root=data_root,
         device=resolve_device(device),

@@ -29,6 +29,13 @@ class Registry:
         self._entries: dict[str, Callable[..., Any]] = {}
         self._loaded = False
         self._loading = False
+        # "prefix:name" -> factory, for names of another package's catalogue (timm:resnet18)
+        self._prefixes: dict[str, Callable[[str], Callable[..., Any]]] = {}
+
+    def add_prefix(self, prefix: str, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        """Names ``prefix:NAME`` resolve to ``resolve(NAME)`` (a factory; a user error when
+        ``NAME`` is unknown or its package missing) instead of the registered names."""
+        self._prefixes[prefix] = resolve
 
     def register(self, name: str | None = None, *, override: bool = False) -> Callable:
         """Decorator: ``@METHODS.register("dgad")``; the default name is the object's name."""
@@ -76,10 +83,20 @@ class Registry:
 
     def __contains__(self, name: object) -> bool:
         self._load()
+        if isinstance(name, str) and name.partition(":")[0] in self._prefixes:
+            try:
+                self.get(name)
+            except UserError:
+                return False
+            return True
         return isinstance(name, str) and name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
+        if isinstance(name, str) and ":" in name and name not in self._entries:
+            prefix, _, rest = name.partition(":")
+            if prefix in self._prefixes:
+                return self._prefixes[prefix](rest)
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: a list or table from a grid file
