@@ -6,6 +6,7 @@ Errors a user can cause print one line and exit with code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -128,6 +129,14 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
 @click.option("--gpus", type=click.IntRange(min=0), help="GPUs per Slurm job.")
 @click.option("--cpus", type=click.IntRange(min=1), help="CPUs per Slurm job.")
 @click.option("--mem-gb", type=click.IntRange(min=1), help="Memory per Slurm job.")
+@click.option(
+    "--log",
+    "loggers",
+    type=click.Choice(["tensorboard"]),
+    multiple=True,
+    help="Also write each epoch's metrics to TensorBoard (<run>/tensorboard; needs the "
+    "'tensorboard' extra). Env: BENCH_LOG.",
+)
 def run(
     store: str,
     data_root: str | None,
@@ -143,18 +152,24 @@ def run(
     gpus: int | None,
     cpus: int | None,
     mem_gb: int | None,
+    loggers: tuple[str, ...],
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.execution.executors import run_local, run_submitit, slurm_parameters
     from harness.publishing.leaderboard import leaderboard_markdown
     from harness.store.store import Store
+    from harness.training import curves
     from harness.training.fast import FastPath
     from harness.utils.compat import resolve_device
     from harness.utils.threads import set_threads
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
     set_threads(1)  # workers set their own share (harness.utils.threads)
+    if loggers:  # through the environment: workers and Slurm jobs inherit it
+        os.environ[curves.ENV] = ",".join(loggers)
+    if "tensorboard" in curves.requested():
+        curves.summary_writer()  # not installed: one line now, not a failed run later
     grid = load_selected(**selection)
     deterministic = deterministic or grid.deterministic
     if deterministic:
@@ -325,12 +340,20 @@ def list_(kind: str, pattern: str | None) -> None:
 @bench.command()
 @click.argument("run_ref")
 @STORE
-def show(run_ref: str, store: str) -> None:
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Also write its training curves (loss, selection accuracy per epoch) to this .svg or "
+    ".png (matplotlib, the 'plot' extra) file.",
+)
+def show(run_ref: str, store: str, plot: str | None) -> None:
     """Show one run: its config, status, metrics and files (RUN_REF: id or unique prefix)."""
     from harness.store.store import Store
 
     st = Store(store)
     run_id = st.resolve(run_ref)
+    if plot:
+        _plot_run(st, run_id, Path(plot))
     cfg = st.config(run_id)
     metrics = st.metrics(run_id)
     click.echo(f"run        {run_id}")
@@ -355,6 +378,15 @@ def show(run_ref: str, store: str) -> None:
     click.echo(f"directory  {st.run_dir(run_id)}")
 
 
+def _plot_run(st: Any, run_id: str, path: Path) -> None:
+    from harness.publishing.curves import write_plot
+
+    history = (st.metrics(run_id).get("train") or {}).get("history")
+    if not history:
+        raise UserError(f"run {run_id} has no training epochs to plot (not trained by the harness)")
+    click.echo(f"curves written to {write_plot({run_id: history}, path)}")
+
+
 @bench.command()
 @GRID
 @STORE
@@ -376,9 +408,9 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
     name = grid_path(grid_name).stem
     tables = lb.leaderboard_tables(Store(store), name)
     if fmt == "html":
-        from harness.publishing.html import render_html
+        from harness.publishing.html import render_html, training_curves
 
-        text = render_html(tables, name)
+        text = render_html(tables, name, curves=training_curves(Store(store), tables))
     else:
         text = {
             "md": lambda: lb.to_markdown(tables, name),

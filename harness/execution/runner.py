@@ -23,6 +23,7 @@ from harness.grid.load import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
+from harness.training.curves import epoch_log
 from harness.training.fast import FastPath
 from harness.training.train import TrainConfig, check_trainable, train
 from harness.utils.atomic import save_atomic, write_json_atomic
@@ -244,6 +245,7 @@ def _execute_claimed(
 
     t0 = time.perf_counter()
     train_precision = tf32_state()
+    curves = epoch_log(store.run_dir(spec.run_id))  # $BENCH_LOG: bench run --log tensorboard
     try:
         result = train(
             student,
@@ -257,12 +259,15 @@ def _execute_claimed(
             progress=progress,
             log=log,
             fast=fast_path,
+            on_epoch=curves,
         )
     except TrainingDiverged as exc:
         claim.check(verify=True)
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
         return "failed"
+    finally:
+        curves.close()
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
     # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
     student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
