@@ -6,6 +6,7 @@ Errors a user can cause print one line and exit with code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,14 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
     help="Rerun the selected student runs that are complete (their old results, checkpoints "
     "and log are removed first; teachers and surrogates are kept).",
 )
+@click.option(
+    "--log",
+    "loggers",
+    type=click.Choice(["tensorboard"]),
+    multiple=True,
+    help="Also write each epoch's metrics to TensorBoard (<run>/tensorboard; needs the "
+    "'tensorboard' extra). Env: BENCH_LOG.",
+)
 def run(
     store: str,
     data_root: str | None,
@@ -150,16 +159,24 @@ def run(
     cpus: int | None,
     mem_gb: int | None,
     force: bool,
+    loggers: tuple[str, ...],
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.execution.executors import run_local, run_submitit, slurm_parameters
     from harness.publishing.leaderboard import leaderboard_markdown
     from harness.store.store import Store
+    from harness.training import curves
     from harness.training.fast import FastPath
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
+    set_threads(1)  # workers set their own share (harness.utils.threads)
+    if loggers:  # through the environment: workers and Slurm jobs inherit it
+        os.environ[curves.ENV] = ",".join(loggers)
+    if "tensorboard" in curves.requested():
+        curves.summary_writer()  # not installed: one line now, not a failed run later
     grid = load_selected(**selection)
     deterministic = deterministic or grid.deterministic
     if deterministic:
@@ -314,24 +331,46 @@ def store_rebuild(store: str) -> None:
 @click.argument("kind", type=click.Choice(["methods", "models", "datasets", "attacks", "grids"]))
 @click.argument("pattern", required=False)
 def list_(kind: str, pattern: str | None) -> None:
-    """List registered methods, models, datasets, attacks, or the available grids."""
+    """List registered methods, models, datasets, the attacks --attack takes, or the grids.
+
+    PATTERN: a part of the name (res) or a wildcard (resnet*)."""
     import harness
     from harness.grid.load import list_grids
+    from harness.registry import match_names
 
-    names = list_grids() if kind == "grids" else getattr(harness, f"list_{kind}")(pattern)
+    if kind == "attacks":
+        from harness.grid.suites import PRESETS, preset_text
+
+        for name in match_names(PRESETS, pattern):
+            click.echo(f"{name:<12} {preset_text(PRESETS[name])}")
+        return
+    if kind == "grids":
+        names = match_names(list_grids(), pattern)
+    else:
+        names = getattr(harness, f"list_{kind}")(pattern)
     for name in names:
         click.echo(name)
+    if kind == "models" and not pattern:
+        click.echo("timm:NAME, torchvision:NAME  (any classifier of those packages)")
 
 
 @bench.command()
 @click.argument("run_ref")
 @STORE
-def show(run_ref: str, store: str) -> None:
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Also write its training curves (loss, selection accuracy per epoch) to this .svg or "
+    ".png (matplotlib, the 'plot' extra) file.",
+)
+def show(run_ref: str, store: str, plot: str | None) -> None:
     """Show one run: its config, status, metrics and files (RUN_REF: id or unique prefix)."""
     from harness.store.store import Store
 
     st = Store(store)
     run_id = st.resolve(run_ref)
+    if plot:
+        _plot_run(st, run_id, Path(plot))
     cfg = st.config(run_id)
     metrics = st.metrics(run_id)
     click.echo(f"run        {run_id}")
@@ -472,6 +511,15 @@ def export(
     click.echo(f"{len(paths)} run(s) exported to {folder}")
 
 
+def _plot_run(st: Any, run_id: str, path: Path) -> None:
+    from harness.publishing.curves import write_plot
+
+    history = (st.metrics(run_id).get("train") or {}).get("history")
+    if not history:
+        raise UserError(f"run {run_id} has no training epochs to plot (not trained by the harness)")
+    click.echo(f"curves written to {write_plot({run_id: history}, path)}")
+
+
 @bench.command()
 @GRID
 @STORE
@@ -493,9 +541,9 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
     name = grid_path(grid_name).stem
     tables = lb.leaderboard_tables(Store(store), name)
     if fmt == "html":
-        from harness.publishing.html import render_html
+        from harness.publishing.html import render_html, training_curves
 
-        text = render_html(tables, name)
+        text = render_html(tables, name, curves=training_curves(Store(store), tables))
     else:
         text = {
             "md": lambda: lb.to_markdown(tables, name),
@@ -529,6 +577,12 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
 @click.option("--model", help="Architecture of a checkpoint TARGET.")
 @click.option("--dataset", help="Data set of a checkpoint or RobustBench TARGET (npz:FILE too).")
 @click.option("--robustbench", is_flag=True, help="TARGET is a RobustBench model name.")
+@click.option(
+    "--zoo",
+    type=click.Choice(["cifar10", "cifar100", "imagenet"]),
+    help="The RobustBench leaderboard of a --robustbench TARGET (default: --dataset's, or the "
+    "one with its number of classes, so an npz of CIFAR-10 images takes cifar10).",
+)
 @STORE
 @click.option(
     "--data-root", envvar="BENCH_DATA", help="Folder with the data sets. Env: BENCH_DATA."
@@ -544,6 +598,7 @@ def eval_(
     model: str | None,
     dataset: str | None,
     robustbench: bool,
+    zoo: str | None,
     store: str,
     data_root: str | None,
     device: str,
@@ -552,7 +607,9 @@ def eval_(
     """Evaluate a stored run, a checkpoint file or a RobustBench model (resumable)."""
     from harness.execution.external import evaluate_target
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
+    set_threads(1)
     rows = evaluate_target(
         target,
         suite=suite,
@@ -562,6 +619,7 @@ def eval_(
         model=model,
         dataset=dataset,
         robustbench=robustbench,
+        zoo=zoo,
         store=store,
         data_root=data_root,
         device=resolve_device(device),
@@ -576,17 +634,26 @@ def eval_(
 
 @bench.command("new-method")
 @click.argument("name")
-@click.option("--methods-dir", default=None, help="Where the method file goes (default: methods/).")
+@click.option(
+    "--methods-dir",
+    default=None,
+    help="Where the method file goes (default: methods/, which registers it; elsewhere it "
+    "prints the entry point that does).",
+)
 @click.option("--tests-dir", default="tests", show_default=True, help="Where its test goes.")
 def new_method(name: str, methods_dir: str | None, tests_dir: str) -> None:
     """Write a working method skeleton (KD on adversarial examples) and its test."""
     import methods
     from harness.scaffold import new_method as scaffold
+    from harness.scaffold import registration_hint
 
-    folder = Path(methods_dir) if methods_dir else Path(methods.__file__).parent
+    builtin = Path(methods.__file__).parent
+    folder = Path(methods_dir) if methods_dir else builtin
     method_path, test_path = scaffold(name, folder, Path(tests_dir))
     click.echo(f"wrote {method_path}")
     click.echo(f"wrote {test_path}")
+    for line in registration_hint(name, method_path, builtin):
+        click.echo(line)
     click.echo(f"try it: bench run --method {name} --grid smoke")
 
 

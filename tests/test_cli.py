@@ -59,6 +59,25 @@ def test_list(capsys):
     assert out.split() == ["wrn34_10", "wrn34_20"]
 
 
+def test_list_takes_substrings_and_attacks_lists_what_attack_takes(capsys):
+    code, out, _ = bench(capsys, "list", "models", "res")
+    assert code == 0
+    assert out.splitlines() == ["preact_resnet18", "resnet18", "resnet34"]
+    code, out, _ = bench(capsys, "list", "models", "RESNET3")
+    assert out.splitlines() == ["resnet34"]
+    code, out, _ = bench(capsys, "list", "grids", "cifar10")
+    assert out.split() == ["cifar10", "cifar10-mini", "cifar100"]
+    code, out, _ = bench(capsys, "list", "attacks")
+    from harness.grid.suites import PRESETS
+
+    names = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and names == list(PRESETS)
+    assert "pgd" not in names  # a registered attack, not a preset: --attack refuses it
+    assert "pgd10        pgd steps=10" in out.splitlines()
+    code, out, _ = bench(capsys, "list", "attacks", "pgd")
+    assert [line.split()[0] for line in out.splitlines()] == ["pgd10", "pgd20", "pgd50"]
+
+
 def grid_file(tmp_path: Path, extra: str = "", eps: str = '"8/255"') -> str:
     path = tmp_path / "g.toml"
     path.write_text(

@@ -21,6 +21,7 @@ from harness.store.claims import Claimed
 from harness.store.store import Store
 from harness.utils.determinism import deterministic as deterministic_mode
 from harness.utils.errors import UserError
+from harness.utils.threads import cpu_cores, set_threads  # noqa: F401  (cpu_cores: re-exported)
 from harness.utils.values import coerce
 
 SLURM_KEYS = {
@@ -175,14 +176,6 @@ def worker_devices(device: torch.device, workers: int) -> list[str]:
     return [str(device)] * workers
 
 
-def cpu_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, e.g. a Slurm allocation)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def pin_worker(
     device: str, workers: int, environ: MutableMapping[str, str] = os.environ
 ) -> torch.device:
@@ -192,9 +185,10 @@ def pin_worker(
     (``CUDA_VISIBLE_DEVICES`` narrowed to that entry of the parent's list) and the current
     device, so compiled kernels, cuDNN, cuBLAS and anything else that uses "the current device"
     land on it rather than on GPU 0; the worker then runs on ``cuda:0``. Intra-op threads:
-    this machine's cores divided by the number of workers.
+    this process's cores divided by the number of workers, or ``$BENCH_THREADS``
+    (:mod:`harness.utils.threads`).
     """
-    torch.set_num_threads(max(1, cpu_cores() // max(1, workers)))
+    set_threads(workers)
     dev = torch.device(device)
     if dev.type != "cuda":
         return dev

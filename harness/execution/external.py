@@ -7,6 +7,7 @@ leaderboards and reports like any trained student's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -57,15 +58,20 @@ def _load_target(
     robustbench: bool,
     store: Store,
     data_root: str | None,
+    zoo: str | None = None,
 ) -> tuple[str, dict[str, Any], torch.nn.Module, Any]:
     """(run id, config, model with weights, data) for any kind of target."""
     if robustbench:
-        from harness.models.robustbench import load_robustbench
+        from harness.models.robustbench import check_classes, load_robustbench, zoo_dataset
 
         spec = _dataset_spec(dataset)
         data = load_dataset(spec, data_root)
-        net = load_robustbench(target, dataset=spec["name"])
-        config = external_config("robustbench", target, {"robustbench": target}, spec)
+        board = zoo_dataset(spec["name"], data.num_classes, zoo)
+        net = load_robustbench(target, dataset=board)
+        check_classes(net, data.num_classes, f"RobustBench model {target} ({board})", spec["name"])
+        # the leaderboard is part of the source where the data set does not name it
+        source = {"robustbench": target} | ({"zoo": board} if board != spec["name"] else {})
+        config = external_config("robustbench", target, source, spec)
     elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
 
@@ -88,7 +94,8 @@ def _load_target(
         )
         net.load_state_dict(load_checkpoint(store.checkpoint(run_id, "best"))["student"])
         return run_id, config, net, data
-    run_id = f"eval-{config['model']}-{config['dataset']['name']}-{config_hash(config)}"
+    arch = config["model"].replace(":", "-")  # timm:resnet18: the id is a folder name
+    run_id = f"eval-{arch}-{config['dataset']['name']}-{config_hash(config)}"
     return run_id, config, net, data
 
 
@@ -107,6 +114,7 @@ def evaluate_target(
     device: torch.device,
     progress: bool,
     echo: Callable[[str], None],
+    zoo: str | None = None,
 ) -> dict[str, Any]:
     st = Store(store)
     run_id, config, net, data = _load_target(
@@ -116,6 +124,7 @@ def evaluate_target(
         robustbench=robustbench,
         store=st,
         data_root=data_root,
+        zoo=zoo,
     )
     attacks = None
     if attack_names:
@@ -209,7 +218,16 @@ def _evaluate_claimed(
 
 
 def _train_summary(st: Store, run_id: str, config: dict[str, Any]) -> dict[str, Any]:
-    """What metrics.json said about training, recovered from last.pt (empty if unreadable)."""
+    """What metrics.json said about training: a complete run's train.json, else (a run stopped
+    before it completed) recovered from last.pt; empty if neither can be read."""
+    record = st.train_record(run_id)
+    if record.exists():
+        try:
+            summary = json.loads(record.read_text())
+            if isinstance(summary, dict):
+                return summary
+        except (OSError, ValueError):
+            pass
     path = st.checkpoint(run_id, "last")
     if not path.exists():
         return {}

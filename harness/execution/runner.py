@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import platform
 import time
@@ -24,9 +25,10 @@ from harness.method_code import method_code
 from harness.registry import DATASETS
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
+from harness.training.curves import epoch_log
 from harness.training.fast import FastPath
-from harness.training.train import TrainConfig, check_trainable, train
-from harness.utils.atomic import save_atomic
+from harness.training.train import TrainConfig, TrainResult, check_trainable, train
+from harness.utils.atomic import save_atomic, write_json_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
 from harness.utils.errors import TrainingDiverged, UserError
@@ -237,6 +239,7 @@ def _execute_claimed(
     store.begin(spec.run_id, {**cfg, "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
+        store.train_record(spec.run_id).unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
 
     def log(line: str) -> None:
@@ -246,8 +249,12 @@ def _execute_claimed(
     t0 = time.perf_counter()
     train_precision = tf32_state()
     code = method_code(cfg["method"]["name"])  # the code that trains it (not in its id)
+    curves = epoch_log(store.run_dir(spec.run_id))  # $BENCH_LOG: bench run --log tensorboard
+    done = finished_training(store, spec.run_id, tcfg) if resume else None
     try:
-        result = train(
+        if done is not None:  # trained to the end before (its last.pt pruned): evaluate best.pt
+            echo(f"{spec.run_id}: training was complete; evaluating its best.pt again")
+        result = done or train(
             student,
             method,
             data,
@@ -259,12 +266,15 @@ def _execute_claimed(
             progress=progress,
             log=log,
             fast=fast_path,
+            on_epoch=curves,
         )
     except TrainingDiverged as exc:
         claim.check(verify=True)
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
         return "failed"
+    finally:
+        curves.close()
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
     # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
     student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
@@ -306,10 +316,34 @@ def _execute_claimed(
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
         metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
     claim.check(verify=True)
+    # The training record outlives last.pt (pruned below): metrics.json, when damaged, is
+    # rewritten from best.pt and this (harness.execution.external).
+    write_json_atomic(metrics["train"], store.train_record(spec.run_id))
     store.finish(spec.run_id, metrics)
+    store.prune(spec.run_id)  # complete: nothing resumes it, best.pt is what it left
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")
     return "complete"
+
+
+def finished_training(store: Store, run_id: str, tcfg: TrainConfig) -> TrainResult | None:
+    """The training of ``run_id`` as its ``train.json`` records it, when the run trained to the
+    end before (complete, then its status.json or metrics.json was damaged): ``last.pt`` is
+    pruned then, so this, not a resume, is what spares it training again. None otherwise."""
+    record, best = store.train_record(run_id), store.checkpoint(run_id, "best")
+    if not (record.exists() and best.exists()):
+        return None
+    try:
+        summary = json.loads(record.read_text())
+        return TrainResult(
+            best_epoch=int(summary["best_epoch"]),
+            best=dict(summary[f"best_{tcfg.select_on}"]),
+            history=list(summary["history"]),
+            wall_time_s=0.0,
+            images_per_s=float(summary.get("images_per_s", math.nan)),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged: trained again, as a run without it would be
 
 
 def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:

@@ -91,6 +91,7 @@ TRAIN_MAXIMA = {
 SEED_RANGE = (0, 2**31 - 1)
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
+RB_ZOOS = ("cifar10", "cifar100", "imagenet")  # harness.models.robustbench.DATASETS
 URL_SCHEMES = ("https", "http", "file")
 
 
@@ -376,11 +377,16 @@ def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
         raise UserError(
             f"{where}: [teacher.{name}] needs exactly one of {', '.join(TEACHER_SOURCES)}"
         )
-    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model"})
+    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model", "zoo"})
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
     source = sources[0]
     spec = dict(spec)
+    if "zoo" in spec and (source != "robustbench" or spec["zoo"] not in RB_ZOOS):
+        raise UserError(
+            f"{where}: [teacher.{name}] zoo is a robustbench teacher's leaderboard, one of "
+            f"{', '.join(RB_ZOOS)}; got {spec['zoo']!r}"
+        )
     if "sha256" in spec:
         if source == "train":
             raise UserError(
@@ -573,7 +579,7 @@ def load_grid(
                 "source": "robustbench",
                 "robustbench": spec["robustbench"],
                 "threat_model": spec.get("threat_model", "Linf"),
-            } | ({"sha256": spec["sha256"]} if "sha256" in spec else {})
+            } | {k: spec[k] for k in ("sha256", "zoo") if k in spec}
             teacher_refs[tname] = (ref, None)
 
     variants = _table(raw, "variant", where)
@@ -678,7 +684,8 @@ def run_spec(
         "schedule": "short" if epochs < full_epochs else "long" if epochs > full_epochs else "full",
     }
     tname = (teacher_ref or {}).get("name", "none")
-    run_id = f"{label}-{dataset['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
+    arch = model.replace(":", "-")  # timm:resnet18 -> timm-resnet18 (the id is a folder name)
+    run_id = f"{label}-{dataset['name']}-{arch}-{tname}-s{seed}-{config_hash(config)}"
     config["grids"] = [grid_name] if grid_name else []
     return RunSpec(run_id=run_id, config=config, needs=needs)
 

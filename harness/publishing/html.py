@@ -22,6 +22,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
@@ -431,11 +433,26 @@ def _facts(table: Table) -> list[dict[str, str]]:
     return facts
 
 
-def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, Any]:
+def _row_curves(row: Row, curves: Mapping[str, Any]) -> Markup | None:
+    """The training curves of a row's runs (one line per seed), when any were recorded."""
+    from harness.publishing.curves import curves_svg
+
+    series = {}
+    for run_id in row.runs:
+        if curves.get(run_id):
+            seed = re.search(r"-s(\d+)-[0-9a-f]+$", run_id)
+            series[f"seed {seed.group(1)}" if seed else run_id] = curves[run_id]
+    return Markup(curves_svg(series)) if series else None
+
+
+def _table_view(
+    index: int, table: Table, colours: dict[str, int], curves: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     ident = f"t{index}"
     rank_key = table.rank_key
     rows = []
     for rank, row in enumerate(table.rows, 1):
+        row_curves = _row_curves(row, curves or {})
         schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
         prov = row.provenance
         rows.append(
@@ -451,6 +468,8 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
                 "short": "short" in schedules,
                 "flags": list(row.flags),
                 "runs": list(row.runs),
+                "curves": row_curves,
+                "curves_id": f"{ident}-curves-{rank}",
                 "provenance": {
                     "settings": [str(v) for v in prov.get("settings", [])],
                     "config": [str(v) for v in prov.get("config", [])],
@@ -491,6 +510,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         "gpu_h": sum(r["provenance"]["gpu_h"] for r in rows),
         "failed": sum(1 for r in rows if r["flags"]),
         "short": sum(1 for r in rows if r["short"]),
+        "curves": any(r["curves"] for r in rows),
     }
 
 
@@ -534,8 +554,12 @@ def render_html(
     *,
     generated: datetime | None = None,
     self_test: bool = False,
+    curves: Mapping[str, Any] | None = None,
 ) -> str:
-    """The leaderboard page for ``tables`` (``leaderboard_tables``) of grid ``grid``."""
+    """The leaderboard page for ``tables`` (``leaderboard_tables``) of grid ``grid``.
+
+    ``curves`` maps run ids to their epochs' records (:func:`training_curves`); each row with
+    any links to an inline plot of them."""
     generated = (generated or datetime.now(timezone.utc)).astimezone(timezone.utc)
     methods = sorted({r.method for t in tables for r in t.rows})
     colours = {m: i % PALETTE_SIZE for i, m in enumerate(methods)}
@@ -546,7 +570,7 @@ def render_html(
             grid=grid,
             generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
             generated_iso=generated.isoformat(timespec="seconds"),
-            tables=[_table_view(i, t, colours) for i, t in enumerate(tables, 1)],
+            tables=[_table_view(i, t, colours, curves) for i, t in enumerate(tables, 1)],
             legend=_legend(tables),
             rank_by=[column_label(c) for c in RANK_ORDER],
             threats=sorted({t.threat_text for t in tables if t.threat}),
@@ -555,3 +579,19 @@ def render_html(
             self_test=self_test,
         )
     )
+
+
+def training_curves(store: Any, tables: list[Table]) -> dict[str, Any]:
+    """Each run's epoch records (``metrics.json``'s ``train.history``) of ``tables``' rows; a run
+    without any (an evaluation-only one) or with a damaged metrics.json is left out."""
+    from harness.utils.errors import UserError
+
+    out = {}
+    for run_id in {r for t in tables for row in t.rows for r in row.runs}:
+        try:
+            history = (store.metrics(run_id).get("train") or {}).get("history")
+        except UserError:
+            continue
+        if history:
+            out[run_id] = history
+    return out

@@ -5,7 +5,9 @@
                          status.json    running | complete | failed, with the reason
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
-                         checkpoints/   last.pt (every epoch), best.pt (selected)
+                         checkpoints/   best.pt (selected); last.pt (every epoch) and
+                                        prev.pt (the one before) until the run is complete,
+                                        then train.json (best epoch, history)
                          claim.json     while a process runs it (:mod:`harness.store.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
     <root>/index.sqlite                 runs (with each one's config and seedless row key),
@@ -254,7 +256,16 @@ class Store:
         except OSError as exc:  # a file in the way, no permission
             raise UserError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
         try:
+            # Created here so that it has the umask's mode (SQLite's own is 0644 whatever the
+            # umask); an empty file is an empty database, and SQLite gives its journal the same.
+            if not self.index_path.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.index_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        except OSError as exc:
+            raise UserError(
+                f"index {self.index_path}: {exc.strerror}; check the file system, then rerun"
+            ) from None
         except sqlite3.Error as exc:
             raise self._sql_error(exc) from None
         try:
@@ -510,6 +521,28 @@ class Store:
                 fh.write(line.rstrip("\n") + "\n")
         except OSError as exc:
             raise file_error(exc, path) from None
+
+    def train_record(self, run_id: str) -> Path:
+        """``checkpoints/train.json``: a complete run's training summary (best epoch, history),
+        kept apart from metrics.json so that a damaged one loses no training record."""
+        return self.run_dir(run_id) / "checkpoints" / "train.json"
+
+    def prune(self, run_id: str) -> list[Path]:
+        """Delete what only an unfinished run needs: ``last.pt`` and ``prev.pt`` (the resume
+        points; for a digits ResNet-34 surrogate 400 MB together). ``best.pt`` stays, for
+        ``bench eval`` and teachers; the epochs' records stay in metrics.json and train.json.
+        Called with the run's claim held, once it is complete."""
+        removed = []
+        for which in ("last", "prev"):
+            path = self.checkpoint(run_id, which)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise file_error(exc, path) from None
+            removed.append(path)
+        return removed
 
     # -- healing --------------------------------------------------------------------------------
     def _pending(self) -> list[Path]:
