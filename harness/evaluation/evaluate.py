@@ -23,6 +23,7 @@ from torch import Tensor, nn
 
 from harness.attacks.base import build_attack
 from harness.data import ArraySet, batches
+from harness.evaluation.per_class import with_per_class
 from harness.grid import suites
 from harness.grid.suites import EPS_SWEEP
 from harness.utils.atomic import save_atomic
@@ -136,15 +137,20 @@ def run_attack(
     return row, mask
 
 
-def worst_case(masks: dict[str, Tensor]) -> dict[str, Any]:
-    """A sample counts as robust only if it survives every attack run (and is clean-correct)."""
+def worst_case(
+    masks: dict[str, Tensor], labels: Tensor | None = None, num_classes: int = 0
+) -> dict[str, Any]:
+    """A sample counts as robust only if it survives every attack run (and is clean-correct).
+
+    With ``labels``, the row carries its per-class accuracies too (:mod:`.per_class`)."""
     stacked = torch.stack(list(masks.values()))
     robust = stacked.all(0)
-    return {
+    row = {
         "accuracy": float(robust.float().mean()),
         "n": int(robust.numel()),
         "params": {"name": "worst_case", "of": sorted(masks)},
     }
+    return row if labels is None else with_per_class(row, robust, labels, num_classes)
 
 
 def check_ordering(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -225,7 +231,10 @@ def evaluate_suite(
     checks: bool = True,
     num_classes: int = 10,
 ) -> dict[str, Any]:
-    """Every attack of ``attacks`` (``None`` = clean), the worst case, and the checks."""
+    """Every attack of ``attacks`` (``None`` = clean), the worst case, and the checks.
+
+    Each result row carries its per-class accuracies (``per_class``, ``class_n``) over
+    ``num_classes`` classes (:mod:`harness.evaluation.per_class`)."""
     results: dict[str, dict[str, Any]] = {}
     masks: dict[str, Tensor] = {}
     for name, config in attacks.items():
@@ -240,12 +249,13 @@ def evaluate_suite(
             state_dir=state_dir,
             progress=progress,
         )
+        with_per_class(results[name], masks[name], data.y, num_classes)
     out: dict[str, Any] = {"results": results, "masks": masks}
     if len(masks) > 1:  # over the attacks (a JSMA towards the true class is none) and clean
         kept = {
             k: m for k, m in masks.items() if attacks[k] is None or suites.is_attack(attacks[k])
         }
-        results["worst_case"] = worst_case(kept)
+        results["worst_case"] = worst_case(kept, data.y, num_classes)
     if checks:
         out["checks"] = {
             "ordering": check_ordering(results),
