@@ -333,10 +333,19 @@ def show(run_ref: str, store: str) -> None:
         f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {train['select_on']}"
     )
     for name, row in metrics.get("results", {}).items():
-        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
     if metrics:
         click.echo(f"wall time  {metrics.get('wall_time_s', 0):.1f} s")
     click.echo(f"directory  {st.run_dir(run_id)}")
+
+
+def _worst_class(row: dict) -> str:
+    """``, worst class 3: 41.00%`` for a result row with per-class accuracies, else nothing."""
+    per_class = [(v, c) for c, v in enumerate(row.get("per_class") or []) if v is not None]
+    if not per_class:
+        return ""
+    value, cls = min(per_class)
+    return f", worst class {cls}: {100 * value:.2f}%"
 
 
 @bench.command()
@@ -436,7 +445,7 @@ def eval_(
         echo=click.echo,
     )
     for name, row in rows["results"].items():
-        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
     failed = [name for name, check in rows.get("checks", {}).items() if not check["ok"]]
     click.echo(f"checks: {', '.join(failed) + ' FAILED' if failed else 'ok'}")
 

@@ -523,7 +523,7 @@ def test_index_of_schema_3_is_rebuilt_with_per_class_columns(store):
 
 
 # -- Worst from a real evaluation: an extra `bench eval --attack` does not move it ----------------
-def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
+def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path, monkeypatch):
     from harness.evaluation.evaluate import eval_subset
     from harness.execution.external import evaluate_target
     from harness.execution.runner import build_model, evaluate_run, load_dataset
@@ -592,6 +592,34 @@ def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
     for name in ("clean", "pgd10"):
         assert row.mean[f"worst_class/{name}"] == pytest.approx(100 * min(after[name]["per_class"]))
         assert row.per_class[name] == pytest.approx([100 * v for v in after[name]["per_class"]])
+
+    # a run stored before per-class accuracies were kept: `bench eval RUN --suite config` adds
+    # them from the saved per-sample results, without attacking again
+    import harness.evaluation.evaluate as ev
+    from harness.utils.atomic import write_json_atomic
+
+    metrics = store.metrics(spec.run_id)
+    for result in metrics["results"].values():
+        result.pop("per_class"), result.pop("class_n")
+    write_json_atomic(metrics, store.run_dir(spec.run_id) / "metrics.json")
+    store.rebuild_index()
+    (table,) = lb.leaderboard_tables(store, "smoke")
+    assert table.rows[0].no_per_class == ["clean", "pgd10"]
+    built = []
+    real = ev.build_attack
+    monkeypatch.setattr(ev, "build_attack", lambda c, s: built.append(s) or real(c, s))
+    kw = {"surrogates": [], "model": None, "dataset": None, "robustbench": False}
+    evaluate_target(spec.run_id, suite="config", attack_names=[], subset=96, **kw,
+                    store=str(store.root), data_root=None, device=cpu, progress=False,
+                    echo=lambda line: None)  # fmt: skip
+    evaluate_target(spec.run_id, suite="whitebox", attack_names=["pgd20", "pgd50"], subset=96,
+                    **kw, store=str(store.root), data_root=None, device=cpu, progress=False,
+                    echo=lambda line: None)  # fmt: skip
+    assert built == []
+    again = store.metrics(spec.run_id)["results"]
+    assert {n: again[n]["per_class"] for n in again} == {n: after[n]["per_class"] for n in after}
+    (table,) = lb.leaderboard_tables(store, "smoke")
+    assert table.rows[0].no_per_class == [] and "worst_class/pgd10" in table.rows[0].mean
 
 
 def test_labels_name_what_differs(tmp_path):
