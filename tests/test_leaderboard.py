@@ -378,7 +378,7 @@ def test_ranked_by_the_strongest_attack_every_row_has(week):
         "Ranked by Worst, the strongest attack every row was evaluated with.",
         "† not evaluated with AA: trades, dgad [gamma=10], dgad (short: 1/3 ep) [gamma=5].",
         "No worst-class accuracy (stored before per-class accuracies were kept; bench eval RUN "
-        "--suite config adds them without attacking again): trades, dgad [gamma=10], "
+        "--suite config adds them from the saved per-sample results): trades, dgad [gamma=10], "
         "dgad [gamma=5], dgad (short: 1/3 ep) [gamma=5].",
     ]
     assert [r.label for r in rb.rows] == ["dgad", "trades"] and rb.rank_key == "worst_case"

@@ -191,7 +191,7 @@ class Table:
         if old:
             out.append(
                 f"No worst-class accuracy (stored before per-class accuracies were kept; "
-                f"bench eval RUN --suite config adds them without attacking again): "
+                f"bench eval RUN --suite config adds them from the saved per-sample results): "
                 f"{', '.join(old)}."
             )
         return out
