@@ -6,10 +6,11 @@ correctness so far is written atomically to ``<state_dir>/<attack>.pt``, so a ki
 batch ``b`` is seeded by (seed, attack, b): a resumed evaluation gives exactly the numbers of an
 uninterrupted one.
 
-Beside the accuracies: the worst case per sample over every attack run, and the checks a careful
-reviewer makes (clean ≥ FGSM ≥ PGD ≥ AutoAttack; accuracy falls, to about zero, as eps grows;
-predictions do not depend on the batch size; every adversarial input inside its threat model and
-[0,1]). Each check is a flag on the run.
+Beside the accuracies: each row's per-class accuracies (:mod:`harness.evaluation.per_class`),
+the worst case per sample over every attack run, and the checks a careful reviewer makes (clean ≥
+FGSM ≥ PGD ≥ AutoAttack; accuracy falls, to about zero, as eps grows; predictions do not depend
+on the batch size; every adversarial input inside its threat model and [0,1]). Each check is a
+flag on the run.
 """
 
 from __future__ import annotations
