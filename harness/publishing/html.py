@@ -29,13 +29,11 @@ import math
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-import harness
 from harness.publishing.leaderboard import (
     MARK,
     RANK_ORDER,
@@ -46,9 +44,11 @@ from harness.publishing.leaderboard import (
     cell_text,
     column_label,
 )
+from harness.utils.resources import GRIDS, shipped
 from harness.utils.values import canonical_json
 
-TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
+#: The page's template: ``leaderboards/templates/`` of the repository, shipped as package data.
+TEMPLATES = shipped(GRIDS) / "templates"
 TEMPLATE = "leaderboard.html.j2"
 PALETTE_SIZE = 10  # colour classes c0..c9 in the template's stylesheet
 
@@ -281,6 +281,113 @@ def _place_labels(points: list[_Point], texts: list[str]) -> list[tuple[float, f
     return out
 
 
+@dataclass
+class _Frame:
+    """The plot's scales: data values to SVG coordinates, and the ticks of each axis."""
+
+    xticks: list[float]
+    xdec: int
+    yticks: list[float]
+    ydec: int
+    pw: float = W - LEFT - RIGHT
+    ph: float = H - TOP - BOTTOM
+
+    def sx(self, v: float) -> float:
+        x0, x1 = self.xticks[0], self.xticks[-1]
+        return LEFT + (v - x0) / (x1 - x0) * self.pw
+
+    def sy(self, v: float) -> float:
+        y0, y1 = self.yticks[0], self.yticks[-1]
+        return TOP + self.ph - (v - y0) / (y1 - y0) * self.ph
+
+
+def _points(table: Table, colours: dict[str, int], xkey: str, ykey: str) -> list[_Point]:
+    """One point per row that has both numbers."""
+    points = []
+    for row in table.rows:
+        x, y = _finite(row.mean.get(xkey)), _finite(row.mean.get(ykey))
+        if x is None or y is None:
+            continue
+        sx, sy = _finite(row.std.get(xkey)), _finite(row.std.get(ykey))
+        points.append(_Point(row, colours.get(row.method, 0), x, y, sx, sy))
+    return points
+
+
+def _axes_svg(f: _Frame, xname: str, yname: str) -> list[str]:
+    """Grid lines, ticks and their labels, and the axis titles."""
+    parts = []
+    pw, ph = f.pw, f.ph
+    for t in f.xticks:
+        x = _n(f.sx(t))
+        parts.append(f'<line class="grid" x1="{x}" y1="{TOP}" x2="{x}" y2="{TOP + ph}"/>')
+        parts.append(f'<line class="tick" x1="{x}" y1="{TOP + ph}" x2="{x}" y2="{TOP + ph + 5}"/>')
+        parts.append(f'<text class="tick-label" x="{x}" y="{TOP + ph + 19}">{t:.{f.xdec}f}</text>')
+    for t in f.yticks:
+        y = _n(f.sy(t))
+        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + pw}" y2="{y}"/>')
+        parts.append(f'<line class="tick" x1="{LEFT - 5}" y1="{y}" x2="{LEFT}" y2="{y}"/>')
+        parts.append(
+            f'<text class="tick-label y" x="{LEFT - 8}" y="{_n(f.sy(t) + 4)}">{t:.{f.ydec}f}</text>'
+        )
+    parts.append(
+        f'<text class="axis-label" x="{_n(LEFT + pw / 2)}" y="{H - 12}">'
+        f"{escape(xname)} accuracy (%)</text>"
+    )
+    parts.append(
+        f'<text class="axis-label" transform="translate(16 {_n(TOP + ph / 2)}) rotate(-90)">'
+        f"{escape(yname)} accuracy (%)</text>"
+    )
+    return parts
+
+
+def _error_bars_svg(f: _Frame, points: list[_Point]) -> list[str]:
+    """One standard deviation each way, with end caps; drawn under the points."""
+    parts = []
+    for p in points:
+        cls = f"err c{p.colour}"
+        if p.sx:
+            a, b, y = _n(f.sx(p.x - p.sx)), _n(f.sx(p.x + p.sx)), _n(p.py)
+            parts.append(f'<line class="{cls}" x1="{a}" y1="{y}" x2="{b}" y2="{y}"/>')
+            for e in (a, b):
+                parts.append(
+                    f'<line class="{cls}" x1="{e}" y1="{_n(p.py - 4)}" x2="{e}" '
+                    f'y2="{_n(p.py + 4)}"/>'
+                )
+        if p.sy:
+            a, b, x = _n(f.sy(p.y - p.sy)), _n(f.sy(p.y + p.sy)), _n(p.px)
+            parts.append(f'<line class="{cls}" x1="{x}" y1="{a}" x2="{x}" y2="{b}"/>')
+            for e in (a, b):
+                parts.append(
+                    f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
+                    f'y2="{e}"/>'
+                )
+    return parts
+
+
+def _point_svg(
+    p: _Point, text: str, place: tuple[float, float, Box | None], names: tuple[str, str]
+) -> str:
+    """A point with its tooltip, its label at ``place`` and the label's leader line, if any."""
+    lx, ly, leader = place
+    xname, yname = names
+    xs = f" ± {p.sx:.2f}" if p.sx else ""
+    ys = f" ± {p.sy:.2f}" if p.sy else ""
+    seeds = f", {p.row.seeds} seeds" if p.row.seeds > 1 else ""
+    tip = f"{text}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
+    line = ""
+    if leader is not None:  # from the point's rim to the nearest edge of its label
+        x1, y1, x2, y2 = leader
+        d = math.hypot(x2 - x1, y2 - y1)
+        x1, y1 = x1 + (x2 - x1) * RADIUS / d, y1 + (y2 - y1) * RADIUS / d
+        line = f'<line class="leader" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
+    return (
+        f'<g class="pt">{line}<circle class="point c{p.colour}" cx="{_n(p.px)}" '
+        f'cy="{_n(p.py)}" r="{RADIUS}" data-method="{escape(p.row.method)}">'
+        f'<title>{escape(tip)}</title></circle><text class="label" x="{_n(lx)}" '
+        f'y="{_n(ly)}" text-anchor="middle">{escape(text)}</text></g>'
+    )
+
+
 def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | None:
     """Clean accuracy against robust accuracy (:func:`plot_axes`), one labelled point per row
     that has both, as inline SVG; labels placed by :func:`_place_labels`.
@@ -292,30 +399,15 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
     if axes is None:
         return None
     xkey, ykey = axes
-    points = []
-    for row in table.rows:
-        x, y = _finite(row.mean.get(xkey)), _finite(row.mean.get(ykey))
-        if x is None or y is None:
-            continue
-        sx, sy = _finite(row.std.get(xkey)), _finite(row.std.get(ykey))
-        points.append(_Point(row, colours.get(row.method, 0), x, y, sx, sy))
+    points = _points(table, colours, xkey, ykey)
     if not points:
         return None
-
-    xticks, xdec = _domain([(p.x, p.sx or 0.0) for p in points])
-    yticks, ydec = _domain([(p.y, p.sy or 0.0) for p in points])
-    x0, x1, y0, y1 = xticks[0], xticks[-1], yticks[0], yticks[-1]
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
-
-    def sx_(v: float) -> float:
-        return LEFT + (v - x0) / (x1 - x0) * pw
-
-    def sy_(v: float) -> float:
-        return TOP + ph - (v - y0) / (y1 - y0) * ph
-
+    frame = _Frame(
+        *_domain([(p.x, p.sx or 0.0) for p in points]),
+        *_domain([(p.y, p.sy or 0.0) for p in points]),
+    )
     for p in points:
-        p.px, p.py = sx_(p.x), sy_(p.y)
-
+        p.px, p.py = frame.sx(p.x), frame.sy(p.y)
     xname, yname = _axis_label(xkey), _axis_label(ykey)
     parts = [
         f'<svg class="scatter" viewBox="0 0 {W} {H}" role="img" '
@@ -325,64 +417,13 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
         f"{escape(table.title)}</title>",
         f'<desc id="{ident}-desc">One point per row (configuration); error bars are one '
         "standard deviation over seeds; up and to the right is better.</desc>",
-        f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
+        f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{frame.pw}" height="{frame.ph}"/>',
+        *_axes_svg(frame, xname, yname),
+        *_error_bars_svg(frame, points),
     ]
-    for t in xticks:
-        x = _n(sx_(t))
-        parts.append(f'<line class="grid" x1="{x}" y1="{TOP}" x2="{x}" y2="{TOP + ph}"/>')
-        parts.append(f'<line class="tick" x1="{x}" y1="{TOP + ph}" x2="{x}" y2="{TOP + ph + 5}"/>')
-        parts.append(f'<text class="tick-label" x="{x}" y="{TOP + ph + 19}">{t:.{xdec}f}</text>')
-    for t in yticks:
-        y = _n(sy_(t))
-        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + pw}" y2="{y}"/>')
-        parts.append(f'<line class="tick" x1="{LEFT - 5}" y1="{y}" x2="{LEFT}" y2="{y}"/>')
-        parts.append(
-            f'<text class="tick-label y" x="{LEFT - 8}" y="{_n(sy_(t) + 4)}">{t:.{ydec}f}</text>'
-        )
-    parts.append(
-        f'<text class="axis-label" x="{_n(LEFT + pw / 2)}" y="{H - 12}">'
-        f"{escape(xname)} accuracy (%)</text>"
-    )
-    parts.append(
-        f'<text class="axis-label" transform="translate(16 {_n(TOP + ph / 2)}) rotate(-90)">'
-        f"{escape(yname)} accuracy (%)</text>"
-    )
-    for p in points:  # error bars under the points
-        cls = f"err c{p.colour}"
-        if p.sx:
-            a, b, y = _n(sx_(p.x - p.sx)), _n(sx_(p.x + p.sx)), _n(p.py)
-            parts.append(f'<line class="{cls}" x1="{a}" y1="{y}" x2="{b}" y2="{y}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{e}" y1="{_n(p.py - 4)}" x2="{e}" '
-                    f'y2="{_n(p.py + 4)}"/>'
-                )
-        if p.sy:
-            a, b, x = _n(sy_(p.y - p.sy)), _n(sy_(p.y + p.sy)), _n(p.px)
-            parts.append(f'<line class="{cls}" x1="{x}" y1="{a}" x2="{x}" y2="{b}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
-                    f'y2="{e}"/>'
-                )
     texts = [p.row.label or p.row.method for p in points]
-    for p, text, (lx, ly, leader) in zip(points, texts, _place_labels(points, texts)):
-        xs = f" ± {p.sx:.2f}" if p.sx else ""
-        ys = f" ± {p.sy:.2f}" if p.sy else ""
-        seeds = f", {p.row.seeds} seeds" if p.row.seeds > 1 else ""
-        tip = f"{text}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
-        line = ""
-        if leader is not None:  # from the point's rim to the nearest edge of its label
-            x1, y1, x2, y2 = leader
-            d = math.hypot(x2 - x1, y2 - y1)
-            x1, y1 = x1 + (x2 - x1) * RADIUS / d, y1 + (y2 - y1) * RADIUS / d
-            line = f'<line class="leader" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
-        parts.append(
-            f'<g class="pt">{line}<circle class="point c{p.colour}" cx="{_n(p.px)}" '
-            f'cy="{_n(p.py)}" r="{RADIUS}" data-method="{escape(p.row.method)}">'
-            f'<title>{escape(tip)}</title></circle><text class="label" x="{_n(lx)}" '
-            f'y="{_n(ly)}" text-anchor="middle">{escape(text)}</text></g>'
-        )
+    for p, text, place in zip(points, texts, _place_labels(points, texts)):
+        parts.append(_point_svg(p, text, place, (xname, yname)))
     parts.append("</svg>")
     return Markup("\n".join(parts))
 

@@ -36,6 +36,7 @@ from tabulate import tabulate
 
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
+from harness.store.queries import evaluations_of, failed_checks, run_configs
 from harness.store.store import Store
 from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json
@@ -335,7 +336,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
     acc = mine.pivot_table(index="run_id", columns="attack", values="accuracy", aggfunc="first")
     mean = (acc.mean() * 100).to_dict()
     std = (acc.std(ddof=1) * 100).to_dict() if len(acc) > 1 else {}
-    flags = sorted({k for f in runs["flags"] for k, ok in json.loads(f or "{}").items() if not ok})
+    flags = failed_checks(runs["flags"])
     schedules = sorted(set(runs["schedule"].dropna()))
     provs = [json.loads(p or "{}") for p in runs["provenance"]]
     wall = float(runs["wall_time_s"].fillna(0).sum())
@@ -414,7 +415,7 @@ def _teacher(
     run_id = None
     if source == "run":
         run_id = ref.get("run_id")
-        config = _configs(runs).get(run_id, {})
+        config = run_configs(runs).get(run_id, {})
         what = (config.get("method") or {}).get("name", "?")
         epochs = (config.get("train") or {}).get("epochs", "?")
         text = f"trained by the grid: {what}, {epochs} ep"
@@ -425,27 +426,15 @@ def _teacher(
             text = f"RobustBench {ref.get('robustbench')}"
         else:
             text = f"{'URL' if source == 'url' else 'checkpoint'} sha256 {str(sha)[:8]}"
-        evaluated = []
-        for rid, config in _configs(runs).items():
-            if config.get("kind") not in ("checkpoint", "robustbench"):
-                continue
-            if config.get("dataset", {}).get("name") != dataset:
-                continue
-            given = config.get("source") or {}
-            same = source == "robustbench" and given.get("robustbench") == ref.get("robustbench")
-            same = same or (sha is not None and given.get("sha256") == sha)
-            if same:
-                evaluated.append(rid)
+        name = ref.get("robustbench") if source == "robustbench" else None
+        weights = {"robustbench": name, "sha256": sha}
+        evaluated = evaluations_of(run_configs(runs), weights, dataset)
         if evaluated:  # the evaluation with the most attacks
             counts = results[results["run_id"].isin(evaluated)].groupby("run_id").size()
             run_id = max(evaluated, key=lambda r: (counts.get(r, 0), r))
     mine = results[results["run_id"] == run_id]
     accuracy = {a: 100 * float(v) for a, v in zip(mine["attack"], mine["accuracy"])}
     return Teacher(label, str(ref.get("model", "?")), text, accuracy, run_id if accuracy else None)
-
-
-def _configs(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    return {r: json.loads(c or "{}") for r, c in zip(runs["run_id"], runs["config"])}
 
 
 def leaderboard_tables(store: Store, grid: str) -> list[Table]:
@@ -456,8 +445,8 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
     runs = runs[(runs["kind"] == "student") & (runs["status"] == "complete")]
     if runs.empty:
         return []
-    configs = _configs(runs)
-    every_config = _configs(every)
+    configs = run_configs(runs)
+    every_config = run_configs(every)
 
     def teacher_of(run_id: str) -> str:
         ref = configs[run_id].get("teacher") or {}
