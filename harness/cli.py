@@ -392,7 +392,7 @@ def show(run_ref: str, store: str, plot: str | None) -> None:
         select = train.get("select_on", "—")
         click.echo(f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {select}")
     for name, row in metrics.get("results", {}).items():
-        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
     if metrics.get("wall_time_s") is not None:
         click.echo(f"wall time  {metrics['wall_time_s']:.1f} s")
     click.echo(f"directory  {st.run_dir(run_id)}")
@@ -520,6 +520,15 @@ def _plot_run(st: Any, run_id: str, path: Path) -> None:
     click.echo(f"curves written to {write_plot({run_id: history}, path)}")
 
 
+def _worst_class(row: dict) -> str:
+    """``, worst class 3: 41.00%`` for a result row with per-class accuracies, else nothing."""
+    per_class = [(v, c) for c, v in enumerate(row.get("per_class") or []) if v is not None]
+    if not per_class:
+        return ""
+    value, cls = min(per_class)
+    return f", worst class {cls}: {100 * value:.2f}%"
+
+
 @bench.command()
 @GRID
 @STORE
@@ -627,7 +636,7 @@ def eval_(
         echo=click.echo,
     )
     for name, row in rows["results"].items():
-        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
     failed = [name for name, check in rows.get("checks", {}).items() if not check["ok"]]
     click.echo(f"checks: {', '.join(failed) + ' FAILED' if failed else 'ok'}")
 

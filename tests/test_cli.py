@@ -188,6 +188,12 @@ def test_smoke_grid_end_to_end(tmp_path):
         [*BENCH, "show", "dgad", "--store", str(store)], capture_output=True, text=True, env=env
     )
     assert show.returncode == 0 and "complete" in show.stdout and "pgd10" in show.stdout
+    per_class = metrics["results"]["pgd10"]["per_class"]  # digits: 10 classes
+    assert len(per_class) == 10 and sum(metrics["results"]["pgd10"]["class_n"]) == 359
+    low = min(per_class)
+    line = next(x for x in show.stdout.splitlines() if x.strip().startswith("pgd10"))
+    assert line.endswith(f"worst class {per_class.index(low)}: {100 * low:.2f}%"), line
+    assert "Clean WC" in board and "PGD WC" in board
 
 
 # -- what the fuzz (tests/test_fuzz.py) found: tracebacks, multi-line errors, stores written ----

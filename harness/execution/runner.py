@@ -17,6 +17,7 @@ import torch
 
 import harness
 from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
+from harness.evaluation.per_class import with_per_class
 from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
 from harness.execution.teachers import load_teacher
 from harness.grid import suites
@@ -443,11 +444,12 @@ def _evaluate(
             determinism=determinism,
         ).items():
             masks[name] = mask
-            out["results"][name] = {
+            row = {
                 "accuracy": float(mask.float().mean()),
                 "n": len(mask),
                 "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
             }
+            out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
     path = eval_dir / "masks.pt"
     masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
     stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
@@ -455,7 +457,8 @@ def _evaluate(
     over = [n for n in over if suites.ranks(n)]  # a JSMA towards the true class is no attack
     ready = len(over) > 1 and all(n in masks for n in over)
     if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
-        out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
+        kept = {n: masks[n] for n in over}
+        out["results"]["worst_case"] = worst_case(kept, test.y, data.num_classes)
     save_atomic(masks, path)
     return out
 

@@ -11,6 +11,10 @@ Each table states its threat model and its teachers' own accuracy; its columns w
 headers so that the widest paper table fits a 1400 px window; the plot's labels are placed so
 that none overlaps another or a point.
 
+Each row carries its per-class accuracies (clean, PGD, AutoAttack; mean over its seeds) in a
+``data-per-class`` attribute; clicking a row (or Enter on it) draws them as grouped bars, in inline
+SVG, under its table, the top row's at load.
+
 ``self_test=True`` adds a script that, once the page has loaded, sorts every table by clicking
 its headers, checks the order, the plot, its labels and that no table overflows, and writes
 ``ok`` (or what went wrong, including any uncaught error) into ``<body data-selftest>``: the
@@ -36,12 +40,15 @@ from harness.publishing.leaderboard import (
     MARK,
     RANK_ORDER,
     STALE,
+    WC_PREFIX,
+    WORST_CLASS,
     Row,
     Table,
     cell_text,
     column_label,
 )
 from harness.utils.resources import GRIDS, shipped
+from harness.utils.values import canonical_json
 
 #: The page's template: ``leaderboards/templates/`` of the repository, shipped as package data.
 TEMPLATES = shipped(GRIDS) / "templates"
@@ -59,6 +66,45 @@ DESCRIPTIONS = {
     "autoattack": "AutoAttack (standard), the reference code",
     "worst_case": "samples that survive every attack of the run's grid",
 }
+#: Class names in label order where a data set's are well known (else the class index).
+CLASS_NAMES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}  # fmt: skip
+
+
+def describe(column: str) -> str:
+    """What a column holds, in words (the header's tooltip, the page's legend)."""
+    if column.startswith(WC_PREFIX):
+        attack = column[len(WC_PREFIX) :]
+        under = (
+            "with no attack" if attack == "clean" else f"under {DESCRIPTIONS.get(attack, attack)}"
+        )
+        return f"worst-class accuracy {under}: the lowest accuracy of any one class"
+    if column.startswith("transfer/"):
+        _, surrogate, name = column.split("/", 2)
+        return f"transfer: {DESCRIPTIONS.get(name, name)} crafted on a {surrogate} surrogate"
+    return DESCRIPTIONS.get(column, column)
+
+
+def class_names(dataset: str, rows: list[Row]) -> list[str]:
+    """The names of the classes the rows' per-class accuracies cover, in label order."""
+    size = max((len(v) for r in rows for v in r.per_class.values()), default=0)
+    known = CLASS_NAMES.get(dataset, ())
+    return [f"{i} {known[i]}" if i < len(known) else str(i) for i in range(size)]
+
+
+def per_class_data(row: Row) -> str:
+    """A row's per-class accuracies (%) as the JSON its ``data-per-class`` attribute holds:
+    ``{"clean": [92.0, 80.5, ...], "pgd10": [...], ...}``, ``null`` for a class without test
+    images; only the attacks of ``WORST_CLASS`` the row has them for."""
+    return canonical_json(
+        {
+            attack: [None if v is None else round(v, 2) for v in row.per_class[attack]]
+            for attack in WORST_CLASS
+            if attack in row.per_class
+        }
+    )
 
 
 # -- numbers --------------------------------------------------------------------------------------
@@ -470,6 +516,7 @@ def _table_view(
                 "runs": list(row.runs),
                 "curves": row_curves,
                 "curves_id": f"{ident}-curves-{rank}",
+                "per_class": per_class_data(row),
                 "provenance": {
                     "settings": [str(v) for v in prov.get("settings", [])],
                     "config": [str(v) for v in prov.get("config", [])],
@@ -490,13 +537,16 @@ def _table_view(
         "id": ident,
         "title": table.title,
         "dataset": table.dataset,
+        "classes": canonical_json(class_names(table.dataset, table.rows)),
+        "has_classes": any(r.per_class for r in table.rows),
+        "class_attacks": canonical_json([[a, column_label(a)] for a in WORST_CLASS]),
         "teacher": table.teacher,
         "student": table.student,
         "columns": [
             {
                 "key": c,
                 "label": column_label(c),
-                "description": DESCRIPTIONS.get(c, c),
+                "description": describe(c),
                 "rank_key": c == rank_key,
             }
             for c in table.columns
@@ -518,15 +568,7 @@ def _legend(tables: list[Table]) -> list[dict[str, str]]:
     seen: list[str] = []
     for t in tables:
         seen += [c for c in t.columns if c not in seen]
-    out = []
-    for c in seen:
-        if c.startswith("transfer/"):
-            _, surrogate, name = c.split("/", 2)
-            text = f"transfer: {DESCRIPTIONS.get(name, name)} crafted on a {surrogate} surrogate"
-        else:
-            text = DESCRIPTIONS.get(c, c)
-        out.append({"label": column_label(c), "text": text})
-    return out
+    return [{"label": column_label(c), "text": describe(c)} for c in seen]
 
 
 def _csp_hash(script: str) -> str:

@@ -12,10 +12,14 @@ prints them.
 
 Columns: Clean / FGSM / PGD / CW2 / AA, the transfer attacks, any extra attack a run was given
 (``bench eval --attack pgd50``) and Worst (samples that survive every attack of the run's own
-grid), in %. Rows are ranked by the strongest attack every row of the table has, in the order of
-``RANK_ORDER``; a row without an attack of that order that another row has is marked with
-:data:`MARK` and named in the table's note, never ordered silently. Each table also carries its
-threat model and each teacher's own accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
+grid), in %. Beside Clean, PGD and AA, their worst-class accuracy (``Clean WC``, ``PGD WC``,
+``AA WC``): the lowest per-class accuracy, as Fair-ARD and ABSLD report robust fairness; over
+several seeds the mean ± std of each seed's worst class. A row whose runs were stored without
+per-class accuracies shows none there, and the table's note names it. Rows are ranked by the
+strongest attack every row of the table has, in the order of ``RANK_ORDER``; a row without an
+attack of that order that another row has is marked with :data:`MARK` and named in the table's
+note, never ordered silently. Each table also carries its threat model and each teacher's own
+accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
 HTML (:mod:`harness.publishing.html`).
 """
 
@@ -39,6 +43,9 @@ from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
+#: The attacks whose worst-class accuracy is a column beside their average (Fair-ARD, ABSLD).
+WORST_CLASS = ("clean", "pgd10", "autoattack")
+WC_PREFIX = "worst_class/"
 #: Strongest first: a table is ranked by the first of these that every one of its rows has.
 RANK_ORDER = ("autoattack", "worst_case", "pgd10", "fgsm", "clean")
 #: Every grid's [threat] bounds perturbations in L∞ (CW2 is a column of its own, an L2 attack).
@@ -53,8 +60,16 @@ LABEL_PARAMS = 3  # differences named in a label; more are counted
 LABEL_ORDER = ("method.", "train.", "teacher.", "eval.", "dataset.")  # what a label names first
 
 
+def wc_column(attack: str) -> str:
+    """The key of ``attack``'s worst-class column: ``worst_class/pgd10``."""
+    return WC_PREFIX + attack
+
+
 def column_label(attack: str) -> str:
-    """``transfer/resnet34/fgsm`` → ``resnet34 FGSM``; presets by their paper name."""
+    """``transfer/resnet34/fgsm`` → ``resnet34 FGSM``; presets by their paper name;
+    ``worst_class/pgd10`` → ``PGD WC``."""
+    if attack.startswith(WC_PREFIX):
+        return f"{column_label(attack[len(WC_PREFIX) :])} WC"
     if attack in MAIN:
         return MAIN[attack]
     if attack.startswith("transfer/"):
@@ -86,6 +101,11 @@ class Row:
     worst_of: tuple[str, ...] = ()  # the attacks its Worst column is over
     missing: list[str] = field(default_factory=list)  # RANK_ORDER columns it lacks
     stale: bool = False  # a run of it was trained by method code that has changed since
+    #: Per attack of WORST_CLASS: the accuracy (%) of each class, mean over the seeds (None: a
+    #: class without test images).
+    per_class: dict[str, list[float | None]] = field(default_factory=dict)
+    #: Attacks of WORST_CLASS it has, but whose runs were stored without per-class accuracies.
+    no_per_class: list[str] = field(default_factory=list)
 
     @property
     def seeds(self) -> int:
@@ -182,6 +202,13 @@ class Table:
                 f"{STALE} stale: the method's code changed since these runs were trained "
                 f"(bench run --force reruns them): {', '.join(stale)}."
             )
+        old = [r.label or r.method for r in self.rows if r.no_per_class]
+        if old:
+            out.append(
+                f"No worst-class accuracy (stored before per-class accuracies were kept; "
+                f"bench eval RUN --suite config adds them from the saved per-sample results): "
+                f"{', '.join(old)}."
+            )
         return out
 
 
@@ -204,7 +231,11 @@ def rank_column(columns: list[str], rows: list[Row]) -> tuple[str | None, bool]:
 
 
 def _column_order(attacks: set[str]) -> list[str]:
-    columns = [c for c in MAIN if c in attacks]
+    """Paper columns first, each worst-class column right after its average, then transfer
+    attacks, any other attack, Worst."""
+    columns = []
+    for c in MAIN:
+        columns += [k for k in (c, wc_column(c)) if k in attacks]
     columns += sorted(c for c in attacks if c.startswith("transfer/"))
     columns += sorted(c for c in attacks if c not in columns and c != "worst_case")
     return columns + (["worst_case"] if "worst_case" in attacks else [])
@@ -335,6 +366,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
     }
     worst = mine.loc[mine["attack"] == "worst_case", "params"]
     worst_of = sorted({canonical_json((json.loads(p or "null") or {}).get("of")) for p in worst})
+    per_class, no_per_class = _worst_class(mine, mean, std)
     return Row(
         method,
         sorted(runs["run_id"]),
@@ -345,7 +377,38 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
         provenance,
         key=key,
         worst_of=tuple(worst_of),
+        per_class=per_class,
+        no_per_class=no_per_class,
     )
+
+
+def _worst_class(
+    results: pd.DataFrame, mean: dict[str, float], std: dict[str, float]
+) -> tuple[dict[str, list[float | None]], list[str]]:
+    """Add each WORST_CLASS attack's worst-class accuracy (%) to ``mean`` and ``std``: over
+    the row's runs, mean ± std of each run's worst class, and only where every run evaluated
+    with the attack has per-class accuracies (a partial mean would mix seeds silently).
+    Returns the per-class accuracies (%) averaged over the runs, and the attacks without."""
+    per_class: dict[str, list[float | None]] = {}
+    lacking = []
+    for attack in WORST_CLASS:
+        mine = results[results["attack"] == attack]
+        if mine.empty:
+            continue
+        if mine["worst_class"].isna().any():
+            lacking.append(attack)
+            continue
+        values = mine["worst_class"].astype(float) * 100
+        mean[wc_column(attack)] = float(values.mean())
+        if len(values) > 1:
+            std[wc_column(attack)] = float(values.std(ddof=1))
+        lists = [json.loads(p) for p in mine["per_class"]]
+        size = max(len(v) for v in lists)
+        per_class[attack] = []
+        for c in range(size):
+            seen = [v[c] for v in lists if c < len(v) and v[c] is not None]
+            per_class[attack].append(100 * sum(seen) / len(seen) if seen else None)
+    return per_class, lacking
 
 
 def _eps(config: dict[str, Any]) -> float | None:
@@ -549,8 +612,10 @@ def to_markdown(tables: list[Table], grid: str) -> str:
         "best per column in bold; ranked by the strongest attack every row of the table was "
         "evaluated with (AA, else Worst, PGD, FGSM, Clean), and a row missing an attack "
         f"another row has is marked {MARK}. Worst: samples that survive every attack of the "
-        "run's grid (an extra attack is a column of its own). `checks` lists failed "
-        "reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
+        "run's grid (an extra attack is a column of its own). Clean WC, PGD WC, AA WC: "
+        "worst-class accuracy, the lowest accuracy of any one class (robust fairness, as "
+        "Fair-ARD and ABSLD report it), mean ± std of each seed's worst class. `checks` lists "
+        "failed reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
     ]
     for table in tables:
         parts.append(f"## {md_escape(table.title)}\n")

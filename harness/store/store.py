@@ -3,7 +3,8 @@
     <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id), plus
                                         the grids listing it and the split sizes it ran on
                          status.json    running | complete | failed, with the reason
-                         metrics.json   per-attack accuracies, training summary
+                         metrics.json   per-attack accuracies (overall and per class),
+                                        training summary
                          log.txt        one line per epoch
                          checkpoints/   best.pt (selected); last.pt (every epoch) and
                                         prev.pt (the one before) until the run is complete,
@@ -11,7 +12,8 @@
                          claim.json     while a process runs it (:mod:`harness.store.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
     <root>/index.sqlite                 runs (with each one's config and seedless row key),
-                                        results (one row per run × attack), grid tags
+                                        results (one row per run × attack: accuracy, per-class
+                                        accuracies and the worst class's), grid tags
 
 Every file is written atomically (temporary file + rename). Index writes are single SQLite
 transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
@@ -60,6 +62,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
+    per_class TEXT, worst_class REAL,
     PRIMARY KEY (run_id, attack)
 );
 CREATE TABLE IF NOT EXISTS grid_runs (
@@ -68,9 +71,20 @@ CREATE TABLE IF NOT EXISTS grid_runs (
 """
 
 STATUSES = ("running", "complete", "failed")
-SCHEMA_VERSION = 3  # bump when SCHEMA changes: older indexes are rebuilt on first write
+#: Bump when SCHEMA changes: older indexes are rebuilt from the run directories on first use
+#: (4: ``results.per_class`` and ``results.worst_class``; NULL for runs stored without them).
+SCHEMA_VERSION = 4
 PENDING = "pending"
 INT64 = (-(2**63), 2**63 - 1)
+
+
+def worst_class(per_class: Any) -> float | None:
+    """The lowest per-class accuracy of a result row's ``per_class`` (classes without test
+    images, ``None``, left out), as Fair-ARD and ABSLD report it; ``None`` without any."""
+    if not isinstance(per_class, list):
+        return None
+    present = [v for v in per_class if v is not None]
+    return min(present) if present else None
 
 
 def seedless(config: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +168,13 @@ def _metrics_problem(metrics: Any) -> str | None:
             return f"result {name[:40]!r} has no accuracy"
         if not _is_int(row.get("n")):
             return f"result {name[:40]!r} has no image count n"
+        per_class, class_n = row.get("per_class", []), row.get("class_n", [])
+        if not isinstance(per_class, list) or not all(
+            v is None or _is_number(v) for v in per_class
+        ):
+            return f"result {name[:40]!r}: per_class is not a list of accuracies"
+        if not isinstance(class_n, list) or not all(_is_int(v) for v in class_n):
+            return f"result {name[:40]!r}: class_n is not a list of image counts"
     checks = metrics.get("checks", {})
     if not isinstance(checks, dict) or not all(
         isinstance(c, dict) and "ok" in c for c in checks.values()
@@ -342,9 +363,18 @@ class Store:
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
         for attack, row in metrics.get("results", {}).items():
+            per_class = row.get("per_class")
             conn.execute(
-                "INSERT INTO results VALUES (?,?,?,?,?)",
-                (run_id, attack, row["accuracy"], row["n"], canonical_json(row.get("params"))),
+                "INSERT INTO results VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    attack,
+                    row["accuracy"],
+                    row["n"],
+                    canonical_json(row.get("params")),
+                    None if per_class is None else canonical_json(per_class),
+                    worst_class(per_class),
+                ),
             )
         for grid in config.get("grids", []):
             conn.execute("INSERT OR IGNORE INTO grid_runs VALUES (?, ?)", (grid, run_id))
