@@ -12,6 +12,7 @@ from typing import Any
 
 import click
 
+from harness.schema import SELECT_ON
 from harness.utils.errors import UserError, one_line
 
 STORE = click.option(
@@ -63,7 +64,7 @@ def grid_options(func: Any) -> Any:
             ),
             click.option(
                 "--select-on",
-                type=click.Choice(["val", "test"]),
+                type=click.Choice(list(SELECT_ON)),
                 help="Checkpoint selection split.",
             ),
             STORE,

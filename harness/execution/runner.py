@@ -19,8 +19,9 @@ from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
 from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
 from harness.execution.teachers import load_teacher
 from harness.grid import suites
-from harness.grid.load import TRAIN_DEFAULTS, RunSpec
+from harness.grid.load import RunSpec, default_transfer, surrogate_runs
 from harness.registry import DATASETS
+from harness.schema import Dataset, RunConfig, Transfer
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
 from harness.training.fast import FastPath
@@ -41,7 +42,7 @@ def _dataset(key: str, data_root: str | None) -> Any:
     return harness.create_dataset(spec["name"], **options)
 
 
-def load_dataset(spec: dict[str, Any], data_root: str | None = None) -> Any:
+def load_dataset(spec: Dataset | dict[str, Any], data_root: str | None = None) -> Any:
     return _dataset(canonical_json(spec), data_root)
 
 
@@ -148,19 +149,20 @@ def execute(
         clear_stale(store.run_dir(spec.run_id))  # the claim of a process killed after that
         echo(f"skip {spec.run_id} (complete)")
         return "skipped"
-    data = load_dataset(cfg["dataset"], data_root)
+    check_surrogates(cfg, store, spec.run_id)
+    data = load_dataset(cfg.dataset, data_root)
     teacher = None
-    if cfg["teacher"] is not None:
+    if cfg.teacher is not None:
         teacher = load_teacher(
-            cfg["teacher"],
+            cfg.teacher,
             store,
             num_classes=data.num_classes,
             image_size=data.image_size,
-            dataset=cfg["dataset"]["name"],
+            dataset=cfg.dataset.name,
         )
-    student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
-    method = harness.create_method(cfg["method"]["name"], **cfg["method"]["hparams"])
-    tcfg = TrainConfig(**cfg["train"])
+    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
+    method = harness.create_method(cfg.method, **cfg.hparams)
+    tcfg = TrainConfig.of(cfg.train, cfg.select_on, cfg.seed)
     check_trainable(data, tcfg)
     fast_path = FastPath.parse(fast, device)
 
@@ -233,7 +235,7 @@ def _execute_claimed(
     # What the data set turned out to hold: part of the stored config (not of the id, which the
     # dataset entry with its val_fraction already fixes), and of the provenance.
     sizes = data_sizes(data)
-    store.begin(spec.run_id, {**cfg, "data": sizes})
+    store.begin(spec.run_id, {**cfg.to_json(), "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
@@ -265,7 +267,7 @@ def _execute_claimed(
         return "failed"
     best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
     # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
-    student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
+    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
     student.load_state_dict(best["student"])
     student.to(device)
     evaluation = evaluate_run(
@@ -325,7 +327,7 @@ def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
 def evaluate_run(
     model: torch.nn.Module,
     data: Any,
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     store: Store,
     run_id: str,
     *,
@@ -345,8 +347,10 @@ def evaluate_run(
     The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
     over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
     adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
-    Attacks and predictions run in true fp32 (TF32 off). Transfer surrogates missing from the
-    store are trained first, with ``fast`` and under ``determinism`` (see :func:`execute`).
+    Attacks and predictions run in true fp32 (TF32 off). The transfer surrogates are runs of
+    their own, trained before (:func:`harness.grid.load.expand_surrogates`); one missing from
+    the store is a one-line error. ``fast`` and ``determinism`` are accepted for the callers'
+    symmetry with :func:`execute` (evaluation is always eager fp32).
     """
     with true_fp32():
         return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
@@ -357,7 +361,7 @@ def evaluate_run(
 def _evaluate(
     model: torch.nn.Module,
     data: Any,
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     store: Store,
     run_id: str,
     *,
@@ -371,12 +375,12 @@ def _evaluate(
     fast: str,
     determinism: DeterminismRecord | None,
 ) -> dict[str, Any]:
-    seed = derive_seed(cfg["seed"], "eval")
+    seed = derive_seed(cfg.seed, "eval")
     test = eval_subset(data.test, subset, seed)
-    bs = cfg["train"].get("eval_batch_size", 256)
+    bs = cfg.train.eval_batch_size
     eval_dir = store.run_dir(run_id) / "eval"
     if attacks is None:
-        attacks = cfg["eval"]["attacks"] if suite in ("config", "transfer") else whitebox(cfg)
+        attacks = dict(cfg.evaluation.attacks) if suite in ("config", "transfer") else whitebox(cfg)
     if suite == "transfer":
         attacks = {"clean": None}
     out = evaluate_suite(
@@ -392,31 +396,31 @@ def _evaluate(
     )
     masks = out.pop("masks")
     out["results"].pop("worst_case", None)  # over the run's own attacks, below
-    transfer_cfg = cfg["eval"].get("transfer") or (
-        default_transfer(cfg) if suite in ("transfer", "all") else None
-    )
-    if transfer_cfg and suite != "whitebox":
+    transfer = transfer_of(cfg, suite)
+    if transfer is not None:
         for name, mask in transfer_suite(
-            model,
-            test,
-            cfg,
-            transfer_cfg,
-            store,
-            device=device,
-            data_root=data_root,
-            seed=seed,
-            progress=progress,
-            echo=echo,
-            fast=fast,
-            determinism=determinism,
+            model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
         ).items():
             masks[name] = mask
             out["results"][name] = {
                 "accuracy": float(mask.float().mean()),
                 "n": len(mask),
-                "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
+                "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
             }
-    path = eval_dir / "masks.pt"
+    _worst_case(out, masks, cfg, store, run_id)
+    return out
+
+
+def _worst_case(
+    out: dict[str, Any],
+    masks: dict[str, torch.Tensor],
+    cfg: RunConfig,
+    store: Store,
+    run_id: str,
+) -> None:
+    """Add this evaluation's masks to the run's ``eval/masks.pt``, and the worst case over the
+    run's own attacks to ``out`` once every one of them has a mask of the same length."""
+    path = store.run_dir(run_id) / "eval" / "masks.pt"
     masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
     stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
     over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
@@ -425,7 +429,31 @@ def _evaluate(
     if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
         out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
     save_atomic(masks, path)
-    return out
+
+
+def transfer_of(cfg: RunConfig, suite: str) -> Transfer | None:
+    """The transfer evaluation ``suite`` runs: the config's own, or for ``transfer`` and
+    ``all`` the default one; none for ``whitebox``."""
+    if suite == "whitebox":
+        return None
+    if cfg.evaluation.transfer is not None:
+        return cfg.evaluation.transfer
+    return default_transfer(cfg) if suite in ("transfer", "all") else None
+
+
+def check_surrogates(cfg: RunConfig, store: Store, run_id: str) -> None:
+    """Refuse, before training, a run whose transfer surrogates are not trained: they are runs
+    of the grid, which trains them first (``bench run`` of the grid trains them)."""
+    transfer = cfg.evaluation.transfer
+    if transfer is None:
+        return
+    missing = [s.run_id for s in surrogate_runs(cfg.dataset, transfer)]
+    missing = [s for s in missing if not store.is_complete(s)]
+    if missing:
+        raise UserError(
+            f"run {run_id} needs its transfer surrogate run(s) {', '.join(missing)}, which are "
+            "not complete: run its grid (bench run trains the surrogates first)"
+        )
 
 
 def own_attacks(cfg: dict[str, Any]) -> list[str]:
@@ -442,69 +470,51 @@ def own_attacks(cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:
+def whitebox(cfg: RunConfig) -> dict[str, Any]:
     """The paper's white-box suite under the run's threat model."""
-    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
+    threat = cfg.threat.to_json()
     return {name: suites.resolve(name, suites.PRESETS[name], threat) for name in suites.WHITEBOX}
-
-
-def default_transfer(cfg: dict[str, Any]) -> dict[str, Any]:
-    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
-    attacks = {
-        n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in suites.TRANSFER_DEFAULT
-    }
-    train = {k: v for k, v in cfg["train"].items() if k not in ("seed", "select_on")}
-    if not train.get("epochs"):  # an external model: no schedule of its own to borrow
-        train = {**TRAIN_DEFAULTS, "epochs": 100, "milestones": [50, 75]}
-    return {"surrogates": suites.SURROGATES, "attacks": attacks, "train": train}
 
 
 def transfer_suite(
     model: torch.nn.Module,
     test: Any,
-    cfg: dict[str, Any],
-    transfer_cfg: dict[str, Any],
+    cfg: RunConfig,
+    transfer: Transfer,
     store: Store,
     *,
     device: torch.device,
     data_root: str | None,
     seed: int,
-    progress: bool,
-    echo: Callable[[str], None],
-    fast: str = "auto",
-    determinism: DeterminismRecord | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once,
-    with the fast path and determinism of the run that needs them first)."""
-    from harness.grid.load import surrogate_run
-
+    """Per-sample correctness on each surrogate's adversarial examples. The surrogates are runs
+    trained before (never from here): one not complete is a one-line error."""
     out = {}
-    train = {**transfer_cfg["train"], "select_on": "val"}
-    for name in transfer_cfg["surrogates"]:
-        spec = surrogate_run(name, cfg["dataset"], train)
+    data = load_dataset(cfg.dataset, data_root)
+    for spec in surrogate_runs(cfg.dataset, transfer):
         if not store.is_complete(spec.run_id):
-            echo(f"training transfer surrogate {name} ({spec.run_id})")
-            run_or_wait(spec, store, device=device, data_root=data_root, progress=progress,
-                        echo=echo, fast=fast, determinism=determinism)  # fmt: skip
+            raise UserError(
+                f"transfer surrogate {spec.config.model} (run {spec.run_id}) is not trained: "
+                "run the grid, or bench eval, which trains it first"
+            )
         path = store.checkpoint(spec.run_id, "best")
-        data = load_dataset(cfg["dataset"], data_root)
         surrogate = harness.create_model(
-            name, num_classes=data.num_classes, image_size=data.image_size
+            spec.config.model, num_classes=data.num_classes, image_size=data.image_size
         ).to(device)
         surrogate.load_state_dict(load_checkpoint(path)["student"])
         sha = file_sha256(path)
-        for attack_name, attack_cfg in transfer_cfg["attacks"].items():
+        for attack_name, attack_cfg in transfer.attacks.items():
             x_adv = surrogate_examples(
                 surrogate,
                 sha,
                 test,
                 attack_cfg,
                 cache_dir=store.root / "transfer_cache",
-                batch_size=train.get("eval_batch_size", 256),
+                batch_size=transfer.train.eval_batch_size,
                 device=device,
                 seed=seed,
             )
-            out[f"transfer/{name}/{attack_name}"] = transfer_accuracy(
+            out[f"transfer/{spec.config.model}/{attack_name}"] = transfer_accuracy(
                 model, x_adv, test.y, device=device
             )
     return out

@@ -19,16 +19,24 @@ from typing import Any
 from urllib.parse import urlparse
 
 from harness.grid import suites
+from harness.schema import (
+    SEED_RANGE,
+    SELECT_ON,
+    TEACHER_ROLE,
+    TEACHER_SOURCES,
+    THREAT_DEFAULTS,
+    TRAIN_DEFAULTS,
+    Dataset,
+    Evaluation,
+    RunConfig,
+    TeacherRef,
+    Threat,
+    Training,
+    Transfer,
+)
 from harness.utils.errors import UserError
 from harness.utils.names import check_name
-from harness.utils.values import (
-    check_sha256,
-    coerce,
-    config_hash,
-    file_sha256,
-    is_file,
-    parse_number,
-)
+from harness.utils.values import check_sha256, coerce, file_sha256, is_file, parse_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -55,54 +63,38 @@ TOP_KEYS = {
     "slurm",
     "deterministic",
 }
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 200,
-    "batch_size": 128,
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "nesterov": False,
-    "milestones": [100, 150],
-    "lr_gamma": 0.1,
-    "select_steps": 10,
-    "eval_batch_size": 256,
-}
-#: The least value of each [train] number the trainer, the data loader and SGD accept (lr and
-#: lr_gamma must be > 0).
-TRAIN_MINIMA = {
-    "epochs": 1,
-    "batch_size": 1,
-    "eval_batch_size": 1,
-    "momentum": 0,
-    "weight_decay": 0,
-    "select_steps": 0,
-}
-#: The largest value of each integer of [train]: every integer of a config must fit the
-#: 64-bit integers of the SQLite index and the 32-bit ones of the libraries it reaches.
-TRAIN_MAXIMA = {
-    "epochs": 100_000,
-    "batch_size": 2**31 - 1,
-    "eval_batch_size": 2**31 - 1,
-    "select_steps": 100_000,
-}
-#: Seeds are 0 <= seed < 2**31: every RNG API (torch, numpy, random, CUDA) takes them.
-SEED_RANGE = (0, 2**31 - 1)
-THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
+#: Kept under their old names: the least and largest values of each [train] number.
+TRAIN_MINIMA = Training.MINIMA
+TRAIN_MAXIMA = Training.MAXIMA
 URL_SCHEMES = ("https", "http", "file")
+
+
+#: The schema's defaults, also importable from here.
+__all__ = ["SEED_RANGE", "TEACHER_SOURCES", "THREAT_DEFAULTS", "TRAIN_DEFAULTS"]
 
 
 @dataclass
 class RunSpec:
-    """One run: ``config`` is the resolved, hashed configuration; ``needs`` the teacher run."""
+    """One run: ``config`` is its resolved, typed configuration; ``needs`` the teacher run it
+    distils from, ``surrogates`` the surrogate runs its transfer evaluation attacks with."""
 
     run_id: str
-    config: dict[str, Any]
+    config: RunConfig
     needs: str | None = None
+    surrogates: tuple[str, ...] = ()
 
     @property
     def kind(self) -> str:
-        return self.config["kind"]
+        return self.config.kind
+
+    @property
+    def requires(self) -> tuple[str, ...]:
+        """Every run that must be complete before this one starts."""
+        return ((self.needs,) if self.needs else ()) + self.surrogates
+
+    @classmethod
+    def of(cls, config: RunConfig, needs: str | None = None) -> RunSpec:
+        return cls(run_id=config.run_id, config=config, needs=needs)
 
 
 @dataclass
@@ -112,9 +104,18 @@ class Grid:
     raw: dict[str, Any]
     teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
     runs: list[RunSpec] = field(default_factory=list)
+    #: The transfer surrogates the runs' evaluation needs, by run id (in first-needed order).
+    surrogate_runs: dict[str, RunSpec] = field(default_factory=dict)
     #: ``deterministic = true``: bit-repeatable arithmetic (how runs are computed, not part of
     #: their ids; ``bench run --deterministic`` asks for it too).
     deterministic: bool = False
+
+    def prerequisites(self) -> list[RunSpec]:
+        """The teacher and surrogate runs the (selected) students need, teachers first: what
+        runs before them, what ``bench plan`` and ``bench status`` list above them."""
+        needed = {r for spec in self.runs for r in spec.requires}
+        teachers = [r for r in self.teacher_runs.values() if r.run_id in needed]
+        return teachers + [r for r in self.surrogate_runs.values() if r.run_id in needed]
 
 
 def grid_path(name: str) -> Path:
@@ -295,7 +296,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
                 k: parse_number(v, f"{where}: eval {name}.{k}") if k in ("eps", "step_size") else v
                 for k, v in params.items()
             }
-        resolved[name] = suites.resolve(name, params, threat)
+        resolved[name] = suites.resolve(name, params, threat.to_json())
         if resolved[name] is not None:
             _check_attack(name, resolved[name], where)
     return resolved
@@ -315,7 +316,7 @@ def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
 
 def _dataset(
     raw: dict[str, Any], where: str, override: str | None, select: str, grid_name: str
-) -> dict[str, Any]:
+) -> Dataset:
     """The run's data set: name and loader options, with what is held out from train explicit.
 
     With ``select`` = "test" (the DGAD paper's protocol, and the official code's) nothing is held
@@ -346,7 +347,7 @@ def _dataset(
             f"{where}: select_on = 'val' needs a validation split, and val_fraction = 0 holds "
             "out nothing; give val_fraction > 0 or select on 'test'"
         )
-    return {"name": name, "options": options}
+    return Dataset(name, options)
 
 
 def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_name: str) -> Any:
@@ -398,6 +399,46 @@ def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
     return {"name": name, "model": spec["model"], "source": source, "spec": spec}
 
 
+@dataclass(frozen=True)
+class Selection:
+    """What the command line narrows or changes in a grid (``bench run``'s flags)."""
+
+    method: str | None = None
+    dataset: str | None = None
+    teacher: str | None = None
+    student: str | None = None
+    epochs: int | None = None
+    seeds: list[int] | None = None
+    select_on: str | None = None
+    teacher_epochs: int | None = None
+
+
+@dataclass(frozen=True)
+class GridSettings:
+    """A grid file read and checked, with the selection applied: what runs are expanded from."""
+
+    name: str
+    path: Path
+    raw: dict[str, Any]
+    select_on: str
+    dataset: Dataset
+    threat: Threat
+    train: Training
+    evaluation: Evaluation
+    seeds: list[int]
+    methods: list[str]
+    students: list[str]
+    #: name → its checked ``[teacher.NAME]`` table (:func:`_teacher_source`), in listed order.
+    teachers: dict[str, dict[str, Any]]
+    epochs: int | None
+    teacher_epochs: int | None
+    deterministic: bool
+
+    @property
+    def where(self) -> str:
+        return str(self.path)
+
+
 def load_grid(
     name: str,
     *,
@@ -415,10 +456,26 @@ def load_grid(
     ``epochs`` shortens (or lengthens) the students' schedule, ``teacher_epochs`` that of the
     teachers the grid trains: a student run on a short teacher is distilled from another model,
     so shortening a teacher is asked for on its own, and its label says so (:func:`schedule_note`).
-    """
-    from harness.registry import DATASETS, METHODS, MODELS  # names are checked before any work
 
+    The steps: read the file (:func:`read_grid`), check it and apply the selection
+    (:func:`grid_settings`), expand the teachers through :data:`TEACHER_EXPANDERS`, then the
+    students (:func:`expand_students`) and the surrogates their transfer evaluation needs.
+    """
     path = grid_path(name)
+    raw = read_grid(path)
+    selection = Selection(
+        method, dataset, teacher, student, epochs, seeds, select_on, teacher_epochs
+    )
+    settings = grid_settings(raw, path, selection)
+    grid = Grid(name=settings.name, path=path, raw=raw, deterministic=settings.deterministic)
+    refs = expand_teachers(settings, grid)
+    expand_students(settings, grid, refs)
+    expand_surrogates(grid)
+    return grid
+
+
+def read_grid(path: Path) -> dict[str, Any]:
+    """The grid file's table: no dates, no unknown top-level key."""
     raw = read_toml(path)
     where = str(path)
     _no_dates(raw, where)
@@ -427,182 +484,237 @@ def load_grid(
         raise UserError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
         )
+    return raw
+
+
+def grid_settings(raw: dict[str, Any], path: Path, selection: Selection) -> GridSettings:
+    """Every grid key checked (in the order a user meets the errors), the selection applied."""
+    where = str(path)
     grid_name = check_name(path.stem, f"{where}: grid name")  # <store>/leaderboards/<name>.md
-    select = select_on or raw.get("select_on", "val")
-    if select not in ("val", "test"):
+    select = selection.select_on or raw.get("select_on", "val")
+    if select not in SELECT_ON:
         raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
-    data = _dataset(raw, where, dataset, select, grid_name)
-    threat = _threat(raw, where)
-    base_train = _train(_table(raw, "train", where), where, "train")
-    eval_attacks = _eval_attacks(raw, threat, where)
-    transfer = _transfer(raw, threat, where)
-    seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0], strings=False)
+    data = _dataset(raw, where, selection.dataset, select, grid_name)
+    threat = Threat.from_table(_table(raw, "threat", where), where)
+    train = Training.from_table(_table(raw, "train", where), where, "train")
+    evaluation = Evaluation(_eval_attacks(raw, threat, where), _transfer(raw, threat, train, where))
+    seed_list = _seeds(raw, where, selection.seeds)
+    methods = [selection.method] if selection.method else _names(raw, "methods", where)
+    students = [selection.student] if selection.student else _names(raw, "students", where)
+    teacher_names = _teacher_names(raw, where, grid_name, selection.teacher)
+    _table(raw, "method", where)
+    for flag, value in (
+        ("--epochs", selection.epochs),
+        ("--teacher-epochs", selection.teacher_epochs),
+    ):
+        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
+            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
+    tables = _table(raw, "teacher", where)
+    teachers = {t: _teacher_source(t, tables[t], where) for t in teacher_names}
+    _check_names(data, students + [t["model"] for t in teachers.values()], where)
+    determinism = raw.get("deterministic", False)
+    if not isinstance(determinism, bool):
+        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
+    return GridSettings(
+        grid_name, path, raw, select, data, threat, train, evaluation, seed_list, methods,
+        students, teachers, selection.epochs, selection.teacher_epochs, determinism,
+    )  # fmt: skip
+
+
+def _seeds(raw: dict[str, Any], where: str, override: list[int] | None) -> list[int]:
+    seed_list = (
+        override if override is not None else _names(raw, "seeds", where, [0], strings=False)
+    )
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
     low, high = SEED_RANGE
     for seed in seed_list:
         if not low <= seed <= high:
             raise UserError(f"seed {seed} is out of range: seeds are integers in [{low}, {high}]")
-    methods = [method] if method else _names(raw, "methods", where)
-    students = [student] if student else _names(raw, "students", where)
-    teacher_tables = _table(raw, "teacher", where)
-    teacher_names = _names(raw, "teachers", where, [], allow_empty=True)
-    for t in teacher_names:
-        if t not in teacher_tables:
-            raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")
-    if teacher:
-        if teacher not in teacher_tables:
-            valid = ", ".join(teacher_tables) or "(none)"
-            raise UserError(f"unknown teacher {teacher!r} in grid {grid_name}; valid: {valid}")
-        teacher_names = [teacher]
-    method_tables = _table(raw, "method", where)
-    for flag, value in (("--epochs", epochs), ("--teacher-epochs", teacher_epochs)):
-        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
-            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
-    sources = {t: _teacher_source(t, teacher_tables[t], where) for t in teacher_names}
+    return seed_list
 
-    DATASETS.get(data["name"])
-    for model in students + [sources[t]["model"] for t in teacher_names]:
+
+def _teacher_names(raw: dict[str, Any], where: str, grid_name: str, only: str | None) -> list[str]:
+    """The teachers the grid lists (each with its table), or the one ``--teacher`` names."""
+    tables = _table(raw, "teacher", where)
+    names = _names(raw, "teachers", where, [], allow_empty=True)
+    for t in names:
+        if t not in tables:
+            raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")
+    if only:
+        if only not in tables:
+            valid = ", ".join(tables) or "(none)"
+            raise UserError(f"unknown teacher {only!r} in grid {grid_name}; valid: {valid}")
+        names = [only]
+    return names
+
+
+def _check_names(data: Dataset, models: list[Any], where: str) -> None:
+    """The data set and every model are registered: names fail before any work."""
+    from harness.registry import DATASETS, MODELS
+
+    DATASETS.get(data.name)
+    for model in models:
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
-    determinism = raw.get("deterministic", False)
-    if not isinstance(determinism, bool):
-        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
-    grid = Grid(name=grid_name, path=path, raw=raw, deterministic=determinism)
 
-    def schedule(
-        overrides: dict[str, Any], what: str, length: int | None
-    ) -> tuple[dict[str, Any], int]:
-        train = _train({**base_train, **overrides}, where, what)
-        full = train["epochs"]
-        if length is not None and length != full:
-            train["milestones"] = sorted(
-                {
-                    max(1, round(m * length / full))
-                    for m in train["milestones"]
-                    if round(m * length / full) < length
-                }
-            )
-            train["epochs"] = length
-        train["select_on"] = select
-        return train, full
 
-    def make_run(
-        kind: str,
-        label: str,
-        method_name: str,
-        hparams: dict,
-        model: str,
-        teacher_ref: dict | None,
-        seed: int,
-        train_over: dict,
-        needs: str | None,
-    ) -> RunSpec:
-        length = teacher_epochs if kind == "teacher" else epochs
-        train, full = schedule(train_over, f"method.{method_name}.train", length)
-        return run_spec(
-            kind,
-            label,
-            method_name,
-            {**threat, **hparams},
-            model,
-            teacher_ref,
-            seed,
-            train,
-            full_epochs=full,
-            dataset=data,
-            eval_cfg={"attacks": eval_attacks, **transfer},
-            grid_name=grid_name,
-            needs=needs,
+# -- teachers: one expander per source -----------------------------------------------------------
+TeacherExpansion = tuple[TeacherRef, "RunSpec | None"]
+
+
+def _trained_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
+    """``train = { method = "trades", ... }``: a run of the grid, trained before its students."""
+    spec = t["spec"]
+    recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
+    if recipe is None or "method" not in recipe:
+        raise UserError(f'{s.where}: [teacher.{name}] train needs method = "pgd-at" or "trades"')
+    method = recipe.pop("method")
+    train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
+    run = make_run(s, "teacher", method, method, recipe, t["model"], None, 0, train_over)
+    return TeacherRef(name, t["model"], "run", run_id=run.run_id), run
+
+
+def _checkpoint_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
+    """``checkpoint = "path"`` (relative to the grid file): its sha256 is part of the id."""
+    spec = t["spec"]
+    ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
+    if not ckpt.is_absolute():
+        ckpt = (s.path.parent / ckpt).resolve()
+    if not is_file(ckpt):
+        raise UserError(f"{s.where}: teacher {name!r} checkpoint not found: {ckpt}")
+    digest = file_sha256(ckpt)
+    if spec.get("sha256") and spec["sha256"] != digest:
+        raise UserError(
+            f"teacher {name!r} checkpoint {ckpt} has sha256 {digest}, expected {spec['sha256']}"
         )
+    return TeacherRef(name, t["model"], "checkpoint", path=str(ckpt), sha256=digest), None
 
-    teacher_refs: dict[str, tuple[dict[str, Any], str | None]] = {}
-    for tname in teacher_names:
-        t = sources[tname]
-        spec = t["spec"]
-        if t["source"] == "train":
-            recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
-            if recipe is None or "method" not in recipe:
-                raise UserError(
-                    f'{where}: [teacher.{tname}] train needs method = "pgd-at" or "trades"'
-                )
-            tmethod = recipe.pop("method")
-            train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
-            run = make_run(
-                "teacher", tmethod, tmethod, recipe, t["model"], None, 0, train_over, None
-            )
-            grid.teacher_runs[tname] = run
-            ref = {"name": tname, "model": t["model"], "source": "run", "run_id": run.run_id}
-            teacher_refs[tname] = (ref, run.run_id)
-        elif t["source"] == "checkpoint":
-            ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
-            if not ckpt.is_absolute():
-                ckpt = (path.parent / ckpt).resolve()
-            if not is_file(ckpt):
-                raise UserError(f"{where}: teacher {tname!r} checkpoint not found: {ckpt}")
-            digest = file_sha256(ckpt)
-            if spec.get("sha256") and spec["sha256"] != digest:
-                raise UserError(
-                    f"teacher {tname!r} checkpoint {ckpt} has sha256 {digest}, "
-                    f"expected {spec['sha256']}"
-                )
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "checkpoint",
-                "path": str(ckpt),
-                "sha256": digest,
-            }
-            teacher_refs[tname] = (ref, None)
-        elif t["source"] == "url":
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "url",
-                "url": spec["url"],
-                "sha256": spec["sha256"],
-            }
-            teacher_refs[tname] = (ref, None)
-        else:  # a pinned hash is part of the teacher's identity, as a checkpoint's is
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "robustbench",
-                "robustbench": spec["robustbench"],
-                "threat_model": spec.get("threat_model", "Linf"),
-            } | ({"sha256": spec["sha256"]} if "sha256" in spec else {})
-            teacher_refs[tname] = (ref, None)
 
-    variants = _table(raw, "variant", where)
+def _url_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
+    spec = t["spec"]
+    return TeacherRef(name, t["model"], "url", url=spec["url"], sha256=spec["sha256"]), None
+
+
+def _robustbench_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
+    """A pinned hash is part of the teacher's identity, as a checkpoint's is."""
+    spec = t["spec"]
+    ref = TeacherRef(
+        name,
+        t["model"],
+        "robustbench",
+        robustbench=spec["robustbench"],
+        threat_model=spec.get("threat_model", "Linf"),
+        sha256=spec.get("sha256"),
+    )
+    return ref, None
+
+
+#: How each teacher source of ``[teacher.NAME]`` becomes a reference (and, for ``train``, a run).
+TEACHER_EXPANDERS = {
+    "train": _trained_teacher,
+    "checkpoint": _checkpoint_teacher,
+    "url": _url_teacher,
+    "robustbench": _robustbench_teacher,
+}
+
+
+def expand_teachers(s: GridSettings, grid: Grid) -> dict[str, TeacherExpansion]:
+    """Each listed teacher's reference; the runs of those the grid trains go to ``grid``."""
+    refs = {}
+    for name, t in s.teachers.items():
+        ref, run = TEACHER_EXPANDERS[t["source"]](s, name, t)
+        if run is not None:
+            grid.teacher_runs[name] = run
+        refs[name] = (ref, run)
+    return refs
+
+
+# -- students --------------------------------------------------------------------------------------
+def expand_students(s: GridSettings, grid: Grid, refs: dict[str, TeacherExpansion]) -> None:
+    """One run per (method or variant, student, seed), and per teacher for a distilling one."""
+    from harness.registry import METHODS
+
+    variants = _table(s.raw, "variant", s.where)
     for label in variants:
-        check_name(label, f"{where}: variant name")  # part of the run id, a folder name
-    for label in methods:
-        check_name(label, f"{where}: method or variant")
-        method_name, vparams, vtrain = _variant(label, variants, where)
-        cls = METHODS.get(method_name)
-        header = f"method.{method_name}"
-        mtable = dict(_table(method_tables, method_name, where, header))
-        train_over = {**_table(mtable, "train", where, f"{header}.train"), **vtrain}
-        per_student = _table(mtable, "student", where, f"{header}.student")
-        mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
-        for model in students:
-            own = _table(per_student, model, where, f"{header}.student.{model}")
-            hparams = {**mtable, **own, **vparams}
-            for seed in seed_list:
-                common = (label, method_name, hparams, model)
-                if not cls.needs_teacher:
-                    run = make_run("student", *common, None, seed, train_over, None)
-                    grid.runs.append(run)
+        check_name(label, f"{s.where}: variant name")  # part of the run id, a folder name
+    for label in s.methods:
+        check_name(label, f"{s.where}: method or variant")
+        method_name, hparams_of, train_over = _method_tables(s, label, variants)
+        needs_teacher = METHODS.get(method_name).needs_teacher
+        for model in s.students:
+            for seed in s.seeds:
+                common = (label, method_name, hparams_of(model), model)
+                if not needs_teacher:
+                    grid.runs.append(make_run(s, "student", *common, None, seed, train_over))
                     continue
-                if not teacher_refs:
+                if not refs:
                     raise UserError(
-                        f"method {label!r} needs a teacher, and grid {grid_name} lists none"
+                        f"method {label!r} needs a teacher, and grid {s.name} lists none"
                     )
-                for tname in teacher_names:
-                    ref, needs = teacher_refs[tname]
-                    grid.runs.append(make_run("student", *common, ref, seed, train_over, needs))
-    return grid
+                for ref, run in refs.values():
+                    needs = run.run_id if run is not None else None
+                    student = make_run(s, "student", *common, ref, seed, train_over, needs)
+                    grid.runs.append(student)
+
+
+def _method_tables(
+    s: GridSettings, label: str, variants: dict[str, Any]
+) -> tuple[str, Any, dict[str, Any]]:
+    """(method name, student model → its hyperparameters, train overrides) of a method or
+    variant: ``[method.NAME]``, its ``student.MODEL`` tables, then the variant's own keys."""
+    from harness.registry import METHODS
+
+    method_name, vparams, vtrain = _variant(label, variants, s.where)
+    METHODS.get(method_name)  # an unknown method fails before its tables are read
+    header = f"method.{method_name}"
+    mtable = dict(_table(_table(s.raw, "method", s.where), method_name, s.where, header))
+    train_over = {**_table(mtable, "train", s.where, f"{header}.train"), **vtrain}
+    per_student = _table(mtable, "student", s.where, f"{header}.student")
+    mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
+
+    def hparams_of(model: str) -> dict[str, Any]:
+        own = _table(per_student, model, s.where, f"{header}.student.{model}")
+        return {**mtable, **own, **vparams}
+
+    return method_name, hparams_of, train_over
+
+
+def make_run(
+    s: GridSettings,
+    kind: str,
+    label: str,
+    method_name: str,
+    hparams: dict[str, Any],
+    model: str,
+    teacher: TeacherRef | None,
+    seed: int,
+    train_over: dict[str, Any],
+    needs: str | None = None,
+) -> RunSpec:
+    """A teacher or student run of the grid: its schedule is the grid's ``[train]`` with the
+    method's overrides, shortened by ``--epochs`` (``--teacher-epochs`` for a teacher)."""
+    length = s.teacher_epochs if kind == "teacher" else s.epochs
+    train = Training.from_table(
+        {**s.train.to_json(), **train_over}, s.where, f"method.{method_name}.train"
+    )
+    config = resolve_run(
+        kind,
+        label,
+        method_name,
+        {**s.threat.to_json(), **hparams},
+        model,
+        teacher,
+        seed,
+        train.shortened(length),
+        full_epochs=train.epochs,
+        dataset=s.dataset,
+        evaluation=s.evaluation,
+        select_on=s.select_on,
+        grid_name=s.name,
+    )
+    return RunSpec.of(config, needs)
 
 
 def schedule_note(config: dict[str, Any]) -> str:
@@ -639,60 +751,61 @@ def _variant(
     return spec["method"], params, dict(train)
 
 
-def run_spec(
+def resolve_run(
     kind: str,
     label: str,
     method_name: str,
     hparams: dict[str, Any],
     model: str,
-    teacher_ref: dict[str, Any] | None,
+    teacher: TeacherRef | None,
     seed: int,
-    train: dict[str, Any],
+    train: Training,
     *,
     full_epochs: int,
-    dataset: dict[str, Any],
-    eval_cfg: dict[str, Any],
+    dataset: Dataset,
+    evaluation: Evaluation,
+    select_on: str = "val",
     grid_name: str | None = None,
-    needs: str | None = None,
-) -> RunSpec:
-    """A run with its resolved config and the id derived from it."""
+) -> RunConfig:
+    """A run's config, its method's hyperparameters resolved (defaults filled, values checked)."""
     from harness.registry import METHODS
 
     m = METHODS.create(method_name, **hparams)
-    if m.needs_teacher and teacher_ref is None:
+    if m.needs_teacher and teacher is None:
         raise UserError(f"method {method_name!r} needs a teacher, and grid {grid_name} has none")
-    epochs = train["epochs"]
-    config = {
-        "kind": kind,
-        "method": {"name": method_name, "hparams": m.hparams}
-        | ({"variant": label} if label != method_name else {}),
-        "dataset": dataset,
-        "model": model,
-        "teacher": teacher_ref,
-        "seed": seed,
-        "train": {**train, "seed": seed},
-        "eval": eval_cfg,
-        "full_epochs": full_epochs,
-        "schedule": "short" if epochs < full_epochs else "long" if epochs > full_epochs else "full",
-    }
-    tname = (teacher_ref or {}).get("name", "none")
-    run_id = f"{label}-{dataset['name']}-{model}-{tname}-s{seed}-{config_hash(config)}"
-    config["grids"] = [grid_name] if grid_name else []
-    return RunSpec(run_id=run_id, config=config, needs=needs)
+    return RunConfig(
+        kind=kind,
+        method=method_name,
+        hparams=m.hparams,
+        dataset=dataset,
+        model=model,
+        seed=seed,
+        train=train,
+        evaluation=evaluation,
+        full_epochs=full_epochs,
+        select_on=select_on,
+        variant=label if label != method_name else None,
+        teachers=((TEACHER_ROLE, teacher),) if teacher is not None else (),
+        grids=(grid_name,) if grid_name else (),
+    )
 
 
-def surrogate_run(model: str, dataset: dict[str, Any], train: dict[str, Any]) -> RunSpec:
+def surrogate_run(
+    model: str, dataset: Dataset | dict[str, Any], train: Training | dict[str, Any]
+) -> RunSpec:
     """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``.
 
     A surrogate selects its checkpoint on the held-out split, so where the students' data holds
     out nothing (``val_fraction`` 0, selection on test) it keeps the loader's default split.
+    Its id depends on the data set and the schedule only: every grid on them shares it.
     """
-    train = {**train, "select_steps": 0}
-    options = dataset.get("options", {})
-    if options.get("val_fraction") == 0:
-        options = {k: v for k, v in options.items() if k != "val_fraction"}
-        dataset = {**dataset, "options": options}
-    return run_spec(
+    dataset = dataset if isinstance(dataset, Dataset) else Dataset.from_json(dataset)
+    train = train if isinstance(train, Training) else Training.from_json(train)
+    train = train.replace(select_steps=0)
+    if dataset.options.get("val_fraction") == 0:
+        options = {k: v for k, v in dataset.options.items() if k != "val_fraction"}
+        dataset = Dataset(dataset.name, options)
+    config = resolve_run(
         "surrogate",
         "natural",
         "natural",
@@ -701,17 +814,52 @@ def surrogate_run(model: str, dataset: dict[str, Any], train: dict[str, Any]) ->
         None,
         0,
         train,
-        full_epochs=train["epochs"],
+        full_epochs=train.epochs,
         dataset=dataset,
-        eval_cfg={"attacks": {"clean": None}},
+        evaluation=Evaluation({"clean": None}),
     )
+    return RunSpec.of(config)
 
 
-def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+def surrogate_runs(dataset: Dataset, transfer: Transfer) -> list[RunSpec]:
+    """The surrogate runs a transfer evaluation on ``dataset`` attacks with, in its order."""
+    return [surrogate_run(model, dataset, transfer.train) for model in transfer.surrogates]
+
+
+def default_transfer(config: RunConfig) -> Transfer:
+    """The transfer evaluation ``bench eval --suite transfer`` gives a run whose grid has none:
+    the paper's surrogates and attacks under the run's threat model, trained on the run's
+    schedule (an external model, which has none, gets 100 epochs with milestones 50, 75)."""
+    threat = config.threat.to_json()
+    attacks = {
+        n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in suites.TRANSFER_DEFAULT
+    }
+    train = config.train
+    if not train.epochs:  # an external model: no schedule of its own to borrow
+        train = Training(epochs=100, milestones=(50, 75))
+    return Transfer(tuple(suites.SURROGATES), attacks, train)
+
+
+def expand_surrogates(grid: Grid) -> None:
+    """Each run with a transfer evaluation needs its surrogates: they become runs of the grid
+    (trained once, before the students), and each student names those it needs."""
+    for i, spec in enumerate(grid.runs):
+        transfer = spec.config.evaluation.transfer
+        if transfer is None:
+            continue
+        needed = surrogate_runs(spec.config.dataset, transfer)
+        for surrogate in needed:
+            grid.surrogate_runs.setdefault(surrogate.run_id, surrogate)
+        grid.runs[i] = RunSpec(
+            spec.run_id, spec.config, spec.needs, tuple(s.run_id for s in needed)
+        )
+
+
+def _transfer(raw: dict[str, Any], threat: Threat, base: Training, where: str) -> Transfer | None:
     """``[eval] transfer = true`` or ``[eval.transfer]`` → the transfer part of a run's config."""
     spec = _table(raw, "eval", where).get("transfer", False)
     if spec is False:
-        return {}
+        return None
     if spec is True:
         spec = {}
     if not isinstance(spec, dict):
@@ -731,10 +879,9 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
             f"{where}: unknown transfer attack(s) {', '.join(bad)}; "
             f"valid: {', '.join(suites.TRANSFER_ATTACKS)}"
         )
-    attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in names}
-    base = _train(_table(raw, "train", where), where, "train")
-    epochs = coerce(spec.get("epochs", base["epochs"]), 1, f"{where}: [eval.transfer] epochs")
+    attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat.to_json()) for n in names}
+    epochs = coerce(spec.get("epochs", base.epochs), 1, f"{where}: [eval.transfer] epochs")
     if epochs < 1:
         raise UserError(f"{where}: [eval.transfer] epochs must be >= 1, got {epochs}")
-    train = {**base, "epochs": epochs, "milestones": [m for m in base["milestones"] if m < epochs]}
-    return {"transfer": {"surrogates": surrogates, "attacks": attacks, "train": train}}
+    train = base.replace(epochs=epochs, milestones=[m for m in base.milestones if m < epochs])
+    return Transfer(tuple(surrogates), attacks, train)

@@ -25,6 +25,7 @@ from torch import nn
 from harness.attacks.linf import PGD
 from harness.data import DatasetSplits, batches
 from harness.evaluation.evaluate import accuracy
+from harness.schema import SELECT_ON, Training
 from harness.training.compiling import RunCompiler
 from harness.training.fast import FastPath
 from harness.utils.atomic import save_atomic
@@ -34,25 +35,30 @@ from harness.utils.errors import TrainingDiverged, UserError
 from harness.utils.progress import image_bar
 from harness.utils.values import derive_seed
 
-SELECT_ON = ("val", "test")
+_SCHEDULE = Training()  # the defaults, from the one schema
 
 
 @dataclass
 class TrainConfig:
     """The optimisation schedule (names mirror the grid file's ``[train]`` table)."""
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    milestones: list[int] = field(default_factory=lambda: [100, 150])
-    lr_gamma: float = 0.1
-    select_on: str = "val"
-    select_steps: int = 10
-    eval_batch_size: int = 256
+    epochs: int = _SCHEDULE.epochs
+    batch_size: int = _SCHEDULE.batch_size
+    lr: float = _SCHEDULE.lr
+    momentum: float = _SCHEDULE.momentum
+    weight_decay: float = _SCHEDULE.weight_decay
+    nesterov: bool = _SCHEDULE.nesterov
+    milestones: list[int] = field(default_factory=lambda: list(_SCHEDULE.milestones))
+    lr_gamma: float = _SCHEDULE.lr_gamma
+    select_on: str = SELECT_ON[0]
+    select_steps: int = _SCHEDULE.select_steps
+    eval_batch_size: int = _SCHEDULE.eval_batch_size
     seed: int = 0
+
+    @classmethod
+    def of(cls, schedule: Training, select_on: str, seed: int) -> TrainConfig:
+        """The trainer's config of a run's schedule."""
+        return cls(**schedule.to_json(), select_on=select_on, seed=seed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
