@@ -302,6 +302,32 @@ class _Job:
     user_error: bool = False
 
 
+def _ended(job: _Job, statuses: dict[str, str], store: Store, echo: Callable[[str], None]) -> None:
+    """A worker process is gone: its run's status is what it reported, else it failed (unless
+    a user error, raised once the others end, stopped it)."""
+    if job.status is not None:
+        statuses[job.spec.run_id] = job.status
+    elif not job.user_error:
+        reason = job.crash or _death(job.process.exitcode)
+        statuses[job.spec.run_id] = _record_failure(job.spec, store, reason, echo)
+
+
+def _message(
+    job: _Job, kind: str, payload: str, echo: Callable[[str], None], error: str | None
+) -> str | None:
+    """Take one message of a worker (see :func:`worker_main`); returns the first user error."""
+    if kind == "line":
+        echo(payload)
+    elif kind == "done":
+        job.status = payload
+    elif kind == "crash":
+        job.crash = payload
+    elif kind == "error":
+        job.user_error = True
+        return error or payload
+    return error
+
+
 def _parallel(
     specs: Iterable[RunSpec],
     store: Store,
@@ -355,21 +381,9 @@ def _parallel(
                     job.process.join()
                     del running[conn]
                     free.append(job.slot)
-                    if job.status is not None:
-                        statuses[job.spec.run_id] = job.status
-                    elif not job.user_error:
-                        reason = job.crash or _death(job.process.exitcode)
-                        statuses[job.spec.run_id] = _record_failure(job.spec, store, reason, echo)
+                    _ended(job, statuses, store, echo)
                     continue
-                if kind == "line":
-                    echo(payload)
-                elif kind == "done":
-                    job.status = payload
-                elif kind == "crash":
-                    job.crash = payload
-                elif kind == "error":
-                    job.user_error = True
-                    error = error or payload
+                error = _message(job, kind, payload, echo, error)
     finally:
         for job in running.values():  # interrupted: stop the workers this call started
             if job.process.is_alive():

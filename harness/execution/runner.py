@@ -265,33 +265,14 @@ def _execute_claimed(
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
         return "failed"
-    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
-    # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
-    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
-    student.load_state_dict(best["student"])
-    student.to(device)
-    evaluation = evaluate_run(
-        student,
-        data,
-        cfg,
-        store,
-        spec.run_id,
-        device=device,
-        data_root=data_root,
-        progress=progress,
-        echo=echo,
-        fast=fast,
-        determinism=determinism,
-    )
+    evaluation = _evaluate_best(
+        spec, store, data, device=device, data_root=data_root, progress=progress, echo=echo,
+        fast=fast, determinism=determinism,
+    )  # fmt: skip
     results = evaluation["results"]
     metrics = {
         **evaluation,
-        "train": {
-            "best_epoch": result.best_epoch,
-            f"best_{tcfg.select_on}": result.best,
-            "images_per_s": result.images_per_s,
-            "history": result.history,
-        },
+        "train": train_summary(result, tcfg.select_on),
         "wall_time_s": time.perf_counter() - t0,
         "provenance": {
             **provenance(device),
@@ -300,15 +281,44 @@ def _execute_claimed(
             "compile": result.compile,
             "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
             "training_precision": train_precision,
-        },
+        }
+        | _teacher_files(teacher),
     }
-    if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
-        metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
     claim.check(verify=True)
     store.finish(spec.run_id, metrics)
     summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
     echo(f"done {spec.run_id}: {summary}")
     return "complete"
+
+
+def train_summary(result: Any, select_on: str) -> dict[str, Any]:
+    """What ``metrics.json`` says about training (a :class:`TrainResult`)."""
+    return {
+        "best_epoch": result.best_epoch,
+        f"best_{select_on}": result.best,
+        "images_per_s": result.images_per_s,
+        "history": result.history,
+    }
+
+
+def _teacher_files(teacher: torch.nn.Module | None) -> dict[str, Any]:
+    """The files of a checkpoint, URL or RobustBench teacher (name → sha256), for provenance."""
+    if hasattr(teacher, "weights_sha256"):
+        return {"teacher_sha256": teacher.weights_sha256}
+    return {}
+
+
+def _evaluate_best(
+    spec: RunSpec, store: Store, data: Any, *, device: torch.device, **kw: Any
+) -> dict[str, Any]:
+    """Evaluate the run's ``best.pt`` as a fresh, eager, NCHW fp32 model, whatever the fast
+    path did to the trained one."""
+    cfg = spec.config
+    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
+    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
+    student.load_state_dict(best["student"])
+    student.to(device)
+    return evaluate_run(student, data, cfg, store, spec.run_id, device=device, **kw)
 
 
 def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
