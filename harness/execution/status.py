@@ -171,7 +171,13 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
             f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "
             "(the per-epoch selection and the final evaluation come on top)"
         )
-    return f"{tabulate(rows, headers='keys', tablefmt='github')}\n\n{note}"
+    # gpu_h right-aligned, numbers or "?" alike (a surrogate not measured yet)
+    numeric = (
+        {k for k in rows[0] if all(isinstance(r[k], int | float) for r in rows)} if rows else ()
+    )
+    align = ["right" if k == "gpu_h" or k in numeric else "left" for k in rows[0]] if rows else None
+    table = tabulate(rows, headers="keys", tablefmt="github", colalign=align)
+    return f"{table}\n\n{note}"
 
 
 def _command(grid: Grid, spec: RunSpec) -> str:
