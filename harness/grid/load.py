@@ -13,30 +13,45 @@ import datetime
 import inspect
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from harness.grid import suites
+from harness.grid.runs import (
+    Grid,
+    GridSettings,
+    RunSpec,
+    default_transfer,
+    expand_surrogates,
+    make_run,
+    resolve_run,
+    schedule_note,
+    surrogate_run,
+    surrogate_runs,
+    teacher_label,
+)
+from harness.grid.teachers import (
+    TEACHER_EXPANDERS,
+    TeacherExpansion,
+    expand_teachers,
+    teacher_source,
+)
 from harness.schema import (
     SEED_RANGE,
     SELECT_ON,
-    TEACHER_ROLE,
     TEACHER_SOURCES,
     THREAT_DEFAULTS,
     TRAIN_DEFAULTS,
     Dataset,
     Evaluation,
-    RunConfig,
-    TeacherRef,
     Threat,
     Training,
     Transfer,
 )
 from harness.utils.errors import UserError
 from harness.utils.names import check_name
-from harness.utils.values import check_sha256, coerce, file_sha256, is_file, parse_number
+from harness.utils.values import coerce, parse_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -66,56 +81,24 @@ TOP_KEYS = {
 #: Kept under their old names: the least and largest values of each [train] number.
 TRAIN_MINIMA = Training.MINIMA
 TRAIN_MAXIMA = Training.MAXIMA
-URL_SCHEMES = ("https", "http", "file")
 
 
-#: The schema's defaults, also importable from here.
-__all__ = ["SEED_RANGE", "TEACHER_SOURCES", "THREAT_DEFAULTS", "TRAIN_DEFAULTS"]
-
-
-@dataclass
-class RunSpec:
-    """One run: ``config`` is its resolved, typed configuration; ``needs`` the teacher run it
-    distils from, ``surrogates`` the surrogate runs its transfer evaluation attacks with."""
-
-    run_id: str
-    config: RunConfig
-    needs: str | None = None
-    surrogates: tuple[str, ...] = ()
-
-    @property
-    def kind(self) -> str:
-        return self.config.kind
-
-    @property
-    def requires(self) -> tuple[str, ...]:
-        """Every run that must be complete before this one starts."""
-        return ((self.needs,) if self.needs else ()) + self.surrogates
-
-    @classmethod
-    def of(cls, config: RunConfig, needs: str | None = None) -> RunSpec:
-        return cls(run_id=config.run_id, config=config, needs=needs)
-
-
-@dataclass
-class Grid:
-    name: str
-    path: Path
-    raw: dict[str, Any]
-    teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
-    runs: list[RunSpec] = field(default_factory=list)
-    #: The transfer surrogates the runs' evaluation needs, by run id (in first-needed order).
-    surrogate_runs: dict[str, RunSpec] = field(default_factory=dict)
-    #: ``deterministic = true``: bit-repeatable arithmetic (how runs are computed, not part of
-    #: their ids; ``bench run --deterministic`` asks for it too).
-    deterministic: bool = False
-
-    def prerequisites(self) -> list[RunSpec]:
-        """The teacher and surrogate runs the (selected) students need, teachers first: what
-        runs before them, what ``bench plan`` and ``bench status`` list above them."""
-        needed = {r for spec in self.runs for r in spec.requires}
-        teachers = [r for r in self.teacher_runs.values() if r.run_id in needed]
-        return teachers + [r for r in self.surrogate_runs.values() if r.run_id in needed]
+#: Importable from here too: the schema's defaults and the runs' types.
+__all__ = [
+    "SEED_RANGE",
+    "TEACHER_EXPANDERS",
+    "TEACHER_SOURCES",
+    "THREAT_DEFAULTS",
+    "TRAIN_DEFAULTS",
+    "Grid",
+    "RunSpec",
+    "default_transfer",
+    "resolve_run",
+    "schedule_note",
+    "surrogate_run",
+    "surrogate_runs",
+    "teacher_label",
+]
 
 
 def grid_path(name: str) -> Path:
@@ -201,69 +184,7 @@ def _names(
     return value
 
 
-def _resolve_keys(
-    given: dict[str, Any], defaults: dict[str, Any], where: str, table: str
-) -> dict[str, Any]:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise UserError(
-            f"{where}: unknown key(s) {', '.join(unknown)} in [{table}]; "
-            f"valid: {', '.join(sorted(defaults))}"
-        )
-    out = {}
-    for key, default in defaults.items():
-        value = given.get(key, default)
-        if key == "milestones":
-            if not isinstance(value, list) or not all(
-                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
-            ):
-                raise UserError(
-                    f"{where}: [{table}] milestones must be a list of positive integers"
-                )
-            out[key] = sorted(value)
-        else:
-            out[key] = coerce(value, default, f"{where}: [{table}] {key}")
-    return out
-
-
-def _train(given: dict[str, Any], where: str, table: str) -> dict[str, Any]:
-    """A ``[train]`` table with its defaults, in the ranges the trainer and SGD accept.
-
-    Checked here so that a bad value fails before any run starts, not after a teacher trained.
-    """
-    train = _resolve_keys(given, TRAIN_DEFAULTS, where, table)
-    for key, low in TRAIN_MINIMA.items():
-        if train[key] < low:
-            raise UserError(f"{where}: [{table}] {key} must be >= {low}, got {train[key]!r}")
-    for key, high in TRAIN_MAXIMA.items():
-        if train[key] > high:
-            raise UserError(f"{where}: [{table}] {key} must be <= {high}, got {train[key]!r}")
-    if any(m > TRAIN_MAXIMA["epochs"] for m in train["milestones"]):
-        raise UserError(
-            f"{where}: [{table}] milestones must be <= {TRAIN_MAXIMA['epochs']} (the most epochs)"
-        )
-    for key in ("lr", "lr_gamma"):
-        if not train[key] > 0:
-            raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
-    if train["nesterov"] and not train["momentum"] > 0:
-        raise UserError(f"{where}: [{table}] nesterov = true needs momentum > 0")
-    return train
-
-
-def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    threat = _resolve_keys(_table(raw, "threat", where), THREAT_DEFAULTS, where, "threat")
-    for key in ("eps", "step_size"):
-        if not 0.0 <= threat[key] <= 1.0:
-            raise UserError(
-                f"{where}: [threat] {key} = {threat[key]:g} is outside [0, 1]; inputs are in "
-                f'[0,1], so write {key} = "{threat[key]:g}/255"'
-            )
-    if not 0 <= threat["steps"] <= 100_000:
-        raise UserError(f"{where}: [threat] steps must be in [0, 100000], got {threat['steps']}")
-    return threat
-
-
-def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+def _eval_attacks(raw: dict[str, Any], threat: Threat, where: str) -> dict[str, Any]:
     spec = _table(raw, "eval", where)
     unknown = sorted(set(spec) - {"attacks", "transfer"})
     if unknown:
@@ -366,39 +287,6 @@ def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_na
     return found
 
 
-def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
-    check_name(name, f"{where}: teacher name")  # part of the run id, a folder name
-    if not isinstance(spec, dict) or "model" not in spec:
-        raise UserError(f'{where}: [teacher.{name}] needs model = "<model name>"')
-    sources = [s for s in TEACHER_SOURCES if s in spec]
-    if len(sources) != 1:
-        raise UserError(
-            f"{where}: [teacher.{name}] needs exactly one of {', '.join(TEACHER_SOURCES)}"
-        )
-    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model"})
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
-    source = sources[0]
-    spec = dict(spec)
-    if "sha256" in spec:
-        if source == "train":
-            raise UserError(
-                f"{where}: [teacher.{name}] is trained by the grid; sha256 is for checkpoint, "
-                "url and robustbench teachers"
-            )
-        spec["sha256"] = check_sha256(spec["sha256"], f"{where}: [teacher.{name}] sha256")
-    if source == "url":
-        url = spec["url"]
-        if not isinstance(url, str) or urlparse(url).scheme not in URL_SCHEMES:
-            raise UserError(
-                f"{where}: [teacher.{name}] url must start with "
-                f"{', '.join(s + '://' for s in URL_SCHEMES)}, got {url!r}"
-            )
-        if "sha256" not in spec:
-            raise UserError(f'{where}: [teacher.{name}] url needs sha256 = "<64 hex digits>"')
-    return {"name": name, "model": spec["model"], "source": source, "spec": spec}
-
-
 @dataclass(frozen=True)
 class Selection:
     """What the command line narrows or changes in a grid (``bench run``'s flags)."""
@@ -411,32 +299,6 @@ class Selection:
     seeds: list[int] | None = None
     select_on: str | None = None
     teacher_epochs: int | None = None
-
-
-@dataclass(frozen=True)
-class GridSettings:
-    """A grid file read and checked, with the selection applied: what runs are expanded from."""
-
-    name: str
-    path: Path
-    raw: dict[str, Any]
-    select_on: str
-    dataset: Dataset
-    threat: Threat
-    train: Training
-    evaluation: Evaluation
-    seeds: list[int]
-    methods: list[str]
-    students: list[str]
-    #: name → its checked ``[teacher.NAME]`` table (:func:`_teacher_source`), in listed order.
-    teachers: dict[str, dict[str, Any]]
-    epochs: int | None
-    teacher_epochs: int | None
-    deterministic: bool
-
-    @property
-    def where(self) -> str:
-        return str(self.path)
 
 
 def load_grid(
@@ -510,7 +372,7 @@ def grid_settings(raw: dict[str, Any], path: Path, selection: Selection) -> Grid
         if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
             raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
     tables = _table(raw, "teacher", where)
-    teachers = {t: _teacher_source(t, tables[t], where) for t in teacher_names}
+    teachers = {t: teacher_source(t, tables[t], where) for t in teacher_names}
     _check_names(data, students + [t["model"] for t in teachers.values()], where)
     determinism = raw.get("deterministic", False)
     if not isinstance(determinism, bool):
@@ -558,77 +420,6 @@ def _check_names(data: Dataset, models: list[Any], where: str) -> None:
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
-
-
-# -- teachers: one expander per source -----------------------------------------------------------
-TeacherExpansion = tuple[TeacherRef, "RunSpec | None"]
-
-
-def _trained_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
-    """``train = { method = "trades", ... }``: a run of the grid, trained before its students."""
-    spec = t["spec"]
-    recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
-    if recipe is None or "method" not in recipe:
-        raise UserError(f'{s.where}: [teacher.{name}] train needs method = "pgd-at" or "trades"')
-    method = recipe.pop("method")
-    train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
-    run = make_run(s, "teacher", method, method, recipe, t["model"], None, 0, train_over)
-    return TeacherRef(name, t["model"], "run", run_id=run.run_id), run
-
-
-def _checkpoint_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
-    """``checkpoint = "path"`` (relative to the grid file): its sha256 is part of the id."""
-    spec = t["spec"]
-    ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
-    if not ckpt.is_absolute():
-        ckpt = (s.path.parent / ckpt).resolve()
-    if not is_file(ckpt):
-        raise UserError(f"{s.where}: teacher {name!r} checkpoint not found: {ckpt}")
-    digest = file_sha256(ckpt)
-    if spec.get("sha256") and spec["sha256"] != digest:
-        raise UserError(
-            f"teacher {name!r} checkpoint {ckpt} has sha256 {digest}, expected {spec['sha256']}"
-        )
-    return TeacherRef(name, t["model"], "checkpoint", path=str(ckpt), sha256=digest), None
-
-
-def _url_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
-    spec = t["spec"]
-    return TeacherRef(name, t["model"], "url", url=spec["url"], sha256=spec["sha256"]), None
-
-
-def _robustbench_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> TeacherExpansion:
-    """A pinned hash is part of the teacher's identity, as a checkpoint's is."""
-    spec = t["spec"]
-    ref = TeacherRef(
-        name,
-        t["model"],
-        "robustbench",
-        robustbench=spec["robustbench"],
-        threat_model=spec.get("threat_model", "Linf"),
-        sha256=spec.get("sha256"),
-    )
-    return ref, None
-
-
-#: How each teacher source of ``[teacher.NAME]`` becomes a reference (and, for ``train``, a run).
-TEACHER_EXPANDERS = {
-    "train": _trained_teacher,
-    "checkpoint": _checkpoint_teacher,
-    "url": _url_teacher,
-    "robustbench": _robustbench_teacher,
-}
-
-
-def expand_teachers(s: GridSettings, grid: Grid) -> dict[str, TeacherExpansion]:
-    """Each listed teacher's reference; the runs of those the grid trains go to ``grid``."""
-    refs = {}
-    for name, t in s.teachers.items():
-        ref, run = TEACHER_EXPANDERS[t["source"]](s, name, t)
-        if run is not None:
-            grid.teacher_runs[name] = run
-        refs[name] = (ref, run)
-    return refs
 
 
 # -- students --------------------------------------------------------------------------------------
@@ -681,58 +472,6 @@ def _method_tables(
     return method_name, hparams_of, train_over
 
 
-def make_run(
-    s: GridSettings,
-    kind: str,
-    label: str,
-    method_name: str,
-    hparams: dict[str, Any],
-    model: str,
-    teacher: TeacherRef | None,
-    seed: int,
-    train_over: dict[str, Any],
-    needs: str | None = None,
-) -> RunSpec:
-    """A teacher or student run of the grid: its schedule is the grid's ``[train]`` with the
-    method's overrides, shortened by ``--epochs`` (``--teacher-epochs`` for a teacher)."""
-    length = s.teacher_epochs if kind == "teacher" else s.epochs
-    train = Training.from_table(
-        {**s.train.to_json(), **train_over}, s.where, f"method.{method_name}.train"
-    )
-    config = resolve_run(
-        kind,
-        label,
-        method_name,
-        {**s.threat.to_json(), **hparams},
-        model,
-        teacher,
-        seed,
-        train.shortened(length),
-        full_epochs=train.epochs,
-        dataset=s.dataset,
-        evaluation=s.evaluation,
-        select_on=s.select_on,
-        grid_name=s.name,
-    )
-    return RunSpec.of(config, needs)
-
-
-def schedule_note(config: dict[str, Any]) -> str:
-    """``short: 1/3 ep`` for a run on a shorter schedule than its grid's (``long: ...`` for a
-    longer one), ``""`` on the grid's own schedule: what labels a short teacher everywhere."""
-    epochs = (config.get("train") or {}).get("epochs")
-    full = config.get("full_epochs")
-    if not epochs or not full or epochs == full:
-        return ""
-    return f"{'short' if epochs < full else 'long'}: {epochs}/{full} ep"
-
-
-def teacher_label(name: str, teacher_config: dict[str, Any] | None) -> str:
-    """A teacher's name, and ``(short: 1/3 ep)`` when the grid trained it on a short schedule."""
-    note = schedule_note(teacher_config or {})
-    return f"{name} ({note})" if note else name
-
-
 def _variant(
     label: str, variants: dict[str, Any], where: str
 ) -> tuple[str, dict[str, Any], dict[str, Any]]:
@@ -749,110 +488,6 @@ def _variant(
     params = {k: v for k, v in spec.items() if k not in ("method", "train")}
     train = _table(spec, "train", where, f"variant.{label}.train")
     return spec["method"], params, dict(train)
-
-
-def resolve_run(
-    kind: str,
-    label: str,
-    method_name: str,
-    hparams: dict[str, Any],
-    model: str,
-    teacher: TeacherRef | None,
-    seed: int,
-    train: Training,
-    *,
-    full_epochs: int,
-    dataset: Dataset,
-    evaluation: Evaluation,
-    select_on: str = "val",
-    grid_name: str | None = None,
-) -> RunConfig:
-    """A run's config, its method's hyperparameters resolved (defaults filled, values checked)."""
-    from harness.registry import METHODS
-
-    m = METHODS.create(method_name, **hparams)
-    if m.needs_teacher and teacher is None:
-        raise UserError(f"method {method_name!r} needs a teacher, and grid {grid_name} has none")
-    return RunConfig(
-        kind=kind,
-        method=method_name,
-        hparams=m.hparams,
-        dataset=dataset,
-        model=model,
-        seed=seed,
-        train=train,
-        evaluation=evaluation,
-        full_epochs=full_epochs,
-        select_on=select_on,
-        variant=label if label != method_name else None,
-        teachers=((TEACHER_ROLE, teacher),) if teacher is not None else (),
-        grids=(grid_name,) if grid_name else (),
-    )
-
-
-def surrogate_run(
-    model: str, dataset: Dataset | dict[str, Any], train: Training | dict[str, Any]
-) -> RunSpec:
-    """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``.
-
-    A surrogate selects its checkpoint on the held-out split, so where the students' data holds
-    out nothing (``val_fraction`` 0, selection on test) it keeps the loader's default split.
-    Its id depends on the data set and the schedule only: every grid on them shares it.
-    """
-    dataset = dataset if isinstance(dataset, Dataset) else Dataset.from_json(dataset)
-    train = train if isinstance(train, Training) else Training.from_json(train)
-    train = train.replace(select_steps=0)
-    if dataset.options.get("val_fraction") == 0:
-        options = {k: v for k, v in dataset.options.items() if k != "val_fraction"}
-        dataset = Dataset(dataset.name, options)
-    config = resolve_run(
-        "surrogate",
-        "natural",
-        "natural",
-        {},
-        model,
-        None,
-        0,
-        train,
-        full_epochs=train.epochs,
-        dataset=dataset,
-        evaluation=Evaluation({"clean": None}),
-    )
-    return RunSpec.of(config)
-
-
-def surrogate_runs(dataset: Dataset, transfer: Transfer) -> list[RunSpec]:
-    """The surrogate runs a transfer evaluation on ``dataset`` attacks with, in its order."""
-    return [surrogate_run(model, dataset, transfer.train) for model in transfer.surrogates]
-
-
-def default_transfer(config: RunConfig) -> Transfer:
-    """The transfer evaluation ``bench eval --suite transfer`` gives a run whose grid has none:
-    the paper's surrogates and attacks under the run's threat model, trained on the run's
-    schedule (an external model, which has none, gets 100 epochs with milestones 50, 75)."""
-    threat = config.threat.to_json()
-    attacks = {
-        n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in suites.TRANSFER_DEFAULT
-    }
-    train = config.train
-    if not train.epochs:  # an external model: no schedule of its own to borrow
-        train = Training(epochs=100, milestones=(50, 75))
-    return Transfer(tuple(suites.SURROGATES), attacks, train)
-
-
-def expand_surrogates(grid: Grid) -> None:
-    """Each run with a transfer evaluation needs its surrogates: they become runs of the grid
-    (trained once, before the students), and each student names those it needs."""
-    for i, spec in enumerate(grid.runs):
-        transfer = spec.config.evaluation.transfer
-        if transfer is None:
-            continue
-        needed = surrogate_runs(spec.config.dataset, transfer)
-        for surrogate in needed:
-            grid.surrogate_runs.setdefault(surrogate.run_id, surrogate)
-        grid.runs[i] = RunSpec(
-            spec.run_id, spec.config, spec.needs, tuple(s.run_id for s in needed)
-        )
 
 
 def _transfer(raw: dict[str, Any], threat: Threat, base: Training, where: str) -> Transfer | None:
