@@ -355,7 +355,8 @@ def grid_settings(raw: dict[str, Any], path: Path, selection: Selection) -> Grid
     grid_name = check_name(path.stem, f"{where}: grid name")  # <store>/leaderboards/<name>.md
     select = selection.select_on or raw.get("select_on", "val")
     if select not in SELECT_ON:
-        raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
+        choices = " or ".join(map(repr, SELECT_ON))
+        raise UserError(f"{where}: select_on must be {choices}, got {select!r}")
     data = _dataset(raw, where, selection.dataset, select, grid_name)
     threat = Threat.from_table(_table(raw, "threat", where), where)
     train = Training.from_table(_table(raw, "train", where), where, "train")
