@@ -13,6 +13,7 @@ from typing import Any
 
 import click
 
+from harness.schema import SELECT_ON
 from harness.utils.errors import UserError, one_line
 
 STORE = click.option(
@@ -64,7 +65,7 @@ def grid_options(func: Any) -> Any:
             ),
             click.option(
                 "--select-on",
-                type=click.Choice(["val", "test"]),
+                type=click.Choice(list(SELECT_ON)),
                 help="Checkpoint selection split.",
             ),
             STORE,
@@ -163,7 +164,7 @@ def run(
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
-    from harness.execution.executors import run_local, run_submitit, slurm_parameters
+    from harness.execution.executors import run_local
     from harness.publishing.leaderboard import leaderboard_markdown
     from harness.store.store import Store
     from harness.training import curves
@@ -187,47 +188,23 @@ def run(
     if executor != "local":
         from harness.execution.executors import require_submitit
 
-        require_submitit("slurm" if executor == "slurm" else "local")
+        require_submitit("slurm" if executor == "slurm" else "local")  # before any reset
     if force:
         from harness.execution.rerun import force_rerun
 
         force_rerun(grid, st, echo=click.echo)
     if executor != "local":
-        params = slurm_parameters(
-            grid,
-            {
-                "partition": partition,
-                "time": time_min,
-                "gpus_per_node": gpus,
-                "cpus_per_task": cpus,
-                "mem_gb": mem_gb,
-            },
-        )
-        cluster = "slurm" if executor == "slurm" else "local"
-        jobs = run_submitit(
-            grid,
-            st,
-            cluster=cluster,
-            params=params,
-            data_root=data_root,
-            echo=click.echo,
-            fast=fast,
-            deterministic=deterministic,
-        )
-        click.echo(
-            f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
-            f"{grid.name} --store {store}"
-        )
-        if executor == "submitit-local":
-            for job in jobs:
-                job.result()
-            path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
-            click.echo(f"leaderboard written to {path}")
+        slurm = {"partition": partition, "time": time_min, "gpus_per_node": gpus,
+                 "cpus_per_task": cpus, "mem_gb": mem_gb}  # fmt: skip
+        _submit(grid, st, executor, slurm, store=store, data_root=data_root, fast=fast,
+                deterministic=deterministic)  # fmt: skip
         return
     dev = resolve_device(device)
     n_teachers = len({r.needs for r in grid.runs if r.needs})
+    surrogates = f"{len(grid.surrogate_runs)} surrogate run(s), " if grid.surrogate_runs else ""
     click.echo(
-        f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev} "
+        f"grid {grid.name}: {n_teachers} teacher run(s), {surrogates}{len(grid.runs)} run(s) "
+        f"on {dev} "
         f"(fast path: {FastPath.parse(fast, dev)}{', deterministic' if deterministic else ''})"
     )
     outcome = run_local(
@@ -247,6 +224,45 @@ def run(
     click.echo(f"leaderboard written to {path}")
     if outcome.get("failed") or outcome.get("blocked"):
         sys.exit(1)
+
+
+def _submit(
+    grid: Any,
+    st: Any,
+    executor: str,
+    slurm: dict[str, Any],
+    *,
+    store: str,
+    data_root: str | None,
+    fast: str,
+    deterministic: bool,
+) -> None:
+    """``bench run --executor slurm|submitit-local``: submit the grid's runs through submitit
+    (with submitit-local: wait for them, then write the leaderboard)."""
+    from harness.execution.executors import run_submitit, slurm_parameters
+    from harness.publishing.leaderboard import leaderboard_markdown
+
+    params = slurm_parameters(grid, slurm)
+    cluster = "slurm" if executor == "slurm" else "local"
+    jobs = run_submitit(
+        grid,
+        st,
+        cluster=cluster,
+        params=params,
+        data_root=data_root,
+        echo=click.echo,
+        fast=fast,
+        deterministic=deterministic,
+    )
+    click.echo(
+        f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
+        f"{grid.name} --store {store}"
+    )
+    if executor == "submitit-local":
+        for job in jobs:
+            job.result()
+        path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
+        click.echo(f"leaderboard written to {path}")
 
 
 def _write_leaderboard(store: Any, grid: str, text: str) -> Path:

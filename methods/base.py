@@ -32,10 +32,9 @@ from torch import Tensor, nn
 from harness.attacks.linf import check_eps
 from harness.attacks.pgd import pgd_maximize
 from harness.registry import METHODS
+from harness.schema import THREAT_DEFAULTS
 from harness.utils.errors import UserError
 from harness.utils.values import coerce
-
-THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 
 
 def register_method(name: str) -> Callable[[type], type]:

@@ -168,3 +168,47 @@ def test_readme_layout_names_every_folder() -> None:
     }
     top = {"harness", "methods", "leaderboards", "reports", "tests", "benchmarks"}
     assert listed == folders | top
+
+
+#: The most lines of code a function of ``harness/`` or ``methods/`` may have (its signature and
+#: docstring not counted): a longer one does more than one job.
+MAX_FUNCTION_LINES = 60
+#: Functions allowed over the limit, each named with its length (none today; the test fails both
+#: for a new long function and for a listed one that became short).
+LONG_FUNCTIONS: dict[str, int] = {}
+
+
+def function_lengths(paths: list[Path]) -> dict[str, int]:
+    """``path:name`` → lines of code of every function (nested ones too) in ``paths``."""
+    out = {}
+    for path in paths:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                body = node.body
+                if ast.get_docstring(node) is not None and len(body) > 1:
+                    body = body[1:]
+                where = path.relative_to(ROOT) if path.is_relative_to(ROOT) else path.name
+                key = f"{where}:{node.name}"
+                out[key] = max(out.get(key, 0), node.end_lineno - body[0].lineno + 1)
+    return out
+
+
+def test_no_function_is_longer_than_the_limit() -> None:
+    lengths = function_lengths(sources("harness") + sources("methods"))
+    long = {k: n for k, n in lengths.items() if n > MAX_FUNCTION_LINES}
+    new = sorted(f"{k}: {n} lines" for k, n in long.items() if k not in LONG_FUNCTIONS)
+    assert not new, f"functions over {MAX_FUNCTION_LINES} lines: {new}"
+    gone = sorted(set(LONG_FUNCTIONS) - set(long))
+    assert not gone, f"no longer over the limit, remove from LONG_FUNCTIONS: {gone}"
+
+
+def test_the_length_check_counts_code_lines(tmp_path: Path) -> None:
+    """Code lines are counted, nested functions too; signature and docstring are not."""
+    body = "\n".join(f"    x{i} = {i}" for i in range(61))
+    inner = "\n".join(f"        y{i} = {i}" for i in range(3))
+    path = tmp_path / "m.py"
+    path.write_text(
+        f'def f(\n    a: int,\n) -> None:\n    """Doc.\n\n    More."""\n{body}\n'
+        f"    def g():\n{inner}\n"
+    )
+    assert function_lengths([path]) == {"m.py:f": 65, "m.py:g": 3}

@@ -24,10 +24,9 @@ def run_command(spec: RunSpec, selection: dict[str, Any], default_store: str = "
     exactly this run (the same id)."""
     cfg = spec.config
     words = ["bench", "run", "--grid", str(selection["grid_name"])]
-    words += ["--method", cfg["method"].get("variant") or cfg["method"]["name"]]
-    words += ["--student", cfg["model"], "--seed", str(cfg["seed"])]
-    if cfg["teacher"]:
-        words += ["--teacher", cfg["teacher"]["name"]]
+    words += ["--method", cfg.label, "--student", cfg.model, "--seed", str(cfg.seed)]
+    if cfg.teacher is not None:
+        words += ["--teacher", cfg.teacher.name]
     for key, flag in KEPT:
         if selection.get(key) is not None:
             words += [flag, str(selection[key])]

@@ -45,10 +45,19 @@ SLURM_MINIMA = {
 
 
 def ordered_runs(grid: Grid, store: Store) -> tuple[list[RunSpec], list[RunSpec]]:
-    """(teacher runs the selected students need, the students), in execution order."""
-    needed = {r.needs for r in grid.runs if r.needs}
-    teachers = [r for r in grid.teacher_runs.values() if r.run_id in needed]
-    return teachers, list(grid.runs)
+    """(teacher and surrogate runs the selected students need, the students), in execution
+    order: every run of the first phase is complete before a student that needs it starts."""
+    return grid.prerequisites(), list(grid.runs)
+
+
+def blocker(spec: RunSpec, store: Store) -> str | None:
+    """Why ``spec`` cannot start yet (a teacher or surrogate run not complete), else None."""
+    if spec.needs and not store.is_complete(spec.needs):
+        return f"its teacher run {spec.needs} is not complete"
+    for run_id in spec.surrogates:
+        if not store.is_complete(run_id):
+            return f"its transfer surrogate run {run_id} is not complete"
+    return None
 
 
 def run_one(
@@ -108,16 +117,19 @@ def run_local(
     fast: str = "auto",
     deterministic: bool = False,
 ) -> dict[str, int]:
-    """Teachers, then students; ``workers`` > 1 runs each phase in parallel, one process per
-    run, each pinned to one device (:func:`pin_worker`)."""
+    """Teachers and surrogates, then students; ``workers`` > 1 runs each phase in parallel, one
+    process per run, each pinned to one device (:func:`pin_worker`). Two processes never train
+    the same run: each run is claimed (:mod:`harness.store.claims`), and a teacher or surrogate
+    another process holds is waited for."""
     teachers, students = ordered_runs(grid, store)
     outcome: dict[str, int] = {}
     kw = {"data_root": data_root, "resume": resume, "fast": fast, "deterministic": deterministic}
     for phase in (teachers, students):
         runnable = []
         for spec in phase:
-            if spec.needs and not store.is_complete(spec.needs):
-                echo(f"skip {spec.run_id}: its teacher run {spec.needs} is not complete")
+            why = blocker(spec, store)
+            if why is not None:
+                echo(f"skip {spec.run_id}: {why}")
                 outcome["blocked"] = outcome.get("blocked", 0) + 1
             else:
                 runnable.append(spec)
@@ -129,13 +141,15 @@ def run_local(
         else:
             statuses = _parallel(runnable, store, device, workers, echo, **kw)
         if phase is teachers:  # the students need them: wait for those another process runs
-            statuses = _wait_for_teachers(runnable, statuses, store, device, progress, echo, kw)
+            statuses = _wait_for_prerequisites(
+                runnable, statuses, store, device, progress, echo, kw
+            )
         for status in statuses:
             outcome[status] = outcome.get(status, 0) + 1
     return outcome
 
 
-def _wait_for_teachers(
+def _wait_for_prerequisites(
     specs: list[RunSpec],
     statuses: list[str],
     store: Store,
@@ -144,8 +158,8 @@ def _wait_for_teachers(
     echo: Callable[[str], None],
     kw: dict[str, Any],
 ) -> list[str]:
-    """``statuses`` with each teacher run that another process held waited for (and taken up
-    here if that process died before finishing it)."""
+    """``statuses`` with each teacher or surrogate run that another process held waited for
+    (and taken up here if that process died before finishing it)."""
     from harness.execution.runner import ELSEWHERE
     from harness.store.claims import wait_released
 
@@ -154,7 +168,7 @@ def _wait_for_teachers(
     for spec in specs:
         status = by_id[spec.run_id]
         while status == ELSEWHERE:
-            echo(f"waiting for teacher run {spec.run_id}, which another process is training")
+            echo(f"waiting for {spec.kind} run {spec.run_id}, which another process is training")
             wait_released(store.run_dir(spec.run_id))
             if store.status(spec.run_id) == "failed":
                 status = "failed"
@@ -282,6 +296,32 @@ class _Job:
     user_error: bool = False
 
 
+def _ended(job: _Job, statuses: dict[str, str], store: Store, echo: Callable[[str], None]) -> None:
+    """A worker process is gone: its run's status is what it reported, else it failed (unless
+    a user error, raised once the others end, stopped it)."""
+    if job.status is not None:
+        statuses[job.spec.run_id] = job.status
+    elif not job.user_error:
+        reason = job.crash or _death(job.process.exitcode)
+        statuses[job.spec.run_id] = _record_failure(job.spec, store, reason, echo)
+
+
+def _message(
+    job: _Job, kind: str, payload: str, echo: Callable[[str], None], error: str | None
+) -> str | None:
+    """Take one message of a worker (see :func:`worker_main`); returns the first user error."""
+    if kind == "line":
+        echo(payload)
+    elif kind == "done":
+        job.status = payload
+    elif kind == "crash":
+        job.crash = payload
+    elif kind == "error":
+        job.user_error = True
+        return error or payload
+    return error
+
+
 def _parallel(
     specs: Iterable[RunSpec],
     store: Store,
@@ -335,21 +375,9 @@ def _parallel(
                     job.process.join()
                     del running[conn]
                     free.append(job.slot)
-                    if job.status is not None:
-                        statuses[job.spec.run_id] = job.status
-                    elif not job.user_error:
-                        reason = job.crash or _death(job.process.exitcode)
-                        statuses[job.spec.run_id] = _record_failure(job.spec, store, reason, echo)
+                    _ended(job, statuses, store, echo)
                     continue
-                if kind == "line":
-                    echo(payload)
-                elif kind == "done":
-                    job.status = payload
-                elif kind == "crash":
-                    job.crash = payload
-                elif kind == "error":
-                    job.user_error = True
-                    error = error or payload
+                error = _message(job, kind, payload, echo, error)
     finally:
         for job in running.values():  # interrupted: stop the workers this call started
             if job.process.is_alive():
@@ -450,45 +478,49 @@ def run_submitit(
     folder = Path(folder or store.root / "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)
     executor.update_parameters(name=f"bench-{grid.name}", **params)
-    teachers, students = ordered_runs(grid, store)
-    root = str(store.root)
-    jobs, teacher_jobs = [], {}
-    for spec in teachers:
+    first, students = ordered_runs(grid, store)
+    args = (str(store.root), data_root, fast, deterministic)
+    jobs, first_jobs = [], {}
+    for spec in first:
         if store.status(spec.run_id) == "complete":
             continue
-        job = executor.submit(
-            _job, spec.run_id, spec.config, None, root, data_root, fast, deterministic
-        )
-        teacher_jobs[spec.run_id] = job
+        job = executor.submit(_job, spec.run_id, spec.config, None, *args)
+        first_jobs[spec.run_id] = job
         jobs.append(job)
-        echo(f"submitted teacher {spec.run_id} as job {job.job_id}")
-    groups: dict[str | None, list[RunSpec]] = {}
+        echo(f"submitted {spec.kind} {spec.run_id} as job {job.job_id}")
+    groups: dict[tuple[str, ...], list[RunSpec]] = {}
     for spec in students:
         if store.status(spec.run_id) != "complete":
-            groups.setdefault(spec.needs, []).append(spec)
-    for needs, specs in groups.items():
-        dependency = teacher_jobs.get(needs) if needs else None
-        extra = {}
-        if dependency is not None:
-            if cluster == "slurm":
-                extra = {
-                    "slurm_additional_parameters": {"dependency": f"afterok:{dependency.job_id}"}
-                }
-            else:
-                dependency.result()  # local: wait here, there is no scheduler to do it
-        executor.update_parameters(**extra)
-        with executor.batch():
-            array = [
-                executor.submit(
-                    _job, s.run_id, s.config, s.needs, root, data_root, fast, deterministic
-                )
-                for s in specs
-            ]
-        jobs.extend(array)
-        echo(
-            f"submitted {len(array)} run(s)"
-            + (f" after teacher job {dependency.job_id}" if dependency is not None else "")
-        )
-        if extra:
-            executor.update_parameters(slurm_additional_parameters={})
+            groups.setdefault(spec.requires, []).append(spec)
+    for requires, specs in groups.items():
+        after = [first_jobs[r] for r in requires if r in first_jobs]
+        jobs.extend(_submit_array(executor, cluster, specs, after, args, echo))
     return jobs
+
+
+def _submit_array(
+    executor: Any,
+    cluster: str,
+    specs: list[RunSpec],
+    after: list[Any],
+    args: tuple[Any, ...],
+    echo: Callable[[str], None],
+) -> list[Any]:
+    """``specs`` (students needing the same teacher and surrogates) as one job array that
+    starts once every job of ``after`` succeeded (Slurm ``afterok``; locally: waited for here,
+    as there is no scheduler to do it)."""
+    extra = {}
+    if after and cluster == "slurm":
+        ids = ":".join(str(job.job_id) for job in after)
+        extra = {"slurm_additional_parameters": {"dependency": f"afterok:{ids}"}}
+    else:
+        for job in after:
+            job.result()
+    executor.update_parameters(**extra)
+    with executor.batch():
+        array = [executor.submit(_job, s.run_id, s.config, s.needs, *args) for s in specs]
+    after_text = f" after job(s) {', '.join(str(j.job_id) for j in after)}" if after else ""
+    echo(f"submitted {len(array)} run(s){after_text}")
+    if extra:
+        executor.update_parameters(slurm_additional_parameters={})
+    return array

@@ -9,45 +9,55 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 import harness
-from harness.execution.runner import evaluate_run, load_dataset, provenance, whitebox
+from harness.execution.runner import (
+    evaluate_run,
+    load_dataset,
+    provenance,
+    run_or_wait,
+    transfer_of,
+    whitebox,
+)
 from harness.grid import suites
-from harness.grid.load import TRAIN_DEFAULTS
+from harness.grid.load import surrogate_runs
+from harness.schema import THREAT_DEFAULTS, Dataset, Evaluation, RunConfig, Training
 from harness.store.claims import Claimed
 from harness.store.store import Store
 from harness.utils.compat import load_checkpoint
 from harness.utils.errors import DamagedFile, UserError
-from harness.utils.values import config_hash, file_sha256, is_file
+from harness.utils.values import file_sha256, is_file
 
 
-def _dataset_spec(dataset: str | None) -> dict[str, Any]:
+def _dataset_spec(dataset: str | None) -> Dataset:
     if not dataset:
         raise UserError("--dataset is needed to evaluate a checkpoint or a RobustBench model")
     name, _, arg = dataset.partition(":")
-    return {"name": name, "options": {"path": arg} if arg else {}}
+    return Dataset(name, {"path": arg} if arg else {})
 
 
-def external_config(kind: str, label: str, source: dict, dataset: dict) -> dict[str, Any]:
-    threat = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-    return {
-        "kind": kind,
-        "method": {"name": kind, "hparams": threat},
-        "dataset": dataset,
-        "model": label,
-        "teacher": None,
-        "seed": 0,
-        "train": {"epochs": 0, "eval_batch_size": TRAIN_DEFAULTS["eval_batch_size"]},
-        "eval": {"attacks": {}},
-        "source": source,
-        "full_epochs": 0,
-        "schedule": "none",
-        "grids": [],
-    }
+def external_config(
+    kind: str, label: str, source: dict[str, Any], dataset: Dataset | dict[str, Any]
+) -> RunConfig:
+    """The config of a model trained elsewhere (``kind`` checkpoint or robustbench): no
+    schedule, the default threat model; its id is ``eval-<model>-<data set>-<hash>``."""
+    return RunConfig(
+        kind=kind,
+        method=kind,
+        hparams=dict(THREAT_DEFAULTS),
+        dataset=dataset if isinstance(dataset, Dataset) else Dataset.from_json(dataset),
+        model=label,
+        seed=0,
+        train=Training(epochs=0),
+        evaluation=Evaluation(),
+        full_epochs=0,
+        source=source,
+    )
 
 
 def _load_target(
@@ -59,18 +69,18 @@ def _load_target(
     store: Store,
     data_root: str | None,
     zoo: str | None = None,
-) -> tuple[str, dict[str, Any], torch.nn.Module, Any]:
+) -> tuple[str, RunConfig, torch.nn.Module, Any]:
     """(run id, config, model with weights, data) for any kind of target."""
     if robustbench:
         from harness.models.robustbench import check_classes, load_robustbench, zoo_dataset
 
         spec = _dataset_spec(dataset)
         data = load_dataset(spec, data_root)
-        board = zoo_dataset(spec["name"], data.num_classes, zoo)
+        board = zoo_dataset(spec.name, data.num_classes, zoo)
         net = load_robustbench(target, dataset=board)
-        check_classes(net, data.num_classes, f"RobustBench model {target} ({board})", spec["name"])
+        check_classes(net, data.num_classes, f"RobustBench model {target} ({board})", spec.name)
         # the leaderboard is part of the source where the data set does not name it
-        source = {"robustbench": target} | ({"zoo": board} if board != spec["name"] else {})
+        source = {"robustbench": target} | ({"zoo": board} if board != spec.name else {})
         config = external_config("robustbench", target, source, spec)
     elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
@@ -85,18 +95,16 @@ def _load_target(
         config = external_config("checkpoint", model, source, spec)
     else:
         run_id = store.resolve(target)
-        config = store.config(run_id)
+        config = RunConfig.from_json(store.config(run_id))
         if not store.checkpoint(run_id, "best").exists():
             raise UserError(f"run {run_id} has no checkpoint to evaluate yet")
-        data = load_dataset(config["dataset"], data_root)
+        data = load_dataset(config.dataset, data_root)
         net = harness.create_model(
-            config["model"], num_classes=data.num_classes, image_size=data.image_size
+            config.model, num_classes=data.num_classes, image_size=data.image_size
         )
         net.load_state_dict(load_checkpoint(store.checkpoint(run_id, "best"))["student"])
         return run_id, config, net, data
-    arch = config["model"].replace(":", "-")  # timm:resnet18: the id is a folder name
-    run_id = f"eval-{arch}-{config['dataset']['name']}-{config_hash(config)}"
-    return run_id, config, net, data
+    return config.run_id, config, net, data
 
 
 def evaluate_target(
@@ -126,37 +134,27 @@ def evaluate_target(
         data_root=data_root,
         zoo=zoo,
     )
-    attacks = None
-    if attack_names:
-        unknown = [a for a in attack_names if a not in suites.PRESETS]
-        if unknown:
-            raise UserError(
-                f"unknown attack preset(s) {', '.join(unknown)}; valid: {', '.join(suites.PRESETS)}"
-            )
-        full = whitebox(config) | {
-            n: suites.resolve(n, suites.PRESETS[n], config["method"]["hparams"])
-            for n in attack_names
-        }
-        attacks = {n: full[n] for n in attack_names}
+    attacks = _attacks(config, attack_names)
     if surrogates:
-        from harness.execution.runner import default_transfer
-
-        transfer = config["eval"].get("transfer") or default_transfer(config)
-        transfer = {**transfer, "surrogates": surrogates}
-        config = {**config, "eval": {**config["eval"], "transfer": transfer}}
+        transfer = replace(transfer_of(config, "transfer"), surrogates=tuple(surrogates))
+        config = config.replace(evaluation=Evaluation(config.evaluation.attacks, transfer))
     from harness.execution.estimate import eval_plan
-    from harness.execution.runner import suite_attacks, suite_transfer
+    from harness.execution.runner import suite_attacks
 
     n_images = min(subset or len(data.test), len(data.test))
+    transfer = transfer_of(config, suite)
     for line in eval_plan(
         st,
         config,
         suite_attacks(config, suite, attacks),
-        suite_transfer(config, suite),
+        transfer.to_json() if transfer is not None else None,
         n_images,
         device.type,
     ):
         echo(line)
+    _train_surrogates(
+        config, suite, st, device=device, data_root=data_root, progress=progress, echo=echo
+    )
     try:
         claim = st.claim(run_id)
     except Claimed as exc:
@@ -170,10 +168,51 @@ def evaluate_target(
         )  # fmt: skip
 
 
+def _attacks(config: RunConfig, names: list[str]) -> dict[str, Any] | None:
+    """The ``--attack`` presets under the target's threat model (``None``: the suite's)."""
+    if not names:
+        return None
+    unknown = [a for a in names if a not in suites.PRESETS]
+    if unknown:
+        raise UserError(
+            f"unknown attack preset(s) {', '.join(unknown)}; valid: {', '.join(suites.PRESETS)}"
+        )
+    full = whitebox(config) | {
+        n: suites.resolve(n, suites.PRESETS[n], config.threat.to_json()) for n in names
+    }
+    return {n: full[n] for n in names}
+
+
+def _train_surrogates(
+    config: RunConfig,
+    suite: str,
+    store: Store,
+    *,
+    device: torch.device,
+    data_root: str | None,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> None:
+    """The surrogate runs the transfer evaluation needs, trained first (or waited for, when
+    another process holds one): they are runs of their own, shared with every grid."""
+    transfer = transfer_of(config, suite)
+    if transfer is None:
+        return
+    for spec in surrogate_runs(config.dataset, transfer):
+        if store.is_complete(spec.run_id):
+            continue
+        echo(f"training transfer surrogate {spec.config.model} ({spec.run_id})")
+        outcome = run_or_wait(
+            spec, store, device=device, data_root=data_root, progress=progress, echo=echo
+        )
+        if outcome == "failed":
+            raise UserError(f"transfer surrogate run {spec.run_id} failed; see its log.txt")
+
+
 def _evaluate_claimed(
     st: Store,
     run_id: str,
-    config: dict[str, Any],
+    config: RunConfig,
     net: torch.nn.Module,
     data: Any,
     *,
@@ -217,7 +256,7 @@ def _evaluate_claimed(
     return out
 
 
-def _train_summary(st: Store, run_id: str, config: dict[str, Any]) -> dict[str, Any]:
+def _train_summary(st: Store, run_id: str, config: RunConfig) -> dict[str, Any]:
     """What metrics.json said about training: a complete run's train.json, else (a run stopped
     before it completed) recovered from last.pt; empty if neither can be read."""
     record = st.train_record(run_id)
@@ -233,7 +272,7 @@ def _train_summary(st: Store, run_id: str, config: dict[str, Any]) -> dict[str, 
         return {}
     try:
         state = load_checkpoint(path)
-        best, select_on = state["best"], config["train"].get("select_on", "val")
+        best, select_on = state["best"], config.select_on
         return {
             "best_epoch": int(best["epoch"]),
             f"best_{select_on}": {"pgd": best["pgd"], "clean": best["clean"]},

@@ -21,9 +21,10 @@ from harness.evaluation.per_class import with_per_class
 from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
 from harness.execution.teachers import load_teacher
 from harness.grid import suites
-from harness.grid.load import TRAIN_DEFAULTS, RunSpec
+from harness.grid.load import RunSpec, default_transfer, surrogate_runs
 from harness.method_code import method_code
 from harness.registry import DATASETS
+from harness.schema import Dataset, RunConfig, Transfer
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
 from harness.training.curves import epoch_log
@@ -45,7 +46,7 @@ def _dataset(key: str, data_root: str | None) -> Any:
     return harness.create_dataset(spec["name"], **options)
 
 
-def load_dataset(spec: dict[str, Any], data_root: str | None = None) -> Any:
+def load_dataset(spec: Dataset | dict[str, Any], data_root: str | None = None) -> Any:
     return _dataset(canonical_json(spec), data_root)
 
 
@@ -152,19 +153,20 @@ def execute(
         clear_stale(store.run_dir(spec.run_id))  # the claim of a process killed after that
         echo(f"skip {spec.run_id} (complete)")
         return "skipped"
-    data = load_dataset(cfg["dataset"], data_root)
+    check_surrogates(cfg, store, spec.run_id)
+    data = load_dataset(cfg.dataset, data_root)
     teacher = None
-    if cfg["teacher"] is not None:
+    if cfg.teacher is not None:
         teacher = load_teacher(
-            cfg["teacher"],
+            cfg.teacher,
             store,
             num_classes=data.num_classes,
             image_size=data.image_size,
-            dataset=cfg["dataset"]["name"],
+            dataset=cfg.dataset.name,
         )
-    student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
-    method = harness.create_method(cfg["method"]["name"], **cfg["method"]["hparams"])
-    tcfg = TrainConfig(**cfg["train"])
+    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
+    method = harness.create_method(cfg.method, **cfg.hparams)
+    tcfg = TrainConfig.of(cfg.train, cfg.select_on, cfg.seed)
     check_trainable(data, tcfg)
     fast_path = FastPath.parse(fast, device)
 
@@ -237,7 +239,7 @@ def _execute_claimed(
     # What the data set turned out to hold: part of the stored config (not of the id, which the
     # dataset entry with its val_fraction already fixes), and of the provenance.
     sizes = data_sizes(data)
-    store.begin(spec.run_id, {**cfg, "data": sizes})
+    store.begin(spec.run_id, {**cfg.to_json(), "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
         store.train_record(spec.run_id).unlink(missing_ok=True)
@@ -249,7 +251,55 @@ def _execute_claimed(
 
     t0 = time.perf_counter()
     train_precision = tf32_state()
-    code = method_code(cfg["method"]["name"])  # the code that trains it (not in its id)
+    code = method_code(cfg.method)  # the code that trains it (not in its id)
+    result = _train_or_recover(
+        spec, store, claim, data, teacher, student, method, tcfg, fast_path, log,
+        device=device, resume=resume, progress=progress, echo=echo,
+    )  # fmt: skip
+    if result is None:
+        return "failed"
+    evaluation = _evaluate_best(
+        spec, store, data, device=device, data_root=data_root, progress=progress, echo=echo,
+        fast=fast, determinism=determinism,
+    )  # fmt: skip
+    provenance_extra = {
+        "fast_path": fast_path.as_dict(),
+        "train_images": sizes["train"],
+        "compile": result.compile,
+        "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
+        "training_precision": train_precision,
+        "method_code": code,
+    } | _teacher_files(teacher)
+    metrics = {
+        **evaluation,
+        "train": train_summary(result, tcfg.select_on),
+        "wall_time_s": time.perf_counter() - t0,
+        "provenance": {**provenance(device), **provenance_extra},
+    }
+    claim.check(verify=True)
+    _complete(store, spec.run_id, metrics, echo)
+    return "complete"
+
+
+def _train_or_recover(
+    spec: RunSpec,
+    store: Store,
+    claim: Claim,
+    data: Any,
+    teacher: torch.nn.Module | None,
+    student: torch.nn.Module,
+    method: Any,
+    tcfg: TrainConfig,
+    fast_path: FastPath,
+    log: Callable[[str], None],
+    *,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> TrainResult | None:
+    """Train the run (resuming it), or take the training a complete run recorded in its
+    ``train.json``; None when training diverged (the run is then marked failed)."""
     curves = epoch_log(store.run_dir(spec.run_id))  # $BENCH_LOG: bench run --log tensorboard
     done = finished_training(store, spec.run_id, tcfg) if resume else None
     try:
@@ -273,58 +323,23 @@ def _execute_claimed(
         claim.check(verify=True)
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
-        return "failed"
+        return None
     finally:
         curves.close()
-    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
-    # Evaluated as a fresh, eager, NCHW fp32 model, whatever the fast path did to the trained one.
-    student = build_model(cfg["model"], data.num_classes, data.image_size, cfg["seed"])
-    student.load_state_dict(best["student"])
-    student.to(device)
-    evaluation = evaluate_run(
-        student,
-        data,
-        cfg,
-        store,
-        spec.run_id,
-        device=device,
-        data_root=data_root,
-        progress=progress,
-        echo=echo,
-        fast=fast,
-        determinism=determinism,
-    )
-    results = evaluation["results"]
-    metrics = {
-        **evaluation,
-        "train": {
-            "best_epoch": result.best_epoch,
-            f"best_{tcfg.select_on}": result.best,
-            "images_per_s": result.images_per_s,
-            "history": result.history,
-        },
-        "wall_time_s": time.perf_counter() - t0,
-        "provenance": {
-            **provenance(device),
-            "fast_path": fast_path.as_dict(),
-            "train_images": sizes["train"],
-            "compile": result.compile,
-            "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
-            "training_precision": train_precision,
-            "method_code": code,
-        },
-    }
-    if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
-        metrics["provenance"]["teacher_sha256"] = teacher.weights_sha256
-    claim.check(verify=True)
+    return result
+
+
+def _complete(
+    store: Store, run_id: str, metrics: dict[str, Any], echo: Callable[[str], None]
+) -> None:
+    """Write a trained and evaluated run's results (under its claim, checked by the caller)."""
     # The training record outlives last.pt (pruned below): metrics.json, when damaged, is
     # rewritten from best.pt and this (harness.execution.external).
-    write_json_atomic(metrics["train"], store.train_record(spec.run_id))
-    store.finish(spec.run_id, metrics)
-    store.prune(spec.run_id)  # complete: nothing resumes it, best.pt is what it left
-    summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
-    echo(f"done {spec.run_id}: {summary}")
-    return "complete"
+    write_json_atomic(metrics["train"], store.train_record(run_id))
+    store.finish(run_id, metrics)
+    store.prune(run_id)  # complete: nothing resumes it, best.pt is what it left
+    summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics["results"].items())
+    echo(f"done {run_id}: {summary}")
 
 
 def finished_training(store: Store, run_id: str, tcfg: TrainConfig) -> TrainResult | None:
@@ -347,6 +362,36 @@ def finished_training(store: Store, run_id: str, tcfg: TrainConfig) -> TrainResu
         return None  # damaged: trained again, as a run without it would be
 
 
+def train_summary(result: Any, select_on: str) -> dict[str, Any]:
+    """What ``metrics.json`` says about training (a :class:`TrainResult`)."""
+    return {
+        "best_epoch": result.best_epoch,
+        f"best_{select_on}": result.best,
+        "images_per_s": result.images_per_s,
+        "history": result.history,
+    }
+
+
+def _teacher_files(teacher: torch.nn.Module | None) -> dict[str, Any]:
+    """The files of a checkpoint, URL or RobustBench teacher (name → sha256), for provenance."""
+    if hasattr(teacher, "weights_sha256"):
+        return {"teacher_sha256": teacher.weights_sha256}
+    return {}
+
+
+def _evaluate_best(
+    spec: RunSpec, store: Store, data: Any, *, device: torch.device, **kw: Any
+) -> dict[str, Any]:
+    """Evaluate the run's ``best.pt`` as a fresh, eager, NCHW fp32 model, whatever the fast
+    path did to the trained one."""
+    cfg = spec.config
+    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
+    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
+    student.load_state_dict(best["student"])
+    student.to(device)
+    return evaluate_run(student, data, cfg, store, spec.run_id, device=device, **kw)
+
+
 def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
     """:func:`execute`, waiting for another process that holds the run (a teacher or
     surrogate this process needs) to finish or die, then taking it up if it is not done."""
@@ -363,7 +408,7 @@ def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
 def evaluate_run(
     model: torch.nn.Module,
     data: Any,
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     store: Store,
     run_id: str,
     *,
@@ -383,8 +428,10 @@ def evaluate_run(
     The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
     over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
     adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
-    Attacks and predictions run in true fp32 (TF32 off). Transfer surrogates missing from the
-    store are trained first, with ``fast`` and under ``determinism`` (see :func:`execute`).
+    Attacks and predictions run in true fp32 (TF32 off). The transfer surrogates are runs of
+    their own, trained before (:func:`harness.grid.load.expand_surrogates`); one missing from
+    the store is a one-line error. ``fast`` and ``determinism`` are accepted for the callers'
+    symmetry with :func:`execute` (evaluation is always eager fp32).
     """
     with true_fp32():
         return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
@@ -395,7 +442,7 @@ def evaluate_run(
 def _evaluate(
     model: torch.nn.Module,
     data: Any,
-    cfg: dict[str, Any],
+    cfg: RunConfig,
     store: Store,
     run_id: str,
     *,
@@ -409,9 +456,9 @@ def _evaluate(
     fast: str,
     determinism: DeterminismRecord | None,
 ) -> dict[str, Any]:
-    seed = derive_seed(cfg["seed"], "eval")
+    seed = derive_seed(cfg.seed, "eval")
     test = eval_subset(data.test, subset, seed)
-    bs = cfg["train"].get("eval_batch_size", 256)
+    bs = cfg.train.eval_batch_size
     eval_dir = store.run_dir(run_id) / "eval"
     attacks = suite_attacks(cfg, suite, attacks)
     out = evaluate_suite(
@@ -427,30 +474,36 @@ def _evaluate(
     )
     masks = out.pop("masks")
     out["results"].pop("worst_case", None)  # over the run's own attacks, below
-    transfer_cfg = suite_transfer(cfg, suite)
-    if transfer_cfg:
+    transfer = transfer_of(cfg, suite)
+    if transfer is not None:
         for name, mask in transfer_suite(
-            model,
-            test,
-            cfg,
-            transfer_cfg,
-            store,
-            device=device,
-            data_root=data_root,
-            seed=seed,
-            progress=progress,
-            echo=echo,
-            fast=fast,
-            determinism=determinism,
+            model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
         ).items():
             masks[name] = mask
             row = {
                 "accuracy": float(mask.float().mean()),
                 "n": len(mask),
-                "params": {"name": name, **transfer_cfg["attacks"][name.split("/")[-1]]},
+                "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
             }
             out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
-    path = eval_dir / "masks.pt"
+    _worst_case(out, masks, cfg, store, run_id, labels=test.y, num_classes=data.num_classes)
+    return out
+
+
+def _worst_case(
+    out: dict[str, Any],
+    masks: dict[str, torch.Tensor],
+    cfg: RunConfig,
+    store: Store,
+    run_id: str,
+    *,
+    labels: torch.Tensor,
+    num_classes: int,
+) -> None:
+    """Add this evaluation's masks to the run's ``eval/masks.pt``, and the worst case over the
+    run's own attacks (with its per-class accuracies) to ``out`` once every one of them has a
+    mask of the same length."""
+    path = store.run_dir(run_id) / "eval" / "masks.pt"
     masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
     stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
     over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
@@ -458,13 +511,37 @@ def _evaluate(
     ready = len(over) > 1 and all(n in masks for n in over)
     if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
         kept = {n: masks[n] for n in over}
-        out["results"]["worst_case"] = worst_case(kept, test.y, data.num_classes)
+        out["results"]["worst_case"] = worst_case(kept, labels, num_classes)
     save_atomic(masks, path)
-    return out
+
+
+def transfer_of(cfg: RunConfig, suite: str) -> Transfer | None:
+    """The transfer evaluation ``suite`` runs: the config's own, or for ``transfer`` and
+    ``all`` the default one; none for ``whitebox``."""
+    if suite == "whitebox":
+        return None
+    if cfg.evaluation.transfer is not None:
+        return cfg.evaluation.transfer
+    return default_transfer(cfg) if suite in ("transfer", "all") else None
+
+
+def check_surrogates(cfg: RunConfig, store: Store, run_id: str) -> None:
+    """Refuse, before training, a run whose transfer surrogates are not trained: they are runs
+    of the grid, which trains them first (``bench run`` of the grid trains them)."""
+    transfer = cfg.evaluation.transfer
+    if transfer is None:
+        return
+    missing = [s.run_id for s in surrogate_runs(cfg.dataset, transfer)]
+    missing = [s for s in missing if not store.is_complete(s)]
+    if missing:
+        raise UserError(
+            f"run {run_id} needs its transfer surrogate run(s) {', '.join(missing)}, which are "
+            "not complete: run its grid (bench run trains the surrogates first)"
+        )
 
 
 def suite_attacks(
-    cfg: dict[str, Any], suite: str, attacks: dict[str, Any] | None = None
+    cfg: RunConfig, suite: str, attacks: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The white-box attacks (name → config, None: clean) an evaluation with ``suite`` runs:
     ``attacks`` if given, else the config's (``config``) or the paper's (``whitebox``,
@@ -473,17 +550,7 @@ def suite_attacks(
         return {"clean": None}
     if attacks is not None:
         return attacks
-    return cfg["eval"]["attacks"] if suite == "config" else whitebox(cfg)
-
-
-def suite_transfer(cfg: dict[str, Any], suite: str) -> dict[str, Any] | None:
-    """The transfer part (surrogates, attacks, their schedule) an evaluation with ``suite``
-    runs, or None: the config's, else the default one for ``transfer`` and ``all``."""
-    if suite == "whitebox":
-        return None
-    return cfg["eval"].get("transfer") or (
-        default_transfer(cfg) if suite in ("transfer", "all") else None
-    )
+    return dict(cfg.evaluation.attacks) if suite == "config" else whitebox(cfg)
 
 
 def own_attacks(cfg: dict[str, Any]) -> list[str]:
@@ -500,69 +567,51 @@ def own_attacks(cfg: dict[str, Any]) -> list[str]:
     return names
 
 
-def whitebox(cfg: dict[str, Any]) -> dict[str, Any]:
+def whitebox(cfg: RunConfig) -> dict[str, Any]:
     """The paper's white-box suite under the run's threat model."""
-    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
+    threat = cfg.threat.to_json()
     return {name: suites.resolve(name, suites.PRESETS[name], threat) for name in suites.WHITEBOX}
-
-
-def default_transfer(cfg: dict[str, Any]) -> dict[str, Any]:
-    threat = {k: cfg["method"]["hparams"][k] for k in ("eps", "step_size")}
-    attacks = {
-        n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in suites.TRANSFER_DEFAULT
-    }
-    train = {k: v for k, v in cfg["train"].items() if k not in ("seed", "select_on")}
-    if not train.get("epochs"):  # an external model: no schedule of its own to borrow
-        train = {**TRAIN_DEFAULTS, "epochs": 100, "milestones": [50, 75]}
-    return {"surrogates": suites.SURROGATES, "attacks": attacks, "train": train}
 
 
 def transfer_suite(
     model: torch.nn.Module,
     test: Any,
-    cfg: dict[str, Any],
-    transfer_cfg: dict[str, Any],
+    cfg: RunConfig,
+    transfer: Transfer,
     store: Store,
     *,
     device: torch.device,
     data_root: str | None,
     seed: int,
-    progress: bool,
-    echo: Callable[[str], None],
-    fast: str = "auto",
-    determinism: DeterminismRecord | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once,
-    with the fast path and determinism of the run that needs them first)."""
-    from harness.grid.load import surrogate_run
-
+    """Per-sample correctness on each surrogate's adversarial examples. The surrogates are runs
+    trained before (never from here): one not complete is a one-line error."""
     out = {}
-    train = {**transfer_cfg["train"], "select_on": "val"}
-    for name in transfer_cfg["surrogates"]:
-        spec = surrogate_run(name, cfg["dataset"], train)
+    data = load_dataset(cfg.dataset, data_root)
+    for spec in surrogate_runs(cfg.dataset, transfer):
         if not store.is_complete(spec.run_id):
-            echo(f"training transfer surrogate {name} ({spec.run_id})")
-            run_or_wait(spec, store, device=device, data_root=data_root, progress=progress,
-                        echo=echo, fast=fast, determinism=determinism)  # fmt: skip
+            raise UserError(
+                f"transfer surrogate {spec.config.model} (run {spec.run_id}) is not trained: "
+                "run the grid, or bench eval, which trains it first"
+            )
         path = store.checkpoint(spec.run_id, "best")
-        data = load_dataset(cfg["dataset"], data_root)
         surrogate = harness.create_model(
-            name, num_classes=data.num_classes, image_size=data.image_size
+            spec.config.model, num_classes=data.num_classes, image_size=data.image_size
         ).to(device)
         surrogate.load_state_dict(load_checkpoint(path)["student"])
         sha = file_sha256(path)
-        for attack_name, attack_cfg in transfer_cfg["attacks"].items():
+        for attack_name, attack_cfg in transfer.attacks.items():
             x_adv = surrogate_examples(
                 surrogate,
                 sha,
                 test,
                 attack_cfg,
                 cache_dir=store.root / "transfer_cache",
-                batch_size=train.get("eval_batch_size", 256),
+                batch_size=transfer.train.eval_batch_size,
                 device=device,
                 seed=seed,
             )
-            out[f"transfer/{name}/{attack_name}"] = transfer_accuracy(
+            out[f"transfer/{spec.config.model}/{attack_name}"] = transfer_accuracy(
                 model, x_adv, test.y, device=device
             )
     return out

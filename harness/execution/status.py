@@ -10,6 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.grid.load import Grid, RunSpec, schedule_note, teacher_label
+from harness.schema import RunConfig
 from harness.store import claims
 from harness.store.store import Store
 from harness.utils.downloads import url_path
@@ -27,16 +28,21 @@ def _teacher_labels(grid: Grid) -> dict[str, str]:
 def _cell(spec: RunSpec, teachers: dict[str, str]) -> dict[str, Any]:
     """A run's row; ``teachers`` from :func:`_teacher_labels` (a teacher run's row names it)."""
     cfg = spec.config
-    ref = cfg["teacher"] or {}
+    ref = cfg.teacher
     return {
-        "method": cfg["method"].get("variant") or cfg["method"]["name"],
-        "student": cfg["model"],
+        "method": cfg.label,
+        "student": cfg.model,
         "teacher": teachers.get(spec.run_id)
-        or teachers.get(ref.get("run_id", ""))
-        or ref.get("name", "—"),
-        "seed": cfg["seed"],
-        "epochs": cfg["train"]["epochs"],
+        or (ref is not None and teachers.get(ref.run_id or ""))
+        or (ref.name if ref is not None else "—"),
+        "seed": cfg.seed,
+        "epochs": cfg.train.epochs,
     }
+
+
+def _speed_key(cfg: RunConfig) -> tuple[str, str, str]:
+    """What a run's training speed depends on: (method, student, teacher model)."""
+    return (cfg.method, cfg.model, cfg.teacher.model if cfg.teacher is not None else "—")
 
 
 def run_state(store: Store, run_id: str) -> str:
@@ -56,9 +62,8 @@ def run_state(store: Store, run_id: str) -> str:
 
 def status_table(grid: Grid, store_root: str | Path) -> str:
     store = Store(store_root)
-    teachers = [r for r in grid.teacher_runs.values() if r.run_id in {s.needs for s in grid.runs}]
     rows, counts, labels = [], {}, _teacher_labels(grid)
-    for spec in teachers + grid.runs:
+    for spec in grid.prerequisites() + grid.runs:
         state = run_state(store, spec.run_id)
         counts[state] = counts.get(state, 0) + 1
         error = ""
@@ -112,13 +117,13 @@ def benchmark_throughput(path: str | Path) -> tuple[dict[tuple[str, str, str], f
 def _train_size(spec: RunSpec) -> int | None:
     from harness.execution.runner import load_dataset
 
-    name = spec.config["dataset"]["name"]
+    name = spec.config.dataset.name
     if name in TRAIN_SIZES:  # what the loader holds out: the config's val_fraction, else 10 %
         full = TRAIN_SIZES[name]
-        fraction = spec.config["dataset"]["options"].get("val_fraction", 0.1)
+        fraction = spec.config.dataset.options.get("val_fraction", 0.1)
         return full - math.floor(fraction * full + 0.5)
     try:
-        return len(load_dataset(spec.config["dataset"]).train)
+        return len(load_dataset(spec.config.dataset).train)
     except Exception:
         return None
 
@@ -139,16 +144,15 @@ def plan_table(
     store = Store(store_root)
     measured = _throughput(store)
     benchmarked, bench_device = benchmark_throughput(throughput) if throughput else ({}, "")
-    teachers = [r for r in grid.teacher_runs.values() if r.run_id in {s.needs for s in grid.runs}]
     rows, total, unknown, labels = [], 0.0, 0, _teacher_labels(grid)
-    for spec in teachers + grid.runs:
+    for spec in grid.prerequisites() + grid.runs:
         cfg = spec.config
-        key = (cfg["method"]["name"], cfg["model"], (cfg["teacher"] or {}).get("model", "—"))
+        key = _speed_key(cfg)
         n = _train_size(spec)
         ips, source = (measured[key], "store") if key in measured else (None, "")
         if ips is None and key in benchmarked:
             ips, source = benchmarked[key], "benchmark"
-        hours = cfg["train"]["epochs"] * n / ips / 3600 if ips and n else None
+        hours = cfg.train.epochs * n / ips / 3600 if ips and n else None
         state = run_state(store, spec.run_id)
         if state != "done":
             if hours is None:
@@ -156,7 +160,7 @@ def plan_table(
             else:
                 total += hours
         command = run_command(spec, selection)
-        if spec.kind == "teacher":
+        if spec.kind != "student":
             command = "(trained by the first command of one of its students)"
         rows.append(
             {
@@ -168,6 +172,23 @@ def plan_table(
                 "command": command,
             }
         )
+    note = _projection_note(rows, total, unknown)
+    if benchmarked:
+        note += (
+            f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "
+            "(the per-epoch selection and the final evaluation come on top)"
+        )
+    # gpu_h right-aligned, numbers or "?" alike (a surrogate not measured yet)
+    numeric = (
+        {k for k in rows[0] if all(isinstance(r[k], int | float) for r in rows)} if rows else ()
+    )
+    align = ["right" if k == "gpu_h" or k in numeric else "left" for k in rows[0]] if rows else None
+    table = tabulate(rows, headers="keys", tablefmt="github", colalign=align)
+    return f"{table}\n\n{note}"
+
+
+def _projection_note(rows: list[dict[str, Any]], total: float, unknown: int) -> str:
+    """The plan's projected GPU-hours: "unknown" where no throughput was measured, never 0."""
     todo = sum(1 for row in rows if row["state"] != "done")
     if unknown and unknown == todo:
         note = f"projected: unknown GPU-hours for the {todo} run(s) not done"
@@ -183,12 +204,7 @@ def plan_table(
             " (no measured throughput: run one epoch of each kind, or pass --throughput from "
             "benchmarks/throughput.py)"
         )
-    if benchmarked:
-        note += (
-            f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "
-            "(the per-epoch selection and the final evaluation come on top)"
-        )
-    return f"{tabulate(rows, headers='keys', tablefmt='github')}\n\n{note}"
+    return note
 
 
 def teachers_table(grid: Grid, store_root: str | Path) -> str:
@@ -200,8 +216,8 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
         spec, label = tables[name], name
         if "train" in spec:
             run = grid.teacher_runs[name]
-            recipe = run.config["method"]["name"]
-            source = f"trained here: {recipe}, {run.config['train']['epochs']} epochs"
+            recipe = run.config.method
+            source = f"trained here: {recipe}, {run.config.train.epochs} epochs"
             if schedule_note(run.config):
                 source += f" ({schedule_note(run.config)})"
             label = teacher_label(name, run.config)

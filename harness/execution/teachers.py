@@ -8,6 +8,7 @@ against its pin or the hash recorded at first download (:mod:`harness.utils.down
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ import torch
 from torch import nn
 
 import harness
+from harness.schema import TeacherRef
 from harness.store.store import Store
 from harness.utils.downloads import MODEL_DIR
 from harness.utils.errors import UserError
@@ -22,7 +24,7 @@ from harness.utils.values import file_sha256
 
 
 def load_teacher(
-    ref: dict[str, Any],
+    ref: TeacherRef | Mapping[str, Any],
     store: Store,
     *,
     num_classes: int,
@@ -33,41 +35,43 @@ def load_teacher(
     """The frozen teacher a run's config names (eval mode, no gradients on its weights)."""
     from harness.models import load_weights
 
-    source = ref["source"]
+    if not isinstance(ref, TeacherRef):
+        ref = TeacherRef.from_json(ref)
+    source = ref.source
     if source == "run":
-        run_id = ref["run_id"]
+        run_id = ref.run_id
         if store.status(run_id) != "complete":
-            raise UserError(f"teacher {ref['name']!r} (run {run_id}) has not finished training")
-        model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
+            raise UserError(f"teacher {ref.name!r} (run {run_id}) has not finished training")
+        model = harness.create_model(ref.model, num_classes=num_classes, image_size=image_size)
         load_weights(
             model, _student_weights(store.checkpoint(run_id, "best")), what=f"teacher run {run_id}"
         )
     elif source == "checkpoint":
-        digest = file_sha256(ref["path"])
-        if digest != ref["sha256"]:
-            raise UserError(f"teacher checkpoint {ref['path']} changed since the grid was expanded")
-        model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
-        load_weights(model, ref["path"], what=f"checkpoint {ref['path']}")
-        model.weights_sha256 = {Path(ref["path"]).name: digest}
+        digest = file_sha256(ref.path)
+        if digest != ref.sha256:
+            raise UserError(f"teacher checkpoint {ref.path} changed since the grid was expanded")
+        model = harness.create_model(ref.model, num_classes=num_classes, image_size=image_size)
+        load_weights(model, ref.path, what=f"checkpoint {ref.path}")
+        model.weights_sha256 = {Path(ref.path).name: digest}
     elif source == "url":
         from harness.utils.downloads import fetch_url
 
-        path = fetch_url(ref["url"], ref["sha256"], model_dir)
-        model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
-        load_weights(model, path, what=f"teacher {ref['name']!r} checkpoint")
-        model.weights_sha256 = {path.name: ref["sha256"]}
+        path = fetch_url(ref.url, ref.sha256, model_dir)
+        model = harness.create_model(ref.model, num_classes=num_classes, image_size=image_size)
+        load_weights(model, path, what=f"teacher {ref.name!r} checkpoint")
+        model.weights_sha256 = {path.name: ref.sha256}
     elif source == "robustbench":
         from harness.models.robustbench import check_classes, load_robustbench, zoo_dataset
 
-        board = zoo_dataset(dataset, num_classes, ref.get("zoo"))
+        board = zoo_dataset(dataset, num_classes, ref.zoo)
         model = load_robustbench(
-            ref["robustbench"],
+            ref.robustbench,
             dataset=board,
-            threat_model=ref["threat_model"],
+            threat_model=ref.threat_model or "Linf",
             model_dir=model_dir,
-            sha256=ref.get("sha256"),
+            sha256=ref.sha256,
         )
-        check_classes(model, num_classes, f"teacher {ref['name']!r} ({board})", dataset)
+        check_classes(model, num_classes, f"teacher {ref.name!r} ({board})", dataset)
     else:
         raise UserError(f"unknown teacher source {source!r}")
     model.eval()

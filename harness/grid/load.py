@@ -13,23 +13,46 @@ import datetime
 import inspect
 import os
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from harness.grid import suites
+from harness.grid.runs import (
+    Grid,
+    GridSettings,
+    RunSpec,
+    default_transfer,
+    expand_surrogates,
+    make_run,
+    resolve_run,
+    schedule_note,
+    surrogate_run,
+    surrogate_runs,
+    teacher_label,
+)
+from harness.grid.teachers import (
+    TEACHER_EXPANDERS,
+    TeacherExpansion,
+    expand_teachers,
+    teacher_source,
+)
+from harness.schema import (
+    SEED_RANGE,
+    SELECT_ON,
+    TEACHER_SOURCES,
+    THREAT_DEFAULTS,
+    TRAIN_DEFAULTS,
+    Dataset,
+    Evaluation,
+    Threat,
+    Training,
+    Transfer,
+)
 from harness.utils.errors import UserError
 from harness.utils.names import check_name
 from harness.utils.resources import GRIDS, shipped
-from harness.utils.values import (
-    check_sha256,
-    coerce,
-    config_hash,
-    file_sha256,
-    is_file,
-    parse_number,
-)
+from harness.utils.values import coerce, parse_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,67 +80,27 @@ TOP_KEYS = {
     "slurm",
     "deterministic",
 }
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "epochs": 200,
-    "batch_size": 128,
-    "lr": 0.1,
-    "momentum": 0.9,
-    "weight_decay": 5e-4,
-    "nesterov": False,
-    "milestones": [100, 150],
-    "lr_gamma": 0.1,
-    "select_steps": 10,
-    "eval_batch_size": 256,
-}
-#: The least value of each [train] number the trainer, the data loader and SGD accept (lr and
-#: lr_gamma must be > 0).
-TRAIN_MINIMA = {
-    "epochs": 1,
-    "batch_size": 1,
-    "eval_batch_size": 1,
-    "momentum": 0,
-    "weight_decay": 0,
-    "select_steps": 0,
-}
-#: The largest value of each integer of [train]: every integer of a config must fit the
-#: 64-bit integers of the SQLite index and the 32-bit ones of the libraries it reaches.
-TRAIN_MAXIMA = {
-    "epochs": 100_000,
-    "batch_size": 2**31 - 1,
-    "eval_batch_size": 2**31 - 1,
-    "select_steps": 100_000,
-}
-#: Seeds are 0 <= seed < 2**31: every RNG API (torch, numpy, random, CUDA) takes them.
-SEED_RANGE = (0, 2**31 - 1)
-THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
-TEACHER_SOURCES = ("train", "checkpoint", "robustbench", "url")
-RB_ZOOS = ("cifar10", "cifar100", "imagenet")  # harness.models.robustbench.DATASETS
-URL_SCHEMES = ("https", "http", "file")
+#: Kept under their old names: the least and largest values of each [train] number.
+TRAIN_MINIMA = Training.MINIMA
+TRAIN_MAXIMA = Training.MAXIMA
 
 
-@dataclass
-class RunSpec:
-    """One run: ``config`` is the resolved, hashed configuration; ``needs`` the teacher run."""
-
-    run_id: str
-    config: dict[str, Any]
-    needs: str | None = None
-
-    @property
-    def kind(self) -> str:
-        return self.config["kind"]
-
-
-@dataclass
-class Grid:
-    name: str
-    path: Path
-    raw: dict[str, Any]
-    teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
-    runs: list[RunSpec] = field(default_factory=list)
-    #: ``deterministic = true``: bit-repeatable arithmetic (how runs are computed, not part of
-    #: their ids; ``bench run --deterministic`` asks for it too).
-    deterministic: bool = False
+#: Importable from here too: the schema's defaults and the runs' types.
+__all__ = [
+    "SEED_RANGE",
+    "TEACHER_EXPANDERS",
+    "TEACHER_SOURCES",
+    "THREAT_DEFAULTS",
+    "TRAIN_DEFAULTS",
+    "Grid",
+    "RunSpec",
+    "default_transfer",
+    "resolve_run",
+    "schedule_note",
+    "surrogate_run",
+    "surrogate_runs",
+    "teacher_label",
+]
 
 
 def grid_path(name: str) -> Path:
@@ -203,69 +186,7 @@ def _names(
     return value
 
 
-def _resolve_keys(
-    given: dict[str, Any], defaults: dict[str, Any], where: str, table: str
-) -> dict[str, Any]:
-    unknown = sorted(set(given) - set(defaults))
-    if unknown:
-        raise UserError(
-            f"{where}: unknown key(s) {', '.join(unknown)} in [{table}]; "
-            f"valid: {', '.join(sorted(defaults))}"
-        )
-    out = {}
-    for key, default in defaults.items():
-        value = given.get(key, default)
-        if key == "milestones":
-            if not isinstance(value, list) or not all(
-                isinstance(m, int) and not isinstance(m, bool) and m > 0 for m in value
-            ):
-                raise UserError(
-                    f"{where}: [{table}] milestones must be a list of positive integers"
-                )
-            out[key] = sorted(value)
-        else:
-            out[key] = coerce(value, default, f"{where}: [{table}] {key}")
-    return out
-
-
-def _train(given: dict[str, Any], where: str, table: str) -> dict[str, Any]:
-    """A ``[train]`` table with its defaults, in the ranges the trainer and SGD accept.
-
-    Checked here so that a bad value fails before any run starts, not after a teacher trained.
-    """
-    train = _resolve_keys(given, TRAIN_DEFAULTS, where, table)
-    for key, low in TRAIN_MINIMA.items():
-        if train[key] < low:
-            raise UserError(f"{where}: [{table}] {key} must be >= {low}, got {train[key]!r}")
-    for key, high in TRAIN_MAXIMA.items():
-        if train[key] > high:
-            raise UserError(f"{where}: [{table}] {key} must be <= {high}, got {train[key]!r}")
-    if any(m > TRAIN_MAXIMA["epochs"] for m in train["milestones"]):
-        raise UserError(
-            f"{where}: [{table}] milestones must be <= {TRAIN_MAXIMA['epochs']} (the most epochs)"
-        )
-    for key in ("lr", "lr_gamma"):
-        if not train[key] > 0:
-            raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
-    if train["nesterov"] and not train["momentum"] > 0:
-        raise UserError(f"{where}: [{table}] nesterov = true needs momentum > 0")
-    return train
-
-
-def _threat(raw: dict[str, Any], where: str) -> dict[str, Any]:
-    threat = _resolve_keys(_table(raw, "threat", where), THREAT_DEFAULTS, where, "threat")
-    for key in ("eps", "step_size"):
-        if not 0.0 <= threat[key] <= 1.0:
-            raise UserError(
-                f"{where}: [threat] {key} = {threat[key]:g} is outside [0, 1]; inputs are in "
-                f'[0,1], so write {key} = "{threat[key]:g}/255"'
-            )
-    if not 0 <= threat["steps"] <= 100_000:
-        raise UserError(f"{where}: [threat] steps must be in [0, 100000], got {threat['steps']}")
-    return threat
-
-
-def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+def _eval_attacks(raw: dict[str, Any], threat: Threat, where: str) -> dict[str, Any]:
     spec = _table(raw, "eval", where)
     unknown = sorted(set(spec) - {"attacks", "transfer"})
     if unknown:
@@ -298,7 +219,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
                 k: parse_number(v, f"{where}: eval {name}.{k}") if k in ("eps", "step_size") else v
                 for k, v in params.items()
             }
-        resolved[name] = suites.resolve(name, params, threat)
+        resolved[name] = suites.resolve(name, params, threat.to_json())
         if resolved[name] is not None:
             _check_attack(name, resolved[name], where)
     return resolved
@@ -318,7 +239,7 @@ def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
 
 def _dataset(
     raw: dict[str, Any], where: str, override: str | None, select: str, grid_name: str
-) -> dict[str, Any]:
+) -> Dataset:
     """The run's data set: name and loader options, with what is held out from train explicit.
 
     With ``select`` = "test" (the DGAD paper's protocol, and the official code's) nothing is held
@@ -349,7 +270,7 @@ def _dataset(
             f"{where}: select_on = 'val' needs a validation split, and val_fraction = 0 holds "
             "out nothing; give val_fraction > 0 or select on 'test'"
         )
-    return {"name": name, "options": options}
+    return Dataset(name, options)
 
 
 def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_name: str) -> Any:
@@ -368,42 +289,18 @@ def _from_env(value: dict[str, Any], key: str, dataset: str, where: str, grid_na
     return found
 
 
-def _teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
-    check_name(name, f"{where}: teacher name")  # part of the run id, a folder name
-    if not isinstance(spec, dict) or "model" not in spec:
-        raise UserError(f'{where}: [teacher.{name}] needs model = "<model name>"')
-    sources = [s for s in TEACHER_SOURCES if s in spec]
-    if len(sources) != 1:
-        raise UserError(
-            f"{where}: [teacher.{name}] needs exactly one of {', '.join(TEACHER_SOURCES)}"
-        )
-    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model", "zoo"})
-    if unknown:
-        raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
-    source = sources[0]
-    spec = dict(spec)
-    if "zoo" in spec and (source != "robustbench" or spec["zoo"] not in RB_ZOOS):
-        raise UserError(
-            f"{where}: [teacher.{name}] zoo is a robustbench teacher's leaderboard, one of "
-            f"{', '.join(RB_ZOOS)}; got {spec['zoo']!r}"
-        )
-    if "sha256" in spec:
-        if source == "train":
-            raise UserError(
-                f"{where}: [teacher.{name}] is trained by the grid; sha256 is for checkpoint, "
-                "url and robustbench teachers"
-            )
-        spec["sha256"] = check_sha256(spec["sha256"], f"{where}: [teacher.{name}] sha256")
-    if source == "url":
-        url = spec["url"]
-        if not isinstance(url, str) or urlparse(url).scheme not in URL_SCHEMES:
-            raise UserError(
-                f"{where}: [teacher.{name}] url must start with "
-                f"{', '.join(s + '://' for s in URL_SCHEMES)}, got {url!r}"
-            )
-        if "sha256" not in spec:
-            raise UserError(f'{where}: [teacher.{name}] url needs sha256 = "<64 hex digits>"')
-    return {"name": name, "model": spec["model"], "source": source, "spec": spec}
+@dataclass(frozen=True)
+class Selection:
+    """What the command line narrows or changes in a grid (``bench run``'s flags)."""
+
+    method: str | None = None
+    dataset: str | None = None
+    teacher: str | None = None
+    student: str | None = None
+    epochs: int | None = None
+    seeds: list[int] | None = None
+    select_on: str | None = None
+    teacher_epochs: int | None = None
 
 
 def load_grid(
@@ -423,10 +320,26 @@ def load_grid(
     ``epochs`` shortens (or lengthens) the students' schedule, ``teacher_epochs`` that of the
     teachers the grid trains: a student run on a short teacher is distilled from another model,
     so shortening a teacher is asked for on its own, and its label says so (:func:`schedule_note`).
-    """
-    from harness.registry import DATASETS, METHODS, MODELS  # names are checked before any work
 
+    The steps: read the file (:func:`read_grid`), check it and apply the selection
+    (:func:`grid_settings`), expand the teachers through :data:`TEACHER_EXPANDERS`, then the
+    students (:func:`expand_students`) and the surrogates their transfer evaluation needs.
+    """
     path = grid_path(name)
+    raw = read_grid(path)
+    selection = Selection(
+        method, dataset, teacher, student, epochs, seeds, select_on, teacher_epochs
+    )
+    settings = grid_settings(raw, path, selection)
+    grid = Grid(name=settings.name, path=path, raw=raw, deterministic=settings.deterministic)
+    refs = expand_teachers(settings, grid)
+    expand_students(settings, grid, refs)
+    expand_surrogates(grid)
+    return grid
+
+
+def read_grid(path: Path) -> dict[str, Any]:
+    """The grid file's table: no dates, no unknown top-level key."""
     raw = read_toml(path)
     where = str(path)
     _no_dates(raw, where)
@@ -435,198 +348,131 @@ def load_grid(
         raise UserError(
             f"{where}: unknown key(s) {', '.join(unknown)}; valid: {', '.join(sorted(TOP_KEYS))}"
         )
+    return raw
+
+
+def grid_settings(raw: dict[str, Any], path: Path, selection: Selection) -> GridSettings:
+    """Every grid key checked (in the order a user meets the errors), the selection applied."""
+    where = str(path)
     grid_name = check_name(path.stem, f"{where}: grid name")  # <store>/leaderboards/<name>.md
-    select = select_on or raw.get("select_on", "val")
-    if select not in ("val", "test"):
-        raise UserError(f"{where}: select_on must be 'val' or 'test', got {select!r}")
-    data = _dataset(raw, where, dataset, select, grid_name)
-    threat = _threat(raw, where)
-    base_train = _train(_table(raw, "train", where), where, "train")
-    eval_attacks = _eval_attacks(raw, threat, where)
-    transfer = _transfer(raw, threat, where)
-    seed_list = seeds if seeds is not None else _names(raw, "seeds", where, [0], strings=False)
+    select = selection.select_on or raw.get("select_on", "val")
+    if select not in SELECT_ON:
+        choices = " or ".join(map(repr, SELECT_ON))
+        raise UserError(f"{where}: select_on must be {choices}, got {select!r}")
+    data = _dataset(raw, where, selection.dataset, select, grid_name)
+    threat = Threat.from_table(_table(raw, "threat", where), where)
+    train = Training.from_table(_table(raw, "train", where), where, "train")
+    evaluation = Evaluation(_eval_attacks(raw, threat, where), _transfer(raw, threat, train, where))
+    seed_list = _seeds(raw, where, selection.seeds)
+    methods = [selection.method] if selection.method else _names(raw, "methods", where)
+    students = [selection.student] if selection.student else _names(raw, "students", where)
+    teacher_names = _teacher_names(raw, where, grid_name, selection.teacher)
+    _table(raw, "method", where)
+    for flag, value in (
+        ("--epochs", selection.epochs),
+        ("--teacher-epochs", selection.teacher_epochs),
+    ):
+        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
+            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
+    tables = _table(raw, "teacher", where)
+    teachers = {t: teacher_source(t, tables[t], where) for t in teacher_names}
+    _check_names(data, students + [t["model"] for t in teachers.values()], where)
+    determinism = raw.get("deterministic", False)
+    if not isinstance(determinism, bool):
+        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
+    return GridSettings(
+        grid_name, path, raw, select, data, threat, train, evaluation, seed_list, methods,
+        students, teachers, selection.epochs, selection.teacher_epochs, determinism,
+    )  # fmt: skip
+
+
+def _seeds(raw: dict[str, Any], where: str, override: list[int] | None) -> list[int]:
+    seed_list = (
+        override if override is not None else _names(raw, "seeds", where, [0], strings=False)
+    )
     if not all(isinstance(s, int) and not isinstance(s, bool) for s in seed_list):
         raise UserError(f"{where}: seeds must be integers, got {seed_list!r}")
     low, high = SEED_RANGE
     for seed in seed_list:
         if not low <= seed <= high:
             raise UserError(f"seed {seed} is out of range: seeds are integers in [{low}, {high}]")
-    methods = [method] if method else _names(raw, "methods", where)
-    students = [student] if student else _names(raw, "students", where)
-    teacher_tables = _table(raw, "teacher", where)
-    teacher_names = _names(raw, "teachers", where, [], allow_empty=True)
-    for t in teacher_names:
-        if t not in teacher_tables:
-            raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")
-    if teacher:
-        if teacher not in teacher_tables:
-            valid = ", ".join(teacher_tables) or "(none)"
-            raise UserError(f"unknown teacher {teacher!r} in grid {grid_name}; valid: {valid}")
-        teacher_names = [teacher]
-    method_tables = _table(raw, "method", where)
-    for flag, value in (("--epochs", epochs), ("--teacher-epochs", teacher_epochs)):
-        if value is not None and not 1 <= value <= TRAIN_MAXIMA["epochs"]:
-            raise UserError(f"{flag} must be in [1, {TRAIN_MAXIMA['epochs']}], got {value}")
-    sources = {t: _teacher_source(t, teacher_tables[t], where) for t in teacher_names}
+    return seed_list
 
-    DATASETS.get(data["name"])
-    for model in students + [sources[t]["model"] for t in teacher_names]:
+
+def _teacher_names(raw: dict[str, Any], where: str, grid_name: str, only: str | None) -> list[str]:
+    """The teachers the grid lists (each with its table), or the one ``--teacher`` names."""
+    tables = _table(raw, "teacher", where)
+    names = _names(raw, "teachers", where, [], allow_empty=True)
+    for t in names:
+        if t not in tables:
+            raise UserError(f"{where}: teacher {t!r} is listed but has no [teacher.{t}] table")
+    if only:
+        if only not in tables:
+            valid = ", ".join(tables) or "(none)"
+            raise UserError(f"unknown teacher {only!r} in grid {grid_name}; valid: {valid}")
+        names = [only]
+    return names
+
+
+def _check_names(data: Dataset, models: list[Any], where: str) -> None:
+    """The data set and every model are registered: names fail before any work."""
+    from harness.registry import DATASETS, MODELS
+
+    DATASETS.get(data.name)
+    for model in models:
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
-    determinism = raw.get("deterministic", False)
-    if not isinstance(determinism, bool):
-        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
-    grid = Grid(name=grid_name, path=path, raw=raw, deterministic=determinism)
 
-    def schedule(
-        overrides: dict[str, Any], what: str, length: int | None
-    ) -> tuple[dict[str, Any], int]:
-        train = _train({**base_train, **overrides}, where, what)
-        full = train["epochs"]
-        if length is not None and length != full:
-            train["milestones"] = sorted(
-                {
-                    max(1, round(m * length / full))
-                    for m in train["milestones"]
-                    if round(m * length / full) < length
-                }
-            )
-            train["epochs"] = length
-        train["select_on"] = select
-        return train, full
 
-    def make_run(
-        kind: str,
-        label: str,
-        method_name: str,
-        hparams: dict,
-        model: str,
-        teacher_ref: dict | None,
-        seed: int,
-        train_over: dict,
-        needs: str | None,
-    ) -> RunSpec:
-        length = teacher_epochs if kind == "teacher" else epochs
-        train, full = schedule(train_over, f"method.{method_name}.train", length)
-        return run_spec(
-            kind,
-            label,
-            method_name,
-            {**threat, **hparams},
-            model,
-            teacher_ref,
-            seed,
-            train,
-            full_epochs=full,
-            dataset=data,
-            eval_cfg={"attacks": eval_attacks, **transfer},
-            grid_name=grid_name,
-            needs=needs,
-        )
+# -- students --------------------------------------------------------------------------------------
+def expand_students(s: GridSettings, grid: Grid, refs: dict[str, TeacherExpansion]) -> None:
+    """One run per (method or variant, student, seed), and per teacher for a distilling one."""
+    from harness.registry import METHODS
 
-    teacher_refs: dict[str, tuple[dict[str, Any], str | None]] = {}
-    for tname in teacher_names:
-        t = sources[tname]
-        spec = t["spec"]
-        if t["source"] == "train":
-            recipe = dict(spec["train"]) if isinstance(spec["train"], dict) else None
-            if recipe is None or "method" not in recipe:
-                raise UserError(
-                    f'{where}: [teacher.{tname}] train needs method = "pgd-at" or "trades"'
-                )
-            tmethod = recipe.pop("method")
-            train_over = {k: recipe.pop(k) for k in list(recipe) if k in TRAIN_DEFAULTS}
-            run = make_run(
-                "teacher", tmethod, tmethod, recipe, t["model"], None, 0, train_over, None
-            )
-            grid.teacher_runs[tname] = run
-            ref = {"name": tname, "model": t["model"], "source": "run", "run_id": run.run_id}
-            teacher_refs[tname] = (ref, run.run_id)
-        elif t["source"] == "checkpoint":
-            ckpt = Path(os.path.expanduser(str(spec["checkpoint"])))
-            if not ckpt.is_absolute():
-                ckpt = (path.parent / ckpt).resolve()
-            if not is_file(ckpt):
-                raise UserError(f"{where}: teacher {tname!r} checkpoint not found: {ckpt}")
-            digest = file_sha256(ckpt)
-            if spec.get("sha256") and spec["sha256"] != digest:
-                raise UserError(
-                    f"teacher {tname!r} checkpoint {ckpt} has sha256 {digest}, "
-                    f"expected {spec['sha256']}"
-                )
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "checkpoint",
-                "path": str(ckpt),
-                "sha256": digest,
-            }
-            teacher_refs[tname] = (ref, None)
-        elif t["source"] == "url":
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "url",
-                "url": spec["url"],
-                "sha256": spec["sha256"],
-            }
-            teacher_refs[tname] = (ref, None)
-        else:  # a pinned hash is part of the teacher's identity, as a checkpoint's is
-            ref = {
-                "name": tname,
-                "model": t["model"],
-                "source": "robustbench",
-                "robustbench": spec["robustbench"],
-                "threat_model": spec.get("threat_model", "Linf"),
-            } | {k: spec[k] for k in ("sha256", "zoo") if k in spec}
-            teacher_refs[tname] = (ref, None)
-
-    variants = _table(raw, "variant", where)
+    variants = _table(s.raw, "variant", s.where)
     for label in variants:
-        check_name(label, f"{where}: variant name")  # part of the run id, a folder name
-    for label in methods:
-        check_name(label, f"{where}: method or variant")
-        method_name, vparams, vtrain = _variant(label, variants, where)
-        cls = METHODS.get(method_name)
-        header = f"method.{method_name}"
-        mtable = dict(_table(method_tables, method_name, where, header))
-        train_over = {**_table(mtable, "train", where, f"{header}.train"), **vtrain}
-        per_student = _table(mtable, "student", where, f"{header}.student")
-        mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
-        for model in students:
-            own = _table(per_student, model, where, f"{header}.student.{model}")
-            hparams = {**mtable, **own, **vparams}
-            for seed in seed_list:
-                common = (label, method_name, hparams, model)
-                if not cls.needs_teacher:
-                    run = make_run("student", *common, None, seed, train_over, None)
-                    grid.runs.append(run)
+        check_name(label, f"{s.where}: variant name")  # part of the run id, a folder name
+    for label in s.methods:
+        check_name(label, f"{s.where}: method or variant")
+        method_name, hparams_of, train_over = _method_tables(s, label, variants)
+        needs_teacher = METHODS.get(method_name).needs_teacher
+        for model in s.students:
+            for seed in s.seeds:
+                common = (label, method_name, hparams_of(model), model)
+                if not needs_teacher:
+                    grid.runs.append(make_run(s, "student", *common, None, seed, train_over))
                     continue
-                if not teacher_refs:
+                if not refs:
                     raise UserError(
-                        f"method {label!r} needs a teacher, and grid {grid_name} lists none"
+                        f"method {label!r} needs a teacher, and grid {s.name} lists none"
                     )
-                for tname in teacher_names:
-                    ref, needs = teacher_refs[tname]
-                    grid.runs.append(make_run("student", *common, ref, seed, train_over, needs))
-    return grid
+                for ref, run in refs.values():
+                    needs = run.run_id if run is not None else None
+                    student = make_run(s, "student", *common, ref, seed, train_over, needs)
+                    grid.runs.append(student)
 
 
-def schedule_note(config: dict[str, Any]) -> str:
-    """``short: 1/3 ep`` for a run on a shorter schedule than its grid's (``long: ...`` for a
-    longer one), ``""`` on the grid's own schedule: what labels a short teacher everywhere."""
-    epochs = (config.get("train") or {}).get("epochs")
-    full = config.get("full_epochs")
-    if not epochs or not full or epochs == full:
-        return ""
-    return f"{'short' if epochs < full else 'long'}: {epochs}/{full} ep"
+def _method_tables(
+    s: GridSettings, label: str, variants: dict[str, Any]
+) -> tuple[str, Any, dict[str, Any]]:
+    """(method name, student model → its hyperparameters, train overrides) of a method or
+    variant: ``[method.NAME]``, its ``student.MODEL`` tables, then the variant's own keys."""
+    from harness.registry import METHODS
 
+    method_name, vparams, vtrain = _variant(label, variants, s.where)
+    METHODS.get(method_name)  # an unknown method fails before its tables are read
+    header = f"method.{method_name}"
+    mtable = dict(_table(_table(s.raw, "method", s.where), method_name, s.where, header))
+    train_over = {**_table(mtable, "train", s.where, f"{header}.train"), **vtrain}
+    per_student = _table(mtable, "student", s.where, f"{header}.student")
+    mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
 
-def teacher_label(name: str, teacher_config: dict[str, Any] | None) -> str:
-    """A teacher's name, and ``(short: 1/3 ep)`` when the grid trained it on a short schedule."""
-    note = schedule_note(teacher_config or {})
-    return f"{name} ({note})" if note else name
+    def hparams_of(model: str) -> dict[str, Any]:
+        own = _table(per_student, model, s.where, f"{header}.student.{model}")
+        return {**mtable, **own, **vparams}
+
+    return method_name, hparams_of, train_over
 
 
 def _variant(
@@ -647,80 +493,11 @@ def _variant(
     return spec["method"], params, dict(train)
 
 
-def run_spec(
-    kind: str,
-    label: str,
-    method_name: str,
-    hparams: dict[str, Any],
-    model: str,
-    teacher_ref: dict[str, Any] | None,
-    seed: int,
-    train: dict[str, Any],
-    *,
-    full_epochs: int,
-    dataset: dict[str, Any],
-    eval_cfg: dict[str, Any],
-    grid_name: str | None = None,
-    needs: str | None = None,
-) -> RunSpec:
-    """A run with its resolved config and the id derived from it."""
-    from harness.registry import METHODS
-
-    m = METHODS.create(method_name, **hparams)
-    if m.needs_teacher and teacher_ref is None:
-        raise UserError(f"method {method_name!r} needs a teacher, and grid {grid_name} has none")
-    epochs = train["epochs"]
-    config = {
-        "kind": kind,
-        "method": {"name": method_name, "hparams": m.hparams}
-        | ({"variant": label} if label != method_name else {}),
-        "dataset": dataset,
-        "model": model,
-        "teacher": teacher_ref,
-        "seed": seed,
-        "train": {**train, "seed": seed},
-        "eval": eval_cfg,
-        "full_epochs": full_epochs,
-        "schedule": "short" if epochs < full_epochs else "long" if epochs > full_epochs else "full",
-    }
-    tname = (teacher_ref or {}).get("name", "none")
-    arch = model.replace(":", "-")  # timm:resnet18 -> timm-resnet18 (the id is a folder name)
-    run_id = f"{label}-{dataset['name']}-{arch}-{tname}-s{seed}-{config_hash(config)}"
-    config["grids"] = [grid_name] if grid_name else []
-    return RunSpec(run_id=run_id, config=config, needs=needs)
-
-
-def surrogate_run(model: str, dataset: dict[str, Any], train: dict[str, Any]) -> RunSpec:
-    """The naturally trained surrogate ``model`` of the transfer evaluation on ``dataset``.
-
-    A surrogate selects its checkpoint on the held-out split, so where the students' data holds
-    out nothing (``val_fraction`` 0, selection on test) it keeps the loader's default split.
-    """
-    train = {**train, "select_steps": 0}
-    options = dataset.get("options", {})
-    if options.get("val_fraction") == 0:
-        options = {k: v for k, v in options.items() if k != "val_fraction"}
-        dataset = {**dataset, "options": options}
-    return run_spec(
-        "surrogate",
-        "natural",
-        "natural",
-        {},
-        model,
-        None,
-        0,
-        train,
-        full_epochs=train["epochs"],
-        dataset=dataset,
-        eval_cfg={"attacks": {"clean": None}},
-    )
-
-
-def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[str, Any]:
+def _transfer(raw: dict[str, Any], threat: Threat, base: Training, where: str) -> Transfer | None:
     """``[eval] transfer = true`` or ``[eval.transfer]`` → the transfer part of a run's config."""
     spec = _table(raw, "eval", where).get("transfer", False)
     if spec is False:
-        return {}
+        return None
     if spec is True:
         spec = {}
     if not isinstance(spec, dict):
@@ -740,10 +517,9 @@ def _transfer(raw: dict[str, Any], threat: dict[str, Any], where: str) -> dict[s
             f"{where}: unknown transfer attack(s) {', '.join(bad)}; "
             f"valid: {', '.join(suites.TRANSFER_ATTACKS)}"
         )
-    attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat) for n in names}
-    base = _train(_table(raw, "train", where), where, "train")
-    epochs = coerce(spec.get("epochs", base["epochs"]), 1, f"{where}: [eval.transfer] epochs")
+    attacks = {n: suites.resolve(n, suites.TRANSFER_ATTACKS[n], threat.to_json()) for n in names}
+    epochs = coerce(spec.get("epochs", base.epochs), 1, f"{where}: [eval.transfer] epochs")
     if epochs < 1:
         raise UserError(f"{where}: [eval.transfer] epochs must be >= 1, got {epochs}")
-    train = {**base, "epochs": epochs, "milestones": [m for m in base["milestones"] if m < epochs]}
-    return {"transfer": {"surrogates": surrogates, "attacks": attacks, "train": train}}
+    train = base.replace(epochs=epochs, milestones=[m for m in base.milestones if m < epochs])
+    return Transfer(tuple(surrogates), attacks, train)

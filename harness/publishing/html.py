@@ -491,43 +491,54 @@ def _row_curves(row: Row, curves: Mapping[str, Any]) -> Markup | None:
     return Markup(curves_svg(series)) if series else None
 
 
+def _row_view(
+    ident: str,
+    rank: int,
+    row: Row,
+    table: Table,
+    colours: dict[str, int],
+    curves: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What the template shows of one row: cells, seeds, marks, curves, per-class accuracies
+    and provenance."""
+    schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
+    prov = row.provenance
+    return {
+        "rank": rank,
+        "method": row.label or row.method,
+        "missing": [column_label(c) for c in row.missing],
+        "stale": row.stale,
+        "colour": colours.get(row.method, 0),
+        "cells": [_cell(row, c) for c in table.columns],
+        "seeds": row.seeds,
+        "schedules": schedules,
+        "short": "short" in schedules,
+        "flags": list(row.flags),
+        "runs": list(row.runs),
+        "curves": _row_curves(row, curves),
+        "curves_id": f"{ident}-curves-{rank}",
+        "per_class": per_class_data(row),
+        "provenance": {
+            **{k: [str(v) for v in prov.get(k, [])] for k in PROVENANCE_LISTS},
+            "wall_h": _finite(prov.get("wall_h")) or 0.0,
+            "gpu_h": _finite(prov.get("gpu_h")) or 0.0,
+        },
+    }
+
+
+#: The provenance facts of a row the page lists as strings.
+PROVENANCE_LISTS = ("settings", "config", "code", "torch", "device")
+
+
 def _table_view(
     index: int, table: Table, colours: dict[str, int], curves: Mapping[str, Any] | None = None
 ) -> dict[str, Any]:
     ident = f"t{index}"
     rank_key = table.rank_key
-    rows = []
-    for rank, row in enumerate(table.rows, 1):
-        row_curves = _row_curves(row, curves or {})
-        schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
-        prov = row.provenance
-        rows.append(
-            {
-                "rank": rank,
-                "method": row.label or row.method,
-                "missing": [column_label(c) for c in row.missing],
-                "stale": row.stale,
-                "colour": colours.get(row.method, 0),
-                "cells": [_cell(row, c) for c in table.columns],
-                "seeds": row.seeds,
-                "schedules": schedules,
-                "short": "short" in schedules,
-                "flags": list(row.flags),
-                "runs": list(row.runs),
-                "curves": row_curves,
-                "curves_id": f"{ident}-curves-{rank}",
-                "per_class": per_class_data(row),
-                "provenance": {
-                    "settings": [str(v) for v in prov.get("settings", [])],
-                    "config": [str(v) for v in prov.get("config", [])],
-                    "code": [str(v) for v in prov.get("code", [])],
-                    "torch": [str(v) for v in prov.get("torch", [])],
-                    "device": [str(v) for v in prov.get("device", [])],
-                    "wall_h": _finite(prov.get("wall_h")) or 0.0,
-                    "gpu_h": _finite(prov.get("gpu_h")) or 0.0,
-                },
-            }
-        )
+    rows = [
+        _row_view(ident, rank, row, table, colours, curves or {})
+        for rank, row in enumerate(table.rows, 1)
+    ]
     axes = plot_axes(table)
     return {
         "facts": _facts(table),

@@ -47,6 +47,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.schema import RunConfig, as_json, method_label
 from harness.store import claims
 from harness.utils.atomic import write_json_atomic
 from harness.utils.errors import DamagedFile, UserError, file_error
@@ -341,7 +342,7 @@ class Store:
             (
                 run_id,
                 config.get("kind"),
-                config["method"].get("variant") or config["method"]["name"],
+                method_label(config),
                 config["dataset"]["name"],
                 teacher.get("name"),
                 config["model"],
@@ -495,13 +496,14 @@ class Store:
                 self._clear_outputs(run_id)  # a reset a killed process began (see reset)
         return claim
 
-    def begin(self, run_id: str, config: dict[str, Any]) -> Path:
+    def begin(self, run_id: str, config: RunConfig | dict[str, Any]) -> Path:
         """Create (or reopen) the run's directory; refuse a different config under the same id.
 
         A damaged config.json is rewritten: the id is the hash of the config, so the config
         given under it is the one that was lost. A damaged metrics.json is removed (the run
         writes it again when it finishes).
         """
+        config = as_json(config)
         d = self.run_dir(run_id)
         cfg_path = d / "config.json"
         try:

@@ -25,6 +25,7 @@ from torch import nn
 from harness.attacks.linf import PGD
 from harness.data import DatasetSplits, batches
 from harness.evaluation.evaluate import accuracy
+from harness.schema import SELECT_ON, Training
 from harness.training.compiling import RunCompiler
 from harness.training.fast import FastPath
 from harness.utils.atomic import save_atomic
@@ -34,25 +35,30 @@ from harness.utils.errors import TrainingDiverged, UserError
 from harness.utils.progress import image_bar
 from harness.utils.values import derive_seed
 
-SELECT_ON = ("val", "test")
+_SCHEDULE = Training()  # the defaults, from the one schema
 
 
 @dataclass
 class TrainConfig:
     """The optimisation schedule (names mirror the grid file's ``[train]`` table)."""
 
-    epochs: int = 200
-    batch_size: int = 128
-    lr: float = 0.1
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    nesterov: bool = False
-    milestones: list[int] = field(default_factory=lambda: [100, 150])
-    lr_gamma: float = 0.1
-    select_on: str = "val"
-    select_steps: int = 10
-    eval_batch_size: int = 256
+    epochs: int = _SCHEDULE.epochs
+    batch_size: int = _SCHEDULE.batch_size
+    lr: float = _SCHEDULE.lr
+    momentum: float = _SCHEDULE.momentum
+    weight_decay: float = _SCHEDULE.weight_decay
+    nesterov: bool = _SCHEDULE.nesterov
+    milestones: list[int] = field(default_factory=lambda: list(_SCHEDULE.milestones))
+    lr_gamma: float = _SCHEDULE.lr_gamma
+    select_on: str = SELECT_ON[0]
+    select_steps: int = _SCHEDULE.select_steps
+    eval_batch_size: int = _SCHEDULE.eval_batch_size
     seed: int = 0
+
+    @classmethod
+    def of(cls, schedule: Training, select_on: str, seed: int) -> TrainConfig:
+        """The trainer's config of a run's schedule."""
+        return cls(**schedule.to_json(), select_on=select_on, seed=seed)
 
     def __post_init__(self) -> None:
         if self.epochs < 1 or self.batch_size < 1:
@@ -230,55 +236,25 @@ def train(
     sched = _scheduler(opt, cfg)
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 
-    last_path = ckpt_dir / "last.pt"
     state = _resume_state(ckpt_dir, log) if resume else None
     if state is not None:
-        student.load_state_dict(state["student"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        method.load_state_dict(state["method"])
-        start_epoch, best, history = state["epoch"] + 1, state["best"], state["history"]
-        log(f"resumed after epoch {state['epoch']}")
+        start_epoch, best, history = _restore(state, student, opt, sched, method, log)
 
     t_start = time.perf_counter()
     seen = 0
     for epoch in range(start_epoch, cfg.epochs):
-        gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "data", epoch))
-        method.reseed(derive_seed(cfg.seed, "attack", epoch))
-        student.train()
-        method.train()
         t_epoch = time.perf_counter()
-        bar = image_bar(len(train_set), f"epoch {epoch + 1}/{cfg.epochs}", progress)
-        stream = batches(
-            train_set, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
-        )
-        epoch_sums = train_steps(
-            student, teacher, method, opt, stream,
-            epoch=epoch, fast=fast, device=device, on_batch=bar.update,
+        epoch_sums = _train_epoch(
+            student, teacher, method, opt, train_set, cfg, epoch,
+            fast=fast, device=device, progress=progress,
         )  # fmt: skip
-        bar.close()
-        epoch_sums.raise_if_diverged(epoch)
         n_seen = epoch_sums.images
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
         seen += n_seen
         train_time = time.perf_counter() - t_epoch
 
-        student.eval()
-        select_attack = PGD(
-            eps=method.eps,
-            step_size=method.step_size,
-            steps=cfg.select_steps,
-            seed=derive_seed(cfg.seed, "select", epoch),
-        )
-        with true_fp32():
-            bs = cfg.eval_batch_size
-            clean = accuracy(student, select_split, None, batch_size=bs, device=device)
-            pgd = (
-                accuracy(student, select_split, select_attack, batch_size=bs, device=device)
-                if cfg.select_steps > 0
-                else clean
-            )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
+        clean, pgd = _select(student, method, select_split, cfg, epoch, device)
         record = {
             "epoch": epoch,
             "lr": lr_used,
@@ -289,34 +265,31 @@ def train(
             "images_per_s": n_seen / max(train_time, 1e-9),
         }
         history.append(record)
-        improved = pgd > best["pgd"]
-        if improved:
+        if pgd > best["pgd"]:
             best = {"pgd": pgd, "clean": clean, "epoch": epoch}
             save_atomic(
                 {"epoch": epoch, "student": student.state_dict(), "metrics": record},
                 ckpt_dir / "best.pt",
             )
-        if last_path.exists():
-            os.replace(last_path, ckpt_dir / "prev.pt")  # the fallback if last.pt is damaged
-        save_atomic(
-            {
-                "epoch": epoch,
-                "student": student.state_dict(),
-                "optimizer": opt.state_dict(),
-                "scheduler": sched.state_dict(),
-                "method": method.state_dict(),
-                "best": best,
-                "history": history,
-            },
-            last_path,
-        )
+        _save_last(ckpt_dir, epoch, student, opt, sched, method, best, history)
         log(
             json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
         )
         if on_epoch is not None:
             on_epoch(record)
 
-    wall = time.perf_counter() - t_start
+    return _result(best, history, time.perf_counter() - t_start, seen, compiler, log)
+
+
+def _result(
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+    wall: float,
+    seen: int,
+    compiler: RunCompiler | None,
+    log: Callable[[str], None],
+) -> TrainResult:
+    """What :func:`train` returns (and logs what the compiler did)."""
     compiled = compiler.record() if compiler is not None else None
     if compiled is not None:
         log(compiled.summary())
@@ -327,6 +300,112 @@ def train(
         wall_time_s=wall,
         images_per_s=seen / wall if seen and wall > 0 else math.nan,
         compile=compiled.as_dict() if compiled is not None else None,
+    )
+
+
+def _train_epoch(
+    student: nn.Module,
+    teacher: nn.Module | None,
+    method: Any,
+    opt: torch.optim.Optimizer,
+    train_set: Any,
+    cfg: TrainConfig,
+    epoch: int,
+    *,
+    fast: FastPath,
+    device: torch.device,
+    progress: bool,
+) -> EpochSums:
+    """One epoch of training steps: its data order and attack randomness seeded from the run's
+    seed and the epoch (a resumed run repeats them); raises if the loss diverged."""
+    gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "data", epoch))
+    method.reseed(derive_seed(cfg.seed, "attack", epoch))
+    student.train()
+    method.train()
+    bar = image_bar(len(train_set), f"epoch {epoch + 1}/{cfg.epochs}", progress)
+    stream = batches(
+        train_set, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
+    )
+    epoch_sums = train_steps(
+        student, teacher, method, opt, stream,
+        epoch=epoch, fast=fast, device=device, on_batch=bar.update,
+    )  # fmt: skip
+    bar.close()
+    epoch_sums.raise_if_diverged(epoch)
+    return epoch_sums
+
+
+def _restore(
+    state: dict[str, Any],
+    student: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    method: Any,
+    log: Callable[[str], None],
+) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
+    """Load a ``last.pt`` state into the run's objects: (first epoch to run, best, history)."""
+    student.load_state_dict(state["student"])
+    opt.load_state_dict(state["optimizer"])
+    sched.load_state_dict(state["scheduler"])
+    method.load_state_dict(state["method"])
+    log(f"resumed after epoch {state['epoch']}")
+    return state["epoch"] + 1, state["best"], state["history"]
+
+
+def _select(
+    student: nn.Module,
+    method: Any,
+    select_split: Any,
+    cfg: TrainConfig,
+    epoch: int,
+    device: torch.device,
+) -> tuple[float, float]:
+    """(clean, PGD) accuracy on the selection split after ``epoch``, in true fp32;
+    ``select_steps`` = 0 selects on clean accuracy (naturally trained surrogates)."""
+    student.eval()
+    select_attack = PGD(
+        eps=method.eps,
+        step_size=method.step_size,
+        steps=cfg.select_steps,
+        seed=derive_seed(cfg.seed, "select", epoch),
+    )
+    with true_fp32():
+        bs = cfg.eval_batch_size
+        clean = accuracy(student, select_split, None, batch_size=bs, device=device)
+        pgd = (
+            accuracy(student, select_split, select_attack, batch_size=bs, device=device)
+            if cfg.select_steps > 0
+            else clean
+        )
+    return clean, pgd
+
+
+def _save_last(
+    ckpt_dir: Path,
+    epoch: int,
+    student: nn.Module,
+    opt: torch.optim.Optimizer,
+    sched: Any,
+    method: Any,
+    best: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> None:
+    """``last.pt``: everything a resume needs; the previous one kept as ``prev.pt``, the
+    fallback if the new one is damaged."""
+    last_path = ckpt_dir / "last.pt"
+    if last_path.exists():
+        os.replace(last_path, ckpt_dir / "prev.pt")
+    save_atomic(
+        {
+            "epoch": epoch,
+            "student": student.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict(),
+            "method": method.state_dict(),
+            "best": best,
+            "history": history,
+        },
+        last_path,
     )
 
 

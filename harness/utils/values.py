@@ -67,7 +67,16 @@ def coerce(value: Any, default: Any, what: str, choices: tuple[Any, ...] | None 
 
 
 def canonical_json(obj: Any) -> str:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    """Sorted, compact JSON; a typed value (a run config) in its JSON form (``to_json()``)."""
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True, default=_json_form
+    )
+
+
+def _json_form(obj: Any) -> Any:
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
 
 
 def config_hash(obj: Any, length: int = 10) -> str:

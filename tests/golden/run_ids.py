@@ -104,8 +104,7 @@ def overrides(raw: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def _ids(grid: Any, replace: dict[str, str]) -> dict[str, Any]:
     """A grid's teacher, student and surrogate ids (with ``needs``), and a hash of the JSON form
     of every config it expands to (``grids`` included: what config.json holds)."""
-    from harness.execution.runner import default_transfer
-    from harness.grid.load import surrogate_run
+    from harness.grid.load import default_transfer, surrogate_run
     from harness.utils.values import canonical_json, config_hash
 
     def rid(spec: Any) -> str:
@@ -115,16 +114,19 @@ def _ids(grid: Any, replace: dict[str, str]) -> dict[str, Any]:
     runs = [[rid(spec), spec.needs] for spec in grid.runs]
     planned, on_demand = set(), set()
     for spec in grid.runs:
-        cfg = spec.config
+        cfg = spec.config.to_json()
         transfer = cfg["eval"].get("transfer")
-        for which, tcfg in (("planned", transfer), ("eval", default_transfer(cfg))):
+        eval_transfer = default_transfer(spec.config).to_json()
+        for which, tcfg in (("planned", transfer), ("eval", eval_transfer)):
             if not tcfg:
                 continue
             train = {**tcfg["train"], "select_on": "val"}
             for model in tcfg["surrogates"]:
                 sid = surrogate_run(model, cfg["dataset"], train).run_id
                 (planned if which == "planned" else on_demand).add(sid)
-    configs = [spec.config for spec in [*grid.teacher_runs.values(), *grid.runs]]
+    planned_specs = {s.run_id for s in grid.surrogate_runs.values()}
+    assert planned_specs == planned, "the grid's surrogate runs are those its transfer needs"
+    configs = [spec.config.to_json() for spec in [*grid.teacher_runs.values(), *grid.runs]]
     text = canonical_json(configs)
     for old, new in replace.items():
         text = text.replace(json.dumps(old)[1:-1], new)
@@ -141,7 +143,7 @@ def _placeholder_id(spec: Any, replace: dict[str, str]) -> str:
     """``spec``'s id with the config's local paths replaced (what it is on any machine)."""
     from harness.utils.values import canonical_json, config_hash
 
-    text = canonical_json({k: v for k, v in spec.config.items() if k != "grids"})
+    text = canonical_json({k: v for k, v in spec.config.to_json().items() if k != "grids"})
     for old, new in replace.items():
         text = text.replace(json.dumps(old)[1:-1], new)
     head = spec.run_id.rsplit("-", 1)[0]
@@ -162,8 +164,7 @@ def external_ids() -> dict[str, str]:
     """``bench eval``'s ids of a RobustBench model and of a checkpoint file, and the ids of the
     surrogates ``bench eval --suite transfer`` trains for them."""
     from harness.execution.external import external_config
-    from harness.execution.runner import default_transfer
-    from harness.grid.load import surrogate_run
+    from harness.grid.load import default_transfer, surrogate_run
     from harness.utils.values import config_hash
 
     out = {}
@@ -177,9 +178,11 @@ def external_ids() -> dict[str, str]:
     }
     for kind, (model, source, options) in cases.items():
         dataset = {"name": "npz" if options else "cifar10", "options": options}
-        config = external_config(kind, model, source, dataset)
+        typed = external_config(kind, model, source, dataset)
+        config = typed.to_json()
         out[kind] = f"eval-{config['model']}-{dataset['name']}-{config_hash(config)}"
-        transfer = default_transfer(config)
+        assert typed.run_id == out[kind]
+        transfer = default_transfer(typed).to_json()
         train = {**transfer["train"], "select_on": "val"}
         for s in transfer["surrogates"]:
             out[f"{kind}/surrogate/{s}"] = surrogate_run(s, config["dataset"], train).run_id
