@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ from harness.fast import FastPath
 from harness.progress import image_bar
 
 SELECT_ON = ("val", "test")
+
+# One frozen network, none, or one per role of a multi-teacher method (``Method.teacher_roles``).
+Teachers = nn.Module | Mapping[str, nn.Module] | None
 
 
 @dataclass
@@ -94,9 +97,28 @@ def _scheduler(
     )
 
 
+def frozen_teachers(teacher: Teachers, method: Any) -> list[nn.Module]:
+    """The networks in ``teacher``: one, none, or one per role for a method with
+    ``teacher_roles`` (then ``teacher`` must map exactly those roles to networks)."""
+    roles = tuple(getattr(method, "teacher_roles", ()))
+    if roles:
+        if not isinstance(teacher, Mapping) or sorted(teacher) != sorted(roles):
+            given = sorted(teacher) if isinstance(teacher, Mapping) else "one network"
+            raise UserError(f"method needs one teacher per role {', '.join(roles)}, got {given}")
+        return list(teacher.values())
+    if isinstance(teacher, Mapping):
+        raise UserError(f"method takes one teacher, got roles {', '.join(sorted(teacher))}")
+    return [] if teacher is None else [teacher]
+
+
+def _lr_scale(sched: torch.optim.lr_scheduler.LRScheduler) -> float:
+    """The schedule's current factor: the first group's lr over its initial lr."""
+    return sched.get_last_lr()[0] / sched.base_lrs[0]
+
+
 def prepare(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teachers,
     method: Any,
     first_x: torch.Tensor,
     cfg: TrainConfig,
@@ -105,16 +127,18 @@ def prepare(
     device: torch.device,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form, the teacher frozen (attacks need gradients w.r.t. inputs only), the
+    fast path's form, the teachers frozen (attacks need gradients w.r.t. inputs only), the
     method set up on a first batch. Shared with ``benchmarks/throughput.py``."""
     student.to(device)
     method.to(device)
-    if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
+    teachers = frozen_teachers(teacher, method)
+    for net in teachers:
+        net.to(device).eval().requires_grad_(False)
     method.reseed(derive_seed(cfg.seed, "setup"))
     method.setup(student, teacher, first_x)
     fast.prepare(student)
-    fast.prepare(teacher)
+    for net in teachers:
+        fast.prepare(net)
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -147,7 +171,7 @@ class EpochSums:
 
 def train_steps(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teachers,
     method: Any,
     opt: torch.optim.Optimizer,
     stream: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -193,7 +217,7 @@ def train(
     cfg: TrainConfig,
     *,
     ckpt_dir: Path,
-    teacher: nn.Module | None = None,
+    teacher: Teachers = None,
     device: torch.device | str = "cpu",
     resume: bool = True,
     progress: bool = True,
@@ -240,6 +264,7 @@ def train(
         stream = batches(
             train_set, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
         )
+        method.start_epoch(epoch, lr_scale=_lr_scale(sched))
         epoch_sums = train_steps(
             student, teacher, method, opt, stream,
             epoch=epoch, fast=fast, device=device, on_batch=bar.update,
@@ -249,6 +274,7 @@ def train(
         n_seen = epoch_sums.images
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
+        method.end_epoch(epoch, lr_scale=_lr_scale(sched))  # its state goes into last.pt below
         seen += n_seen
         train_time = time.perf_counter() - t_epoch
 
