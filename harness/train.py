@@ -101,13 +101,20 @@ def frozen_teachers(teacher: Teachers, method: Any) -> list[nn.Module]:
     """The networks in ``teacher``: one, none, or one per role for a method with
     ``teacher_roles`` (then ``teacher`` must map exactly those roles to networks)."""
     roles = tuple(getattr(method, "teacher_roles", ()))
+    name = getattr(method, "registry_name", "") or type(method).__name__
     if roles:
-        if not isinstance(teacher, Mapping) or sorted(teacher) != sorted(roles):
-            given = sorted(teacher) if isinstance(teacher, Mapping) else "one network"
-            raise UserError(f"method needs one teacher per role {', '.join(roles)}, got {given}")
+        given = sorted(teacher) if isinstance(teacher, Mapping) else None
+        if given != sorted(roles):
+            got = "no teacher" if teacher is None else "one network"
+            got = f"roles {', '.join(given) or '(none)'}" if given is not None else got
+            raise UserError(
+                f"method {name!r} needs one teacher per role ({', '.join(roles)}), got {got}"
+            )
         return list(teacher.values())
     if isinstance(teacher, Mapping):
-        raise UserError(f"method takes one teacher, got roles {', '.join(sorted(teacher))}")
+        raise UserError(
+            f"method {name!r} takes one teacher, not one per role ({', '.join(sorted(teacher))})"
+        )
     return [] if teacher is None else [teacher]
 
 
