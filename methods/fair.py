@@ -134,7 +134,7 @@ class FairReweighting:
 
 @register_method("fair-ard")
 class FairARD(FairReweighting, ARD):
-    """Fair-ARD: Yue et al., "Revisiting Adversarial Robustness Distillation from the
+    """Fair-ARD (fair-ard): Yue et al., "Revisiting Adversarial Robustness Distillation from the
     Perspective of Robust Fairness", NeurIPS 2023; ARD with class-wise weights."""
 
     defaults = {**ARD.defaults, **FAIR_DEFAULTS}
@@ -143,7 +143,7 @@ class FairARD(FairReweighting, ARD):
 
 @register_method("fair-rslad")
 class FairRSLAD(FairReweighting, RSLAD):
-    """Fair-RSLAD: Yue et al., "Revisiting Adversarial Robustness Distillation from the
+    """Fair-RSLAD (fair-rslad): Yue et al., "Revisiting Adversarial Robustness Distillation from the
     Perspective of Robust Fairness", NeurIPS 2023; RSLAD with class-wise weights."""
 
     defaults = {**RSLAD.defaults, **FAIR_DEFAULTS, "fair_eps": 0.0}
@@ -152,7 +152,7 @@ class FairRSLAD(FairReweighting, RSLAD):
 
 @register_method("fair-mtard")
 class FairMTARD(FairReweighting, MTARD):
-    """Fair-MTARD: Yue et al., "Revisiting Adversarial Robustness Distillation from the
+    """Fair-MTARD (fair-mtard): Yue et al., "Revisiting Adversarial Robustness Distillation from the
     Perspective of Robust Fairness", NeurIPS 2023; MTARD with class-wise weights."""
 
     defaults = {**MTARD.defaults, **FAIR_DEFAULTS, "nat_target": "robust_adv"}
@@ -161,7 +161,7 @@ class FairMTARD(FairReweighting, MTARD):
 
 @register_method("fair-iad")
 class FairIAD(FairReweighting, IAD):
-    """Fair-IAD: Yue et al., "Revisiting Adversarial Robustness Distillation from the
+    """Fair-IAD (fair-iad): Yue et al., "Revisiting Adversarial Robustness Distillation from the
     Perspective of Robust Fairness", NeurIPS 2023; IAD with class-wise weights, in
     Fair-IAD.py's loop."""
 
