@@ -429,3 +429,79 @@ def test_peeraid_attack_targets_the_peer_in_eval_mode(nets):
     (g,) = torch.autograd.grad(kl_entries(p, log_softmax(S(s))).sum(), s)
     expected = torch.min(torch.max(start + 0.01 * g.sign(), x - 0.03), x + 0.03).clamp(0, 1)
     torch.testing.assert_close(x_adv, expected, rtol=0, atol=1e-12)
+
+
+# -- the contract ---------------------------------------------------------------------------------
+BEYOND = ["mtard", "fair-mtard", "fair-ard", "fair-iad", "fair-rslad", "absld", "peeraid"]
+
+
+class BNMLP(MLP):
+    """The MLP with a BatchNorm1d whose mode can differ from its parent's."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed)
+        self.bn = torch.nn.BatchNorm1d(6)
+        self.double()
+
+    def forward_features(self, x):
+        return torch.tanh(self.bn(self.fc1(x.flatten(1))))
+
+
+def contract_setup(name, seed=0, setup=True):
+    S = BNMLP(0)
+    m = harness.create_method(name, steps=3)
+    if m.teacher_roles:
+        teacher = {"natural": MLP(2).double(), "robust": MLP(1, scale=1.5).double()}
+    else:
+        teacher = MLP(1, scale=1.5).double() if m.needs_teacher else None
+    x, _, y = make_batch(seed)
+    x[:, 0, 0, :2] = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    if setup:
+        m.setup(S, teacher, x)
+    return S, teacher, m, x, y
+
+
+def all_nets(S, teacher, m):
+    nets = [S, *m.modules()]
+    if isinstance(teacher, dict):
+        return nets + list(teacher.values())
+    return nets + ([teacher] if teacher is not None else [])
+
+
+def modes(nets):
+    return [(i, name, mod.training) for i, n in enumerate(nets) for name, mod in n.named_modules()]
+
+
+@pytest.mark.parametrize("name", BEYOND)
+@pytest.mark.parametrize("s_train", [True, False])
+def test_attack_and_loss_keep_modes_and_leave_no_gradients(name, s_train):
+    S, teacher, m, x, y = contract_setup(name)
+    nets = all_nets(S, teacher, m)
+    S.train(s_train)
+    S.bn.train(not s_train)  # a submodule whose flag differs from its parent's
+    before = modes(nets)
+    x0 = x.clone()
+    x_adv = m.perturb(S, teacher, x, y)
+    assert modes(nets) == before and torch.equal(x, x0)
+    assert not x_adv.requires_grad and x_adv.grad_fn is None and (x_adv != x).any()
+    assert (x_adv - x).abs().max() <= 8 / 255 + 1e-9 and 0 <= x_adv.min() <= x_adv.max() <= 1
+    assert all(p.grad is None for net in nets for p in net.parameters())
+    loss, _ = m.loss(S, teacher, x, x_adv, y)
+    assert modes(nets) == before and loss.dim() == 0 and torch.isfinite(loss)
+
+
+@pytest.mark.parametrize("name", BEYOND)
+def test_reseed_reproduces_and_the_global_rng_is_untouched(name):
+    S, teacher, m, x, y = contract_setup(name, setup=False)  # building the nets draws
+    rng = torch.get_rng_state()
+    m.setup(S, teacher, x)  # PeerAiD's peer: initialised from the method's own seed
+    m.reseed(11)
+    a = m.perturb(S, teacher, x, y)
+    m.reseed(11)
+    b = m.perturb(S, teacher, x, y)
+    m.reseed(12)
+    c = m.perturb(S, teacher, x, y)
+    m.loss(S, teacher, x, a, y)
+    m.end_epoch(0)
+    assert torch.equal(rng, torch.get_rng_state())
+    assert torch.equal(a, b) and not torch.equal(a, c)
