@@ -24,12 +24,12 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from harness.compat import resolve_device  # noqa: E402
-from harness.errors import run_script  # noqa: E402
-from harness.executors import run_local  # noqa: E402
-from harness.fast import FastPath  # noqa: E402
-from harness.grid import load_grid  # noqa: E402
-from harness.store import Store  # noqa: E402
+from harness.execution.executors import run_local  # noqa: E402
+from harness.grid.load import load_grid  # noqa: E402
+from harness.store.store import Store  # noqa: E402
+from harness.training.fast import FastPath  # noqa: E402
+from harness.utils.compat import resolve_device  # noqa: E402
+from harness.utils.errors import run_script  # noqa: E402
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -62,7 +62,8 @@ def train_both(args: argparse.Namespace) -> tuple[dict[str, dict[int, dict[str, 
     for spec in settings.values():  # both typos caught before the first run trains
         FastPath.parse(spec, device)
     grid = load_grid(args.grid, method=args.method, student=args.student, epochs=args.epochs,
-                     teacher_epochs=args.epochs, seeds=args.seeds)  # fmt: skip
+                     teacher_epochs=args.epochs, seeds=args.seeds,
+                     dataset=args.dataset)  # fmt: skip
     accuracies: dict[str, dict[int, dict[str, float]]] = {}
     n_test = 0
     for label, spec in settings.items():
@@ -120,6 +121,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--grid", default="cifar10-mini")
     p.add_argument("--method", default="dgad")
     p.add_argument("--student", help="override the grid's student")
+    p.add_argument("--dataset", help="override the grid's data set (npz:FILE for an .npz)")
     p.add_argument("--epochs", type=int, help="shorter schedule (teacher included)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--fast", default="auto")

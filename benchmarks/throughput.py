@@ -3,10 +3,14 @@ side in one process and one run; then the evaluation suite's wall time on a fixe
 
     python benchmarks/throughput.py                      # full sizes on CUDA, small on CPU
     python benchmarks/throughput.py --size small --methods dgad pgd-at
+    python benchmarks/throughput.py --fast auto auto,-compile   # compile on and off
     python benchmarks/throughput.py --eval-checkpoint best.pt --eval-data npz:cifar10_mini.npz
+    python benchmarks/throughput.py --eval-only --eval-attacks autoattack --eval-images 500
 
-(a) ``harness``: the trainer's own code (:func:`harness.train.prepare` and
-:func:`harness.train.train_steps`) under the fast path (``--fast``, default ``auto``).
+(a) ``harness``: the trainer's own code (:func:`harness.training.train.prepare` and
+:func:`harness.training.train.train_steps`) under the fast path (``--fast``, default
+``auto``; several settings give one row each, against the same reference measurement), with what
+``torch.compile`` compiled and whether any call fell back to eager.
 (b) ``reference``: the loop of the methods' official repositories: fp32, NCHW, a
 ``torch.utils.data.DataLoader`` whose workers apply torchvision's PIL transforms
 (RandomCrop(32, padding=4), RandomHorizontalFlip, ToTensor), a plain per-tensor SGD, and
@@ -19,9 +23,10 @@ not depend on what the pictures show. FLOPs per image come from
 ``torch.utils.flop_counter`` on one step; with ``--peak-tflops`` (default: the GPU's bf16 dense
 peak when known) the table gives the fraction of peak reached.
 
-Evaluation: clean, PGD-10, CW2 and AutoAttack (standard) through the harness's attacks, fp32, on
-``--eval-images`` images of ``--eval-data`` (random images by default) for the first student
-(random weights, or ``--eval-checkpoint``). Labels are the model's own clean predictions, so
+Evaluation: clean, PGD-10, CW2 and AutoAttack (standard) through the harness's attacks, in true
+fp32 (TF32 off, as the harness evaluates), on ``--eval-images`` images of ``--eval-data``
+(random images by default) for the first student (random weights, or ``--eval-checkpoint``),
+with the time extrapolated to 10,000 images. Labels are the model's own clean predictions, so
 every image is attacked; on an untrained model the attacks succeed at once, so its AutoAttack
 time is a lower bound: time a trained checkpoint for a real number.
 
@@ -51,13 +56,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import harness  # noqa: E402
-from harness.compat import import_torchvision, load_checkpoint, resolve_device  # noqa: E402
+from harness.attacks.base import build_attack  # noqa: E402
 from harness.data import ArraySet, batches  # noqa: E402
-from harness.errors import run_script  # noqa: E402
-from harness.evaluate import build_attack, correct_mask  # noqa: E402
-from harness.fast import FastPath  # noqa: E402
-from harness.suites import PRESETS, resolve  # noqa: E402
-from harness.train import TrainConfig, prepare, train_steps  # noqa: E402
+from harness.evaluation.evaluate import correct_mask  # noqa: E402
+from harness.grid.suites import PRESETS, resolve  # noqa: E402
+from harness.training.compiling import RunCompiler  # noqa: E402
+from harness.training.fast import FastPath  # noqa: E402
+from harness.training.train import TrainConfig, prepare, train_steps  # noqa: E402
+from harness.utils.compat import import_torchvision, load_checkpoint, resolve_device  # noqa: E402
+from harness.utils.determinism import true_fp32  # noqa: E402
+from harness.utils.errors import run_script  # noqa: E402
 
 SIZES: dict[str, dict[str, Any]] = {
     "full": {
@@ -79,9 +87,20 @@ SIZES: dict[str, dict[str, Any]] = {
 }
 EVAL_ATTACKS = ["clean", "pgd10", "cw2", "autoattack"]
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255}
-#: Dense bf16 tensor-core peaks (TFLOP/s) from the vendors' data sheets, by name fragment.
-BF16_PEAK_TFLOPS = {"H100 SXM": 989.0, "H100 80GB HBM3": 989.0, "H100 PCIe": 756.0,
-                    "H100 NVL": 835.0, "H200": 989.0, "A100": 312.0}  # fmt: skip
+#: Dense bf16 tensor-core peaks (TFLOP/s) by a fragment of ``torch.cuda.get_device_name``, the
+#: most specific first. NVIDIA's H100 and H200 datasheets give bf16 with 2:4 sparsity, dense is
+#: half: H100 SXM 1,979 ("NVIDIA H100 80GB HBM3"), H100 NVL 1,671, H100 PCIe 1,513; H200 SXM
+#: 1,979 ("NVIDIA H200"), H200 NVL 1,671 ("NVIDIA H200 NVL": lower clocks and power, so a lower
+#: peak from the same chip). The A100 datasheet gives 312 dense.
+BF16_PEAK_TFLOPS: tuple[tuple[str, float], ...] = (
+    ("H200 NVL", 835.5),
+    ("H200", 989.5),
+    ("H100 NVL", 835.5),
+    ("H100 PCIe", 756.5),
+    ("H100 SXM", 989.5),
+    ("H100 80GB HBM3", 989.5),
+    ("A100", 312.0),
+)
 
 
 def synthetic_set(n: int, image_size: int = 32, seed: int = 0) -> ArraySet:
@@ -120,17 +139,24 @@ def peak_gib(device: torch.device) -> float | None:
 
 # -- (a) the harness -----------------------------------------------------------------------------
 def time_harness(
-    method_name: str, pair: tuple[str, str], args: argparse.Namespace, device: torch.device
+    method_name: str,
+    pair: tuple[str, str],
+    args: argparse.Namespace,
+    device: torch.device,
+    spec: str = "auto",
 ) -> dict[str, Any]:
     student, teacher = build(pair[0], 0), build(pair[1], 1)
     method = make_method(method_name, args)
-    fast = FastPath.parse(args.fast, device)
+    fast = FastPath.parse(spec, device)
     bs = args.batch_size
     data = synthetic_set(bs * (args.warmup + args.steps))
     data = data.to(device) if fast.resident else data
     cfg = TrainConfig(epochs=1, batch_size=bs, milestones=[], seed=0)
     first_x, _ = next(batches(data, bs, device=device))
-    opt = prepare(student, teacher, method, first_x, cfg, fast=fast, device=device)
+    compiler = RunCompiler() if fast.compile else None
+    opt = prepare(
+        student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
+    )
     student.train()
     method.train()
 
@@ -152,6 +178,8 @@ def time_harness(
         "images_per_s": sums.images / seconds,
         "peak_gib": peak_gib(device),
         "fast_path": str(fast),
+        "setting": spec,
+        "compile": compiler.record().as_dict() if compiler is not None else None,
     }
 
 
@@ -301,13 +329,17 @@ def time_evaluation(args: argparse.Namespace, device: torch.device) -> list[dict
         reset_peak(device)
         sync(device)
         t0 = time.perf_counter()
-        mask = correct_mask(model, data, attack, batch_size=args.eval_batch_size, device=device)
+        with true_fp32():
+            bs = args.eval_batch_size
+            mask = correct_mask(model, data, attack, batch_size=bs, device=device)
         sync(device)
+        seconds = time.perf_counter() - t0
         rows.append(
             {
                 "attack": name,
                 "images": len(data),
-                "seconds": time.perf_counter() - t0,
+                "seconds": seconds,
+                "seconds_per_10k": seconds * 10_000 / len(data),
                 "accuracy": float(mask.float().mean()),
                 "peak_gib": peak_gib(device),
             }
@@ -334,47 +366,59 @@ def environment(device: torch.device) -> dict[str, Any]:
     return env
 
 
+def peak_for(gpu_name: str) -> float | None:
+    """The dense bf16 peak of a GPU by its name (None when unknown)."""
+    return next((v for k, v in BF16_PEAK_TFLOPS if k in gpu_name), None)
+
+
 def default_peak(device: torch.device) -> float | None:
     if device.type != "cuda":
         return None
-    name = torch.cuda.get_device_name(device)
-    return next((v for k, v in BF16_PEAK_TFLOPS.items() if k in name), None)
+    return peak_for(torch.cuda.get_device_name(device))
+
+
+def _compiled(result: dict[str, Any]) -> str:
+    record = result.get("compile")
+    if not record:
+        return "–"
+    return f"{record['graphs']}" + (" FELL BACK" if record["fell_back"] else "")
 
 
 def markdown(report: dict[str, Any]) -> str:
     env, cfg = report["environment"], report["config"]
     where = env["gpu"] or f"CPU ({env['threads']} threads)"
-    resolved = report["training"][0]["harness"]["fast_path"] if report["training"] else "-"
     lines = [
         f"Training throughput on {where}, torch {env['torch']}, {env['date']}; batch "
         f"{cfg['batch_size']}, {cfg['steps']} timed steps after {cfg['warmup']}; harness fast "
-        f"path: {cfg['fast']} (here: {resolved}).",
+        f"path settings: {', '.join(cfg['fast'])}.",
         "",
-        "| method | student ← teacher | harness img/s | reference img/s | speed-up | epoch (50k) "
-        "| GFLOP/img | % of peak | peak GiB (harness / ref) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| method | student ← teacher | fast path | harness img/s | reference img/s | speed-up "
+        "| epoch (50k) | GFLOP/img | % of peak | graphs compiled | peak GiB (harness / ref) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in report["training"]:
-        frac = f"{100 * r['fraction_of_peak']:.1f}" if r.get("fraction_of_peak") else "–"
-        mem = " / ".join(f"{v:.1f}" if v is not None else "–" for v in
-                         (r["harness"]["peak_gib"], r["reference"]["peak_gib"]))  # fmt: skip
-        lines.append(
-            f"| {r['method']} | {r['student']} ← {r['teacher']} "
-            f"| {r['harness']['images_per_s']:.1f} | {r['reference']['images_per_s']:.1f} "
-            f"| {r['speedup']:.2f}× | {r['epoch_s_50k']:.0f} s | {r['gflop_per_image']:.3g} "
-            f"| {frac} | {mem} |"
-        )
+        for v in r["variants"]:
+            frac = f"{100 * v['fraction_of_peak']:.1f}" if v.get("fraction_of_peak") else "–"
+            mem = " / ".join(f"{x:.1f}" if x is not None else "–" for x in
+                             (v["peak_gib"], r["reference"]["peak_gib"]))  # fmt: skip
+            lines.append(
+                f"| {r['method']} | {r['student']} ← {r['teacher']} | {v['setting']} "
+                f"({v['fast_path']}) | {v['images_per_s']:.1f} "
+                f"| {r['reference']['images_per_s']:.1f} | {v['speedup']:.2f}× "
+                f"| {v['epoch_s_50k']:.0f} s | {r['gflop_per_image']:.3g} | {frac} "
+                f"| {_compiled(v)} | {mem} |"
+            )
     if report["evaluation"]:
         lines += [
             "",
-            "| attack | images | seconds | accuracy | peak GiB |",
-            "|---|---|---|---|---|",
+            "| attack | images | seconds | per 10,000 images | accuracy | peak GiB |",
+            "|---|---|---|---|---|---|",
         ]
         for r in report["evaluation"]:
             mem = f"{r['peak_gib']:.1f}" if r["peak_gib"] is not None else "–"
             lines.append(
-                f"| {r['attack']} | {r['images']} | {r['seconds']:.1f} | {r['accuracy']:.3f} "
-                f"| {mem} |"
+                f"| {r['attack']} | {r['images']} | {r['seconds']:.1f} "
+                f"| {r['seconds_per_10k'] / 60:.1f} min | {r['accuracy']:.3f} | {mem} |"
             )
     return "\n".join(lines) + "\n"
 
@@ -388,11 +432,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--steps", type=int)
     p.add_argument("--warmup", type=int)
-    p.add_argument("--fast", default="auto", help="the harness's fast path (see bench run)")
+    p.add_argument(
+        "--fast", nargs="+", default=["auto"], help="harness fast path settings (see bench run)"
+    )
     p.add_argument(
         "--attack-steps", type=int, help="inner-maximisation steps (default: each method's own)"
     )
     p.add_argument("--ref-workers", type=int, default=4, help="reference DataLoader workers")
+    p.add_argument("--eval-only", action="store_true", help="time the evaluation alone")
     p.add_argument("--eval-attacks", nargs="*", default=EVAL_ATTACKS, choices=sorted(PRESETS))
     p.add_argument("--eval-images", type=int)
     p.add_argument("--eval-batch-size", type=int)
@@ -402,46 +449,64 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = p.parse_args(argv)
     device = resolve_device(args.device)
+    for spec in args.fast:  # every typo caught before anything is timed
+        FastPath.parse(spec, device)
     size = SIZES[args.size or ("full" if device.type == "cuda" else "small")]
     for key, value in size.items():
         if getattr(args, key, None) is None:
             setattr(args, key, value)
     args.pairs = [tuple(p.split(":")) for p in args.pairs]
     args.methods = args.methods or sorted(m for m in harness.list_methods() if m != "natural")
+    if args.eval_only:
+        args.methods = []
     args.device = device
     return args
+
+
+def time_method(
+    method: str, pair: tuple[str, str], args: argparse.Namespace, peak: float | None
+) -> dict[str, Any]:
+    """One training row: the harness under each fast-path setting, the reference loop once."""
+    device = args.device
+    variants = [time_harness(method, pair, args, device, spec) for spec in args.fast]
+    ref = time_reference(method, pair, args, device)
+    flop = flops_per_image(method, pair, args, device)
+    for v in variants:
+        achieved = flop * v["images_per_s"] / 1e12
+        v.update(
+            speedup=v["images_per_s"] / ref["images_per_s"],
+            epoch_s_50k=50_000 / v["images_per_s"],
+            achieved_tflops=achieved,
+            fraction_of_peak=achieved / peak if peak else None,
+        )
+        print(
+            f"{method} {pair[0]}<-{pair[1]} [{v['setting']}]: harness "
+            f"{v['images_per_s']:.1f} img/s, reference {ref['images_per_s']:.1f} img/s "
+            f"({v['speedup']:.2f}x); compiled: {_compiled(v)}",
+            flush=True,
+        )
+    first = variants[0]
+    return {
+        "method": method,
+        "student": pair[0],
+        "teacher": pair[1],
+        "harness": first,
+        "reference": ref,
+        "variants": variants,
+        "gflop_per_image": flop / 1e9,
+        **{k: first[k] for k in ("speedup", "epoch_s_50k", "achieved_tflops", "fraction_of_peak")},
+    }
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     device = args.device
     peak = args.peak_tflops or default_peak(device)
-    training = []
-    for student, teacher in args.pairs:
-        for method in args.methods:
-            pair = (student, teacher)
-            ours = time_harness(method, pair, args, device)
-            ref = time_reference(method, pair, args, device)
-            flop = flops_per_image(method, pair, args, device)
-            achieved = flop * ours["images_per_s"] / 1e12
-            row = {
-                "method": method,
-                "student": student,
-                "teacher": teacher,
-                "harness": ours,
-                "reference": ref,
-                "speedup": ours["images_per_s"] / ref["images_per_s"],
-                "epoch_s_50k": 50_000 / ours["images_per_s"],
-                "gflop_per_image": flop / 1e9,
-                "achieved_tflops": achieved,
-                "fraction_of_peak": achieved / peak if peak else None,
-            }
-            training.append(row)
-            print(
-                f"{method} {student}<-{teacher}: harness {ours['images_per_s']:.1f} img/s, "
-                f"reference {ref['images_per_s']:.1f} img/s ({row['speedup']:.2f}x)",
-                flush=True,
-            )
+    training = [
+        time_method(method, (student, teacher), args, peak)
+        for student, teacher in args.pairs
+        for method in args.methods
+    ]
     report = {
         "environment": environment(device),
         "config": {k: getattr(args, k) for k in ("batch_size", "steps", "warmup", "attack_steps",

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from harness.errors import TrainingDiverged, UserError
 from harness.registry import ATTACKS, DATASETS, METHODS, MODELS
+from harness.utils.errors import TrainingDiverged, UserError
 
 __version__ = "0.1.0"
 

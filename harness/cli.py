@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from harness.errors import UserError, one_line
+from harness.utils.errors import UserError, one_line
 
 STORE = click.option(
     "--store",
@@ -75,7 +75,7 @@ def grid_options(func: Any) -> Any:
 
 def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any) -> Any:
     """The grid with the cells the flags select (``seeds`` empty: the grid's own)."""
-    from harness.grid import load_grid
+    from harness.grid.load import load_grid
 
     return load_grid(grid_name, seeds=list(seeds) or None, **selection)
 
@@ -101,6 +101,12 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
     help="Training fast path: auto (all on CUDA, off on CPU), off, all, or switches "
     "resident,amp,channels_last,compile,fused applied in order, e.g. auto,-compile. "
     "Env: BENCH_FAST.",
+)
+@click.option(
+    "--deterministic",
+    is_flag=True,
+    help="Bit-repeatable training on one GPU (cuDNN/cuBLAS/Inductor deterministic; slower). "
+    "The grid's 'deterministic = true' asks for it too.",
 )
 @click.option(
     "--executor",
@@ -129,6 +135,7 @@ def run(
     resume: bool,
     progress: bool,
     fast: str,
+    deterministic: bool,
     executor: str,
     workers: int,
     partition: str | None,
@@ -139,14 +146,19 @@ def run(
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
-    from harness.compat import resolve_device
-    from harness.executors import run_local, run_submitit, slurm_parameters
-    from harness.fast import FastPath
-    from harness.leaderboard import leaderboard_markdown
-    from harness.store import Store
+    from harness.execution.executors import run_local, run_submitit, slurm_parameters
+    from harness.publishing.leaderboard import leaderboard_markdown
+    from harness.store.store import Store
+    from harness.training.fast import FastPath
+    from harness.utils.compat import resolve_device
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
     grid = load_selected(**selection)
+    deterministic = deterministic or grid.deterministic
+    if deterministic:
+        from harness.utils.determinism import request_cublas_workspace
+
+        request_cublas_workspace()  # before CUDA starts, here and in every worker
     st = Store(store)
     if executor != "local":
         params = slurm_parameters(
@@ -168,6 +180,7 @@ def run(
             data_root=data_root,
             echo=click.echo,
             fast=fast,
+            deterministic=deterministic,
         )
         click.echo(
             f"{len(jobs)} job(s) submitted; follow them with: bench status --grid "
@@ -183,7 +196,7 @@ def run(
     n_teachers = len({r.needs for r in grid.runs if r.needs})
     click.echo(
         f"grid {grid.name}: {n_teachers} teacher run(s), {len(grid.runs)} run(s) on {dev} "
-        f"(fast path: {FastPath.parse(fast, dev)})"
+        f"(fast path: {FastPath.parse(fast, dev)}{', deterministic' if deterministic else ''})"
     )
     outcome = run_local(
         grid,
@@ -195,6 +208,7 @@ def run(
         workers=workers,
         echo=click.echo,
         fast=fast,
+        deterministic=deterministic,
     )
     path = _write_leaderboard(st, grid.name, leaderboard_markdown(st, grid.name))
     click.echo(", ".join(f"{n} {k}" for k, n in sorted(outcome.items())))
@@ -204,7 +218,7 @@ def run(
 
 
 def _write_leaderboard(store: Any, grid: str, text: str) -> Path:
-    from harness.checkpoints import write_text_atomic
+    from harness.utils.atomic import write_text_atomic
 
     path = Path(store.root) / "leaderboards" / f"{grid}.md"
     write_text_atomic(text, path)
@@ -215,7 +229,7 @@ def _write_leaderboard(store: Any, grid: str, text: str) -> Path:
 @grid_options
 def status(store: str, **selection: Any) -> None:
     """Done / running / interrupted / failed / pending, per cell of a grid."""
-    from harness.status import status_table
+    from harness.execution.status import status_table
 
     click.echo(status_table(load_selected(**selection), store))
 
@@ -231,7 +245,7 @@ def status(store: str, **selection: Any) -> None:
 )
 def plan(store: str, throughput: str | None, **selection: Any) -> None:
     """The runs of a grid, their projected GPU-hours and the commands that run them."""
-    from harness.status import plan_table
+    from harness.execution.status import plan_table
 
     default = Path("benchmarks/results/throughput.json")
     if throughput is None and default.is_file():
@@ -243,7 +257,7 @@ def plan(store: str, throughput: str | None, **selection: Any) -> None:
 @grid_options
 def teachers(store: str, **selection: Any) -> None:
     """What each teacher of a grid is, where it comes from, and whether it is ready."""
-    from harness.status import teachers_table
+    from harness.execution.status import teachers_table
 
     click.echo(teachers_table(load_selected(**selection), store))
 
@@ -257,7 +271,7 @@ def store_group() -> None:
 @STORE
 def store_check(store: str) -> None:
     """Verify that the index agrees with the run directories (exit 1 if not)."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     st = Store(store)
     for run_id in st.heal():
@@ -274,7 +288,7 @@ def store_check(store: str) -> None:
 @STORE
 def store_rebuild(store: str) -> None:
     """Recreate the index from the run directories (the source of truth)."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     click.echo(f"indexed {Store(store).rebuild_index(echo=click.echo)} run(s)")
 
@@ -285,7 +299,7 @@ def store_rebuild(store: str) -> None:
 def list_(kind: str, pattern: str | None) -> None:
     """List registered methods, models, datasets, attacks, or the available grids."""
     import harness
-    from harness.grid import list_grids
+    from harness.grid.load import list_grids
     from harness.registry import METHODS
 
     names = list_grids() if kind == "grids" else getattr(harness, f"list_{kind}")(pattern)
@@ -300,7 +314,7 @@ def list_(kind: str, pattern: str | None) -> None:
 @STORE
 def show(run_ref: str, store: str) -> None:
     """Show one run: its config, status, metrics and files (RUN_REF: id or unique prefix)."""
-    from harness.store import Store
+    from harness.store.store import Store
 
     st = Store(store)
     run_id = st.resolve(run_ref)
@@ -342,14 +356,14 @@ def show(run_ref: str, store: str) -> None:
 @click.option("--output", type=click.Path(dir_okay=False), help="Write to this file.")
 def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> None:
     """A grid's leaderboard: one table per (data set, teacher, student), from the store."""
-    from harness import leaderboard as lb
-    from harness.grid import grid_path
-    from harness.store import Store
+    from harness.grid.load import grid_path
+    from harness.publishing import leaderboard as lb
+    from harness.store.store import Store
 
     name = grid_path(grid_name).stem
     tables = lb.leaderboard_tables(Store(store), name)
     if fmt == "html":
-        from harness.html import render_html
+        from harness.publishing.html import render_html
 
         text = render_html(tables, name)
     else:
@@ -359,7 +373,7 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
             "latex": lambda: lb.to_latex(tables),
         }[fmt]()
     if output:
-        from harness.checkpoints import write_text_atomic
+        from harness.utils.atomic import write_text_atomic
 
         write_text_atomic(text, Path(output))  # an OSError becomes one line naming the file
         click.echo(f"leaderboard written to {output}")
@@ -406,8 +420,8 @@ def eval_(
     progress: bool,
 ) -> None:
     """Evaluate a stored run, a checkpoint file or a RobustBench model (resumable)."""
-    from harness.compat import resolve_device
-    from harness.external import evaluate_target
+    from harness.execution.external import evaluate_target
+    from harness.utils.compat import resolve_device
 
     rows = evaluate_target(
         target,
@@ -468,8 +482,8 @@ def report(
     paper: str, table_id: str | None, all_tables: bool, missing: bool, store: str, fmt: str
 ) -> None:
     """A paper's tables beside ours: ours / paper (ours − paper) per cell, from the store."""
-    from harness.report import build_reports, missing_commands, report_markdown
-    from harness.store import Store
+    from harness.publishing.report import build_reports, missing_commands, report_markdown
+    from harness.store.store import Store
 
     if table_id is not None and all_tables:
         raise UserError("give --table N or --all, not both")

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from importlib.metadata import entry_points
 from typing import Any
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 
 class Registry:

@@ -7,9 +7,9 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
-from harness.checkpoints import write_text_atomic
-from harness.errors import UserError
 from harness.registry import METHODS
+from harness.utils.atomic import write_text_atomic
+from harness.utils.errors import UserError
 
 NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 MAX_NAME = 64  # its files (test_method_NAME.py, and their temporary names) must fit in 255 bytes

@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.modes import eval_mode
+from harness.utils.modes import eval_mode
 from methods.base import Method, Teachers, register_method
 from methods.common import full_precision, kl, smoothed_kl, teacher_outputs
 

@@ -21,7 +21,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.modes import eval_mode
+from harness.utils.modes import eval_mode
 from methods.base import Method, register_method
 from methods.common import REDUCTIONS, forward_both, full_precision, kl, kl_logits
 

@@ -48,9 +48,9 @@ from torch import Tensor, nn
 
 from harness.attacks.linf import check_eps
 from harness.attacks.pgd import pgd_maximize
-from harness.config import coerce
-from harness.errors import UserError
 from harness.registry import METHODS
+from harness.utils.errors import UserError
+from harness.utils.values import coerce
 
 THREAT_DEFAULTS: dict[str, Any] = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.attacks.pgd import ce_sum
-from harness.modes import set_mode
+from harness.utils.modes import set_mode
 
 REDUCTIONS = ("batchmean", "elementwise", "sum", "none")
 LOW_PRECISION = (torch.bfloat16, torch.float16)

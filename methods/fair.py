@@ -51,7 +51,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.modes import eval_mode
+from harness.utils.modes import eval_mode
 from methods.ard import ARD
 from methods.base import Teachers, register_method
 from methods.common import bn_passes, teacher_outputs

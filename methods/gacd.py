@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.models import features
-from harness.modes import eval_mode
+from harness.utils.modes import eval_mode
 from methods.base import Method, register_method
 from methods.common import ce_attack, constants, full_precision, kl_logits
 

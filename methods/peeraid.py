@@ -50,8 +50,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.modes import eval_mode
 from harness.registry import MODELS
+from harness.utils.modes import eval_mode
 from methods.base import Method, Teachers, register_method
 from methods.common import bn_passes, constants, full_precision, kl, kl_logits
 

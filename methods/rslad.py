@@ -25,7 +25,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.modes import eval_mode
+from harness.utils.modes import eval_mode
 from methods.base import Method, register_method
 from methods.common import REDUCTIONS, full_precision, kl, teacher_outputs
 

@@ -103,8 +103,8 @@ def robustbench_utils(monkeypatch) -> ModuleType:
     """``robustbench.utils`` without the network: the installed one (its network-only imports
     stubbed where missing), else a stand-in with the names ``load_robustbench`` uses. Either
     way ``download_gdrive`` fails until a test replaces it."""
-    from harness.errors import UserError
     from harness.models.robustbench import _import_robustbench
+    from harness.utils.errors import UserError
 
     for dep in ("requests", "pkg_resources"):  # robustbench imports them; nothing here calls them
         if dep not in sys.modules and importlib.util.find_spec(dep) is None:
@@ -160,12 +160,12 @@ def import_advertorch() -> ModuleType:
     """advertorch 0.2.3's attacks, the library the DGAD authors evaluated with, or a skip.
 
     Two adapters make it importable on today's torch: torchvision through
-    :func:`harness.compat.import_torchvision`, and ``zero_gradients`` (removed from
+    :func:`harness.utils.compat.import_torchvision`, and ``zero_gradients`` (removed from
     ``torch.autograd.gradcheck``; only advertorch's FAB attack, unused here, calls it).
     """
     import pytest
 
-    from harness.compat import import_torchvision
+    from harness.utils.compat import import_torchvision
 
     if importlib.util.find_spec("advertorch") is None:
         pytest.skip("advertorch is not installed (make setup installs it)")

@@ -15,7 +15,7 @@ from torch import nn
 
 import harness
 from harness.attacks.autoattack import MISSING, AutoAttack
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 EPS = 8 / 255
 FAST = {"n_iter": 10, "n_target_classes": 3, "n_queries": 100}  # standard, cut down

@@ -12,7 +12,7 @@ from torch import nn
 
 import harness
 from harness.attacks.cw import CW2, cw_hinge, cw_success
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 CLASSES = 4
 

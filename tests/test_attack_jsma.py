@@ -11,7 +11,7 @@ from torch import nn
 import harness
 from harness.attacks import jsma
 from harness.attacks.jsma import JSMA, best_pairs
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 torchattacks = pytest.importorskip("torchattacks")
 

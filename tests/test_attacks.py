@@ -9,7 +9,7 @@ from torch import nn
 
 import harness
 from harness.attacks.pgd import cw_margin_sum, pgd_maximize
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 EPS = 8 / 255
 

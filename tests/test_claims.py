@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import claims
-from harness.claims import CLAIM, Claimed, ClaimLost, acquire
+from harness.store import claims
+from harness.store.claims import CLAIM, Claimed, ClaimLost, acquire
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -207,6 +207,6 @@ def test_four_processes_on_one_grid_train_every_run_once(tmp_path):
         assert stdout.count(f"run {run.name}\n") == 1
         assert not (run / CLAIM).exists()
     assert "claimed by" in stdout  # the others said why they skipped
-    from harness.store import Store
+    from harness.store.store import Store
 
     assert Store(store).check() == []

@@ -13,7 +13,7 @@ import torch
 
 import harness
 from harness.cli import main
-from harness.grid import GRID_DIR
+from harness.grid.load import GRID_DIR
 
 BENCH = [sys.executable, "-m", "harness.cli"]
 
@@ -153,7 +153,7 @@ def test_smoke_grid_end_to_end(tmp_path):
         str(store),
         "--no-progress",
     ]
-    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     assert done.returncode == 0, done.stderr
     assert "leaderboard written to" in done.stdout
     runs = sorted((store / "runs").iterdir())
@@ -169,7 +169,7 @@ def test_smoke_grid_end_to_end(tmp_path):
     assert (student / "checkpoints" / "best.pt").exists()
     board = (store / "leaderboards" / "smoke.md").read_text()
     assert "dgad" in board and "small-pgdat" in board
-    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=3600)
     assert again.returncode == 0 and again.stdout.count("skip ") == 2
     show = subprocess.run(
         [*BENCH, "show", "dgad", "--store", str(store)], capture_output=True, text=True, env=env

@@ -15,7 +15,6 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.compat import import_torchvision
 from harness.data import (
     ArraySet,
     DatasetSplits,
@@ -28,7 +27,8 @@ from harness.data import (
 )
 from harness.data import tinyimagenet as tiny_mod
 from harness.data.digits import digits_images
-from harness.errors import UserError
+from harness.utils.compat import import_torchvision
+from harness.utils.errors import UserError
 
 #: A real CIFAR-10 subset, kept outside the repository: named by $BENCH_CIFAR10_MINI.
 MINI = Path(os.environ.get("BENCH_CIFAR10_MINI") or "cifar10_mini.npz-not-given")
@@ -467,7 +467,7 @@ def test_npz_values_are_checked_before_any_run(tmp_path, case, capsys):
 def test_a_single_image_batch_is_refused_before_the_run(tmp_path):
     """BatchNorm cannot train on one image: a training set of 33 with batch_size 32 fails
     before the run starts, not in its last step."""
-    from harness.train import TrainConfig, check_trainable
+    from harness.training.train import TrainConfig, check_trainable
 
     path = tmp_path / "d.npz"
     np.savez(path, x_train=base_images(33), y_train=np.arange(33) % 2, x_test=base_images(2),

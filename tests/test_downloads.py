@@ -17,12 +17,12 @@ import torch
 from torch import nn
 
 import harness
-import harness.downloads
-from harness.downloads import fetch_url, sidecar, url_path
-from harness.errors import UserError
+import harness.utils.downloads
+from harness.execution.teachers import load_teacher
 from harness.models import load_robustbench
-from harness.store import Store
-from harness.teachers import load_teacher
+from harness.store.store import Store
+from harness.utils.downloads import fetch_url, sidecar, url_path
+from harness.utils.errors import UserError
 from tests.helpers import robustbench_utils
 
 NAME = "Tiny2099Offline"  # a zoo entry the tests add, so nothing real is ever fetched
@@ -47,7 +47,7 @@ def sha(data: bytes) -> str:
 def zoo(monkeypatch):
     """robustbench with one tiny cifar10/Linf entry whose "download" writes ``zoo.payload``."""
     utils = robustbench_utils(monkeypatch)
-    monkeypatch.setattr(harness.downloads, "_warned", set())  # warnings are once per process
+    monkeypatch.setattr(harness.utils.downloads, "_warned", set())  # warnings are once per process
     torch.manual_seed(0)
     source = tiny_zoo_net()
     entries = utils.all_models[utils.BenchmarkDataset("cifar10")][utils.ThreatModel("Linf")]

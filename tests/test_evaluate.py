@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-import harness.evaluate as ev
-import harness.transfer as tr
+import harness.evaluation.evaluate as ev
+import harness.evaluation.transfer as tr
 from harness.attacks.base import Attack
 from harness.data import ArraySet
 from harness.registry import ATTACKS

@@ -4,17 +4,25 @@ and what ``bench status`` / ``plan`` report."""
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 import torch
 
-from harness.errors import UserError
-from harness.executors import run_local, run_submitit, slurm_parameters
-from harness.grid import load_grid
+from harness.execution.executors import (
+    cpu_cores,
+    pin_worker,
+    run_local,
+    run_submitit,
+    slurm_parameters,
+    worker_devices,
+)
+from harness.execution.status import plan_table, run_state, status_table
+from harness.grid.load import load_grid
 from harness.registry import METHODS
-from harness.status import plan_table, run_state, status_table
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.errors import UserError
 from methods.base import Method
 
 FAST = """
@@ -91,12 +99,88 @@ def test_a_failing_run_does_not_stop_the_others(tmp_path, exploding_method):
 def test_parallel_workers(tmp_path):
     grid = load_grid(grid_file(tmp_path, students=["tiny_cnn", "small_cnn"]))
     store = Store(tmp_path / "store")
+    lines = []
     outcome = run_local(
-        grid, store, device=torch.device("cpu"), progress=False, workers=2, echo=lambda _: None
+        grid, store, device=torch.device("cpu"), progress=False, workers=2, echo=lines.append
     )
     assert outcome == {"complete": 2}
     assert set(store.frame("runs")["status"]) == {"complete"}
     assert len(store.frame("results")) == 2
+    for spec in grid.runs:  # each worker had its share of the cores; its lines came back
+        assert store.metrics(spec.run_id)["provenance"]["threads"] == max(1, cpu_cores() // 2)
+        assert f"run {spec.run_id}" in lines and any(
+            line.startswith(f"done {spec.run_id}: clean ") for line in lines
+        )
+
+
+def aborting_worker(conn, device, workers, run_id, config, *rest):
+    """``worker_main``, except that a TRADES run's process dies hard in its first step: no
+    exception, no report, as after a segfault or a fatal CUDA error."""
+    import resource
+
+    import harness.training.train
+    from harness.execution import executors
+
+    if config["method"]["name"] == "trades":
+        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file
+        harness.training.train.train_steps = lambda *args, **kw: os.abort()
+    executors.worker_main(conn, device, workers, run_id, config, *rest)
+
+
+def test_a_worker_that_dies_hard_fails_its_run_and_the_grid_goes_on(tmp_path, monkeypatch):
+    from harness.execution import executors
+
+    monkeypatch.setattr(executors, "worker_main", aborting_worker)
+    path = Path(grid_file(tmp_path, methods=["pgd-at", "trades", "mart"]))
+    path.write_text(path.read_text() + "[dataset_options]\ntest_fraction = 0.8\n")
+    grid = load_grid(str(path))
+    store = Store(tmp_path / "store")
+    lines = []
+    outcome = run_local(
+        grid, store, device=torch.device("cpu"), progress=False, workers=2, echo=lines.append
+    )
+    assert outcome == {"complete": 2, "failed": 1}
+    (died,) = [r.run_id for r in grid.runs if r.config["method"]["name"] == "trades"]
+    status = json.loads((store.run_dir(died) / "status.json").read_text())
+    assert status["status"] == "failed"
+    assert status["error"] == "worker process killed by SIGABRT"
+    assert "worker process killed by SIGABRT" in (store.run_dir(died) / "log.txt").read_text()
+    assert f"failed {died}: worker process killed by SIGABRT" in lines
+    others = [r.run_id for r in grid.runs if r.run_id != died]
+    assert [store.status(r) for r in others] == ["complete", "complete"]
+
+
+def test_a_worker_is_pinned_to_its_gpu_before_cuda_starts(monkeypatch):
+    """CUDA_VISIBLE_DEVICES narrowed to the slot's GPU (an entry of the parent's list), which
+    becomes cuda:0 and the current device; threads: the cores divided among the workers."""
+    from harness.execution import executors
+
+    current, threads = [], []
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    monkeypatch.setattr(torch, "set_num_threads", threads.append)
+    monkeypatch.setattr(executors, "cpu_cores", lambda: 16)
+    env = {"CUDA_VISIBLE_DEVICES": "4, 6"}
+    assert pin_worker("cuda:1", 4, env) == torch.device("cuda", 0)
+    assert env == {"CUDA_VISIBLE_DEVICES": "6"} and current == [torch.device("cuda", 0)]
+    env = {}
+    assert pin_worker("cuda:3", 3, env) == torch.device("cuda", 0)
+    assert env == {"CUDA_VISIBLE_DEVICES": "3"} and threads == [4, 5]
+    monkeypatch.setattr(torch.cuda, "is_initialized", lambda: True)  # too late to hide GPUs
+    env = {}
+    assert pin_worker("cuda:2", 2, env) == torch.device("cuda", 2) and env == {}
+    assert current[-1] == torch.device("cuda", 2)
+    assert pin_worker("cpu", 32, env) == torch.device("cpu") and threads[-1] == 1
+
+
+def test_worker_slots_take_the_visible_gpus_in_turn(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    assert worker_devices(torch.device("cuda"), 3) == ["cuda:0", "cuda:1", "cuda:0"]
+    assert worker_devices(torch.device("cuda", 1), 2) == ["cuda:1", "cuda:1"]
+    assert worker_devices(torch.device("cpu"), 2) == ["cpu", "cpu"]
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 0)
+    with pytest.raises(UserError, match="no CUDA device is visible"):
+        worker_devices(torch.device("cuda"), 2)
 
 
 def test_submitit_local_runs_teacher_before_student(tmp_path):
@@ -196,7 +280,7 @@ def test_plan_prefers_the_store_over_a_benchmark(tmp_path):
 
 
 def test_plan_refuses_an_unreadable_benchmark_in_one_line(tmp_path):
-    from harness.errors import UserError
+    from harness.utils.errors import UserError
 
     bad = tmp_path / "t.json"
     bad.write_text('{"training": [{"method": "dgad"}]}')

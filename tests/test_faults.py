@@ -23,11 +23,11 @@ from pathlib import Path
 import pytest
 import torch
 
-import harness.checkpoints
-import harness.store
+import harness.store.store
+import harness.utils.atomic
 from harness.cli import main
-from harness.errors import UserError
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -369,9 +369,9 @@ def disk_full(monkeypatch, budget: int = 0, at: str | None = None) -> Iterator[l
         )
 
     with monkeypatch.context() as m:
-        m.setattr(harness.checkpoints, "open", full_open, raising=False)
-        m.setattr(harness.store, "open", full_open, raising=False)
-        m.setattr(harness.store.sqlite3, "connect", connect)
+        m.setattr(harness.utils.atomic, "open", full_open, raising=False)
+        m.setattr(harness.store.store, "open", full_open, raising=False)
+        m.setattr(harness.store.store.sqlite3, "connect", connect)
         yield left
 
 
@@ -418,15 +418,15 @@ def test_torch_save_on_a_full_disk_says_so(tmp_path, monkeypatch):
     def fails(obj, fh):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos 64 vs 0")
 
-    monkeypatch.setattr(harness.checkpoints.torch, "save", fails)
-    monkeypatch.setattr(harness.checkpoints, "_disk_full", lambda folder: True)
+    monkeypatch.setattr(harness.utils.atomic.torch, "save", fails)
+    monkeypatch.setattr(harness.utils.atomic, "_disk_full", lambda folder: True)
     with pytest.raises(UserError) as info:
-        harness.checkpoints.save_atomic({"w": torch.zeros(3)}, tmp_path / "best.pt")
+        harness.utils.atomic.save_atomic({"w": torch.zeros(3)}, tmp_path / "best.pt")
     assert str(info.value).startswith(f"cannot write {tmp_path / 'best.pt'}: No space left")
     assert not list(tmp_path.iterdir())
-    monkeypatch.setattr(harness.checkpoints, "_disk_full", lambda folder: False)
+    monkeypatch.setattr(harness.utils.atomic, "_disk_full", lambda folder: False)
     with pytest.raises(RuntimeError, match="inline_container"):  # not a full disk: as it is
-        harness.checkpoints.save_atomic({"w": torch.zeros(3)}, tmp_path / "best.pt")
+        harness.utils.atomic.save_atomic({"w": torch.zeros(3)}, tmp_path / "best.pt")
 
 
 def test_a_crash_the_store_cannot_record_is_one_line(capsys, copy, monkeypatch):
@@ -440,7 +440,7 @@ def test_a_crash_the_store_cannot_record_is_one_line(capsys, copy, monkeypatch):
             left[0] = 0  # the disk fills up at the moment of the crash
             raise RuntimeError("boom")
 
-        monkeypatch.setattr("harness.runner.evaluate_run", crash)
+        monkeypatch.setattr("harness.execution.runner.evaluate_run", crash)
         _, err = expect(capsys, "run", "crash, then disk full", cli, 2, "log.txt")
     assert "crashed (RuntimeError: boom) and the store could not record it" in err
     assert "the disk is full" in err
@@ -465,8 +465,8 @@ def test_the_harness_evaluates_and_reuses_its_own_checkpoints(capsys, copy, whic
         GRID.replace('methods = ["pgd-at"]', 'methods = ["ard"]\nteachers = ["own"]')
         + f'[teacher.own]\nmodel = "tiny_cnn"\ncheckpoint = "{ckpt}"\n'
     )
-    from harness.grid import load_grid
-    from harness.teachers import load_teacher
+    from harness.execution.teachers import load_teacher
+    from harness.grid.load import load_grid
 
     (run,) = load_grid(str(teacher_grid)).runs
     teacher = load_teacher(

@@ -55,15 +55,22 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import harness
-from harness import suites
 from harness.cli import main
-from harness.config import coerce, parse_number
-from harness.errors import UserError
-from harness.executors import SLURM_KEYS, slurm_parameters
-from harness.grid import GRID_DIR, THREAT_DEFAULTS, TOP_KEYS, TRAIN_DEFAULTS, list_grids, load_grid
-from harness.names import is_name
+from harness.execution.executors import SLURM_KEYS, slurm_parameters
+from harness.grid import suites
+from harness.grid.load import (
+    GRID_DIR,
+    THREAT_DEFAULTS,
+    TOP_KEYS,
+    TRAIN_DEFAULTS,
+    list_grids,
+    load_grid,
+)
 from harness.registry import DATASETS, METHODS, MODELS
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.errors import UserError
+from harness.utils.names import is_name
+from harness.utils.values import coerce, parse_number
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,9 +252,9 @@ def sandbox() -> Iterator[Path]:
         mp.setenv("BENCH_DATA", str(root / "data"))
         mp.setenv("BENCH_STORE", str(root / "stores" / "default"))
         mp.delenv("BENCH_GRIDS", raising=False)
-        mp.setattr("harness.executors.run_local", _guard)
-        mp.setattr("harness.executors.run_submitit", _guard)
-        mp.setattr("harness.external.evaluate_run", _guard)
+        mp.setattr("harness.execution.executors.run_local", _guard)
+        mp.setattr("harness.execution.executors.run_submitit", _guard)
+        mp.setattr("harness.execution.external.evaluate_run", _guard)
         mp.setattr("harness.data.torchvision_sets.probe", _no_network)
         yield root
         assert not (cwd / SENTINEL).exists(), "a payload was run"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from harness.errors import UserError
-from harness.grid import load_grid
+from harness.grid.load import load_grid
+from harness.utils.errors import UserError
 
 
 def write(tmp_path, text: str, name: str = "g.toml"):
@@ -155,7 +155,7 @@ def test_variant_without_method_is_refused(tmp_path):
 
 
 def test_shipped_grids_expand(monkeypatch):
-    from harness.grid import list_grids
+    from harness.grid.load import list_grids
 
     assert {"smoke", "cifar10-mini"} <= set(list_grids())
     monkeypatch.setenv("BENCH_CIFAR10_MINI", "data/cifar10_mini.npz")
@@ -166,7 +166,7 @@ def test_shipped_grids_expand(monkeypatch):
 
 
 def test_default_eval_is_the_papers_whitebox_protocol(tmp_path):
-    from harness import suites
+    from harness.grid import suites
 
     (run,) = load_grid(write(tmp_path, BASE), method="pgd-at", student="tiny_cnn", seeds=[0]).runs
     attacks = run.config["eval"]["attacks"]
@@ -288,9 +288,9 @@ FUZZ_FOUND = [
     ),
     (
         '"a\\nb" = 1\n' + BASE,
-        "{path}: unknown key(s) a\\nb; valid: dataset, dataset_options, description, eval, "
-        "method, methods, seeds, select_on, slurm, students, teacher, teachers, threat, train, "
-        "variant",
+        "{path}: unknown key(s) a\\nb; valid: dataset, dataset_options, description, "
+        "deterministic, eval, method, methods, seeds, select_on, slurm, students, teacher, "
+        "teachers, threat, train, variant",
     ),
 ]
 

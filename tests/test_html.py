@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.external import _external_config
-from harness.html import plot_axes, render_html, scatter_svg
-from harness.leaderboard import Row, Table, Teacher, leaderboard_tables
-from harness.store import Store
+from harness.execution.external import external_config
+from harness.publishing.html import plot_axes, render_html, scatter_svg
+from harness.publishing.leaderboard import Row, Table, Teacher, leaderboard_tables
+from harness.store.store import Store
 
 GRID = "html-demo"
 XSS = "<script>alert(1)</script>"
@@ -86,7 +86,7 @@ def fabricate_store(root: Path) -> Store:
         store.begin(run_id, _config(method, student, teacher, seed, schedule))
         store.finish(run_id, _metrics(acc, failed, device))
     # the teacher evaluated on its own: `bench eval Chen2021LTD_WRN34_10 --robustbench`
-    config = _external_config(
+    config = external_config(
         "robustbench", RB, {"robustbench": RB}, {"name": "cifar10", "options": {}}
     )
     store.begin("eval-teacher-0000000000", config)
@@ -312,7 +312,7 @@ def test_a_teacher_without_numbers_says_so():
 
 
 def rows_of(table: Table) -> Table:
-    from harness.leaderboard import rank_rows
+    from harness.publishing.leaderboard import rank_rows
 
     rank_rows(table.columns, table.rows)
     return table
@@ -436,7 +436,7 @@ def run_chromium(binary: str, tmp_path: Path, target: Path, *args: str):
         *args,
         target.as_uri(),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     return proc
 
 

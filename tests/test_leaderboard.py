@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 import torch
 
-from harness import leaderboard as lb
-from harness.external import _external_config
-from harness.grid import load_grid
-from harness.leaderboard import Row
-from harness.store import Store
+from harness.execution.external import external_config
+from harness.grid.load import load_grid
+from harness.publishing import leaderboard as lb
+from harness.publishing.leaderboard import Row
+from harness.store.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 PROV = {
@@ -238,7 +238,7 @@ def week(tmp_path):
     finish(store, one(full, "trades", None), acc(85, 66, 56, 54))
     finish(store, one(full, "dgad", "rb"), acc(84, 63, 57, 56))
     # the RobustBench teacher, evaluated on its own with `bench eval Made2025Up --robustbench`
-    config = _external_config(
+    config = external_config(
         "robustbench", "Made2025Up", {"robustbench": "Made2025Up"}, full.runs[0].config["dataset"]
     )
     store.begin("eval-Made2025Up-digits-0000000000", config)
@@ -441,9 +441,9 @@ def test_old_index_is_rebuilt_with_row_keys(week):
 
 # -- Worst from a real evaluation: an extra `bench eval --attack` does not move it ----------------
 def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
-    from harness.checkpoints import save_atomic
-    from harness.external import evaluate_target
-    from harness.runner import build_model, evaluate_run, load_dataset
+    from harness.execution.external import evaluate_target
+    from harness.execution.runner import build_model, evaluate_run, load_dataset
+    from harness.utils.atomic import save_atomic
     from tests.helpers import fit
 
     (spec,) = load_grid("smoke", method="pgd-at").runs
@@ -489,7 +489,7 @@ def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
 
 
 def test_labels_name_what_differs(tmp_path):
-    from harness.store import seedless
+    from harness.store.store import seedless
 
     base = seedless(one(lb_grid(tmp_path), "dgad", "small-pgdat").config)
     path = tmp_path / "more" / "lb.toml"

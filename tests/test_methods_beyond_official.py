@@ -24,8 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import harness
-from harness.fast import FastPath
-from harness.train import train_steps
+from harness.training.fast import FastPath
+from harness.training.train import train_steps
 
 B, C, D, H = 16, 4, 48, 12
 SHAPE = (3, 4, 4)
@@ -117,8 +117,9 @@ def decay(opt: torch.optim.Optimizer) -> None:
 # -- the harness, as the trainer drives it --------------------------------------------------------
 def harness_run(name: str, *, rates_decay: bool = True, **hp):
     """(student, method) after the two epochs: setup, then per epoch reseed, ``start_epoch``,
-    the steps, the scheduler step, ``end_epoch`` (harness/train.py's order). ``rates_decay =
-    False`` tells the hooks the schedule's factor is always 1 (the LR itself still decays)."""
+    the steps, the scheduler step, ``end_epoch`` (the order of harness/training/train.py).
+    ``rates_decay = False`` tells the hooks the schedule's factor is always 1 (the LR itself
+    still decays)."""
     student, teacher = student_net(), teachers(name)
     m = harness.create_method(name, **hp)
     data = epochs_of_batches()

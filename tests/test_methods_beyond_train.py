@@ -9,9 +9,9 @@ import pytest
 import torch
 
 import harness
-from harness.compat import load_checkpoint
-from harness.errors import UserError
-from harness.train import TrainConfig, train
+from harness.training.train import TrainConfig, train
+from harness.utils.compat import load_checkpoint
+from harness.utils.errors import UserError
 from methods.base import Method
 from tests.helpers import synthetic_splits, tiny_net
 from tests.test_train import KillAt, Killed

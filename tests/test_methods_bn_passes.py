@@ -1,12 +1,12 @@
 """BatchNorm passes: each method's training step makes the official code's train-mode forwards.
 
 Attacks run the student's BN in eval mode (ARD and IAD: train mode), so the number and order of
-train-mode forwards per step decide the BN running statistics, and through the next step's
-attack, the weights. Each official training step (the authors' loop: attack, forwards, loss,
-SGD step) is re-implemented here, independently of the harness, on a tiny float64 model with
-BatchNorm, from the same random start; one harness step (``harness.train.train_steps``) must
-leave the same running statistics, the same number of tracked batches and the same weights.
-``extra_passes = false`` (the speed switch) must not.
+train-mode forwards per step decide the BN running statistics, and through the next step's attack,
+the weights. Each official training step (the authors' loop: attack, forwards, loss, SGD step) is
+re-implemented here, independently of the harness, on a tiny float64 model with BatchNorm, from the
+same random start; one harness step (``harness.training.train.train_steps``) must leave the same
+running statistics, the same number of tracked batches and the same weights. ``extra_passes =
+false`` (the speed switch) must not.
 
 Official files: yaodongyu/TRADES trades.py; YisenWang/MART mart.py;
 goldblum/AdversariallyRobustDistillation main.py; ZFancy/IAD IAD-I.py; zibojia/RSLAD
@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from torch import nn
 
 import harness
-from harness.fast import FastPath
-from harness.train import train_steps
+from harness.training.fast import FastPath
+from harness.training.train import train_steps
 
 B, C, D, H = 16, 4, 48, 12
 SHAPE = (3, 4, 4)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import harness
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 THREAT = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 import harness
-from harness.grid import load_grid
+from harness.grid.load import load_grid
 
 GOLDEN = json.loads((Path(__file__).parent / "golden" / "official_shapes.json").read_text())
 OFFICIAL = GOLDEN["models"]

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import harness
-from harness.errors import UserError
 from harness.models import clean_state_dict, features, load_robustbench, load_weights
 from harness.models.robustbench import _alias_autoattack, with_feature_api
+from harness.utils.errors import UserError
 from tests.helpers import robustbench_utils
 
 NAMES = [

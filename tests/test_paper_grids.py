@@ -13,8 +13,8 @@ from itertools import product
 
 import pytest
 
-from harness import suites
-from harness.grid import Grid, load_grid
+from harness.grid import suites
+from harness.grid.load import Grid, load_grid
 
 SEED = 0
 TEACHER_FREE = ("pgd-at", "trades")
@@ -311,7 +311,7 @@ def test_other_grids_evaluate_white_box_only(name):
 
 @pytest.mark.parametrize("name", ["cifar10", "cifar100", "tinyimagenet"])
 def test_slurm_templates_are_valid(name):
-    from harness.executors import slurm_parameters
+    from harness.execution.executors import slurm_parameters
 
     params = slurm_parameters(grid(name), {})
     assert params["gpus_per_node"] == 1 and params["timeout_min"] > 0

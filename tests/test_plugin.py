@@ -10,8 +10,8 @@ import sys
 
 import pytest
 
-from harness.errors import UserError
 from harness.scaffold import new_method
+from harness.utils.errors import UserError
 
 PLUGIN_PYPROJECT = """
 [build-system]

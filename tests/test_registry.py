@@ -9,7 +9,7 @@ import pytest
 
 import harness
 from harness import registry as reg
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 
 def test_builtins_are_listed():

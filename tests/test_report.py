@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from harness import report as rp
 from harness.cli import main
-from harness.config import config_hash
-from harness.grid import Grid, RunSpec, load_grid
-from harness.store import Store
+from harness.grid.load import Grid, RunSpec, load_grid
+from harness.publishing import report as rp
+from harness.store.store import Store
+from harness.utils.values import config_hash
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -200,7 +200,7 @@ def test_named_cells_map_to_the_expected_runs(tmp_path):
 
 
 def test_table1_cells_are_the_grids_teachers(tmp_path):
-    from harness.external import _external_config
+    from harness.execution.external import external_config
 
     rows = next(t for t in tables_toml()["tables"] if t.get("kind") == "teachers")["rows"]
     t1 = rp.build_report("1", Store(tmp_path))
@@ -210,7 +210,7 @@ def test_table1_cells_are_the_grids_teachers(tmp_path):
         fill = built.fills[0]
         assert fill.command == row["command"], row["label"]
         if "robustbench" in tspec:
-            config = _external_config(
+            config = external_config(
                 "robustbench",
                 tspec["robustbench"],
                 {"robustbench": tspec["robustbench"]},
@@ -423,10 +423,10 @@ def test_missing_across_tables_lists_a_run_once(tmp_path, capsys):
 
 
 def test_table1_from_eval_and_teacher_runs(tmp_path):
-    from harness.external import _external_config
+    from harness.execution.external import external_config
 
     store = Store(tmp_path)
-    config = _external_config(
+    config = external_config(
         "robustbench",
         "Chen2021LTD_WRN34_20",
         {"robustbench": "Chen2021LTD_WRN34_20"},

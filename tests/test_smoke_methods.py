@@ -12,7 +12,7 @@ import pytest
 import harness
 from harness.attacks.linf import PGD
 from harness.cli import main
-from harness.evaluate import accuracy
+from harness.evaluation.evaluate import accuracy
 
 CHANCE = 0.1  # digits has 10 balanced classes
 # Trained directly, not through the grid: MTARD and Fair-MTARD need a teacher per role.
@@ -33,7 +33,7 @@ ROBUST_METHODS = [m for m in harness.list_methods() if m != "natural" and m not 
 
 
 def test_smoke_grid_lists_every_robust_method():
-    from harness.grid import load_grid
+    from harness.grid.load import load_grid
 
     listed = {r.config["method"]["name"] for r in load_grid("smoke").runs}
     assert listed == set(ROBUST_METHODS)
@@ -59,9 +59,9 @@ def test_method_beats_chance_under_pgd(smoke_store, method):
 def smoke_setting(tmp_path_factory):
     """The smoke grid's student config (data, schedule, threat model) and its two teachers:
     the grid's PGD-AT small_cnn (robust) and a naturally trained one (natural)."""
-    from harness.grid import load_grid
-    from harness.runner import build_model, load_dataset
-    from harness.train import TrainConfig, train
+    from harness.execution.runner import build_model, load_dataset
+    from harness.grid.load import load_grid
+    from harness.training.train import TrainConfig, train
 
     (config,) = [r.config for r in load_grid("smoke").runs if r.config["method"]["name"] == "ard"]
     data = load_dataset(config["dataset"])

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness.cli import main
-from harness.errors import UserError
-from harness.grid import load_grid
+from harness.grid.load import load_grid
+from harness.utils.errors import UserError
 
 ROOT = Path(__file__).resolve().parent.parent
 SKIP_DIRS = {".git", ".venv", ".pytest_cache", ".ruff_cache", "results", "__pycache__", "build"}

@@ -9,8 +9,8 @@ import socket
 
 import pytest
 
-from harness.errors import UserError
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.errors import UserError
 
 
 def config(i: int, method: str = "dgad") -> dict:
@@ -269,7 +269,7 @@ def test_rebuild_sets_a_damaged_index_aside(tmp_path):
 def test_file_system_errors_name_the_file_and_the_fix(tmp_path):
     import errno
 
-    from harness.errors import file_error
+    from harness.utils.errors import file_error
 
     path = tmp_path / "x.json"
     cases = {

@@ -9,12 +9,14 @@ import pytest
 import torch
 from torch import nn
 
-from harness import leaderboard, suites
-from harness import report as rp
+from harness.attacks.base import build_attack
 from harness.data import ArraySet
-from harness.evaluate import build_attack, evaluate_suite
-from harness.grid import load_grid
-from harness.store import Store
+from harness.evaluation.evaluate import evaluate_suite
+from harness.grid import suites
+from harness.grid.load import load_grid
+from harness.publishing import leaderboard
+from harness.publishing import report as rp
+from harness.store.store import Store
 from tests.helpers import import_advertorch
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import harness
-from harness.compat import load_checkpoint
-from harness.errors import TrainingDiverged, UserError
-from harness.train import TrainConfig, train
+from harness.training.train import TrainConfig, train
+from harness.utils.compat import load_checkpoint
+from harness.utils.errors import TrainingDiverged, UserError
 from tests.helpers import synthetic_splits, tiny_net
 
 

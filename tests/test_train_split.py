@@ -8,12 +8,12 @@ import json
 import pytest
 import torch
 
-from harness import leaderboard
-from harness.errors import UserError
-from harness.grid import load_grid
-from harness.runner import execute, load_dataset
-from harness.status import _train_size
-from harness.store import Store
+from harness.execution.runner import execute, load_dataset
+from harness.execution.status import _train_size
+from harness.grid.load import load_grid
+from harness.publishing import leaderboard
+from harness.store.store import Store
+from harness.utils.errors import UserError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -124,7 +124,7 @@ def test_paper_grids_train_on_the_full_training_set(grid, images):
 def test_surrogates_keep_a_split_to_select_on():
     """A transfer surrogate selects on val: where the students hold out nothing, it keeps the
     loader's split (and the id it always had)."""
-    from harness.grid import surrogate_run
+    from harness.grid.load import surrogate_run
 
     train = {"epochs": 1, "milestones": [], "select_on": "val"}
     full = surrogate_run("resnet34", {"name": "cifar10", "options": {"val_fraction": 0.0}}, train)

@@ -43,9 +43,9 @@ from torch import Tensor, nn
 
 from harness.attacks.base import Attack
 from harness.attacks.linf import check_eps
-from harness.errors import UserError
-from harness.modes import eval_mode
 from harness.registry import ATTACKS
+from harness.utils.errors import UserError
+from harness.utils.modes import eval_mode
 
 NORMS = ("Linf", "L2", "L1")
 VERSIONS = ("standard", "plus", "rand", "custom")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, ClassVar
 
 import torch
@@ -38,3 +39,15 @@ class Attack:
 
     def __call__(self, model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
         raise NotImplementedError
+
+
+def build_attack(config: dict[str, Any], seed: int) -> Any:
+    """The registered attack an attack config names (``{"attack": "pgd", "steps": 10}``), with
+    ``seed`` for the attacks that take one."""
+    from harness.registry import ATTACKS
+
+    params = dict(config)
+    kind = params.pop("attack")
+    if "seed" in inspect.signature(ATTACKS.get(kind)).parameters:
+        params["seed"] = seed
+    return ATTACKS.create(kind, **params)

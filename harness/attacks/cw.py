@@ -12,9 +12,9 @@ import torch
 from torch import Tensor, nn
 
 from harness.attacks.base import Attack
-from harness.errors import UserError
-from harness.modes import eval_mode
 from harness.registry import ATTACKS
+from harness.utils.errors import UserError
+from harness.utils.modes import eval_mode
 
 # advertorch's constants, same names and values
 CARLINI_L2DIST_UPPER = 1e10

@@ -47,9 +47,9 @@ import torch
 from torch import Tensor, nn
 
 from harness.attacks.base import Attack
-from harness.errors import UserError
-from harness.modes import eval_mode
 from harness.registry import ATTACKS
+from harness.utils.errors import UserError
+from harness.utils.modes import eval_mode
 
 TARGETS = ("random", "label")
 RULES = ("torchattacks", "advertorch")

@@ -13,9 +13,9 @@ from torch import Tensor, nn
 
 from harness.attacks.base import Attack
 from harness.attacks.pgd import INITS, LOSSES, pgd_maximize
-from harness.errors import UserError
-from harness.modes import eval_mode
 from harness.registry import ATTACKS
+from harness.utils.errors import UserError
+from harness.utils.modes import eval_mode
 
 
 def check_eps(name: str, value: float) -> float:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 SPLITS = ("train", "val", "test")
 #: The fewest training images a data set may have (BatchNorm trains on two or more).

@@ -16,8 +16,8 @@ from harness.data.base import (
     make_splits,
     stratified_split,
 )
-from harness.errors import UserError
 from harness.registry import DATASETS
+from harness.utils.errors import UserError
 
 SIZE = 32
 

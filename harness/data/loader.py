@@ -2,7 +2,9 @@
 
 No DataLoader, no worker processes, no PIL per image: the data sets here fit in memory, and a
 gather plus one indexing op per batch keeps a GPU fed. All randomness comes from the caller's
-``torch.Generator`` so a run is reproducible and the global RNG is never touched.
+``torch.Generator`` so a run is reproducible and the global RNG is never touched. Nothing here
+makes the host wait for the GPU: host tensors bound for it travel through pinned memory with
+non-blocking copies (:func:`to_device`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,20 @@ import torch
 import torch.nn.functional as F
 
 from harness.data.base import ArraySet
+
+
+def to_device(t: torch.Tensor, device: torch.device | str, copy: bool = False) -> torch.Tensor:
+    """``t`` on ``device``, without the host waiting when it goes from the CPU to a GPU.
+
+    A copy from pageable memory makes the host wait (CUDA stages it through a pinned buffer
+    first); one from pinned (page-locked) memory with ``non_blocking`` is queued on the stream
+    like a kernel. The pinned buffer comes from torch's caching host allocator, which keeps it
+    until the copy has run. ``copy``: never return ``t`` itself or a view of it.
+    """
+    device = torch.device(device)
+    if device.type == "cuda" and t.device.type == "cpu":
+        return t.pin_memory().to(device, non_blocking=True)
+    return t.to(device, copy=copy)
 
 
 def draw_augment_params(
@@ -71,8 +87,9 @@ def batches(
 
     ``shuffle`` draws one permutation from ``generator``, then ``augment`` draws the crop and
     flip of every image of the epoch (:func:`draw_augment_params` for ``len(data)`` images, in
-    the shuffled order). All draws are made up front on the CPU and, when ``data`` is resident
-    on the device, copied there once, so the batches of a resident set never wait on the host.
+    the shuffled order). All draws are made up front on the CPU and copied to the device once
+    per epoch; each batch of a set kept on the host is gathered there and copied without the
+    host waiting (:func:`to_device`), so no batch makes a step wait, resident set or not.
     Without a generator a fresh, randomly seeded one is used (the global RNG is left alone).
     """
     if batch_size < 1:
@@ -81,17 +98,17 @@ def batches(
         generator = torch.Generator()
         generator.seed()
     n = len(data)
-    order = torch.randperm(n, generator=generator).to(data.device) if shuffle else None
+    order = to_device(torch.randperm(n, generator=generator), data.device) if shuffle else None
     if augment:
         assert generator is not None
-        top, left, flip = (t.to(data.device) for t in draw_augment_params(n, generator, padding))
+        top, left, flip = (to_device(t, device) for t in draw_augment_params(n, generator, padding))
     stop = n - n % batch_size if drop_last else n
     for start in range(0, stop, batch_size):
         end = min(start + batch_size, n)
         idx = slice(start, end) if order is None else order[start:end]
         # Move uint8 (4x fewer bytes), augment on the device, convert last.
-        x = data.x[idx].to(device, non_blocking=True)
-        y = data.y[idx].to(device, non_blocking=True, copy=True)  # never a view of the data
+        x = to_device(data.x[idx], device)
+        y = to_device(data.y[idx], device, copy=True)  # never a view of the data
         if augment:
             x = apply_augment(x, top[start:end], left[start:end], flip[start:end], padding)
         yield x.float().div_(255), y

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 
 from harness.data.base import ArraySet, DatasetSplits, make_splits
-from harness.errors import UserError
 from harness.registry import DATASETS
+from harness.utils.errors import UserError
 
 KEYS = ("x_train", "y_train", "x_test", "y_test")
 #: Labels are class indices below this (ImageNet-21k has 21,841 classes).

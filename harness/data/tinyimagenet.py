@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from harness.data.base import ArraySet, DatasetSplits, data_root, make_splits, not_found
-from harness.errors import UserError
 from harness.registry import DATASETS
+from harness.utils.errors import UserError
 
 FOLDER = "tiny-imagenet-200"
 SIZE = 64

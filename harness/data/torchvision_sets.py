@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from harness.data.base import ArraySet, DatasetSplits, data_root, make_splits, not_found
-from harness.errors import UserError
 from harness.registry import DATASETS
+from harness.utils.errors import UserError
 
 # urllib has no timeout by default: where packets are silently dropped, a download would hang.
 PROBE_TIMEOUT_S = 10.0
@@ -116,7 +116,7 @@ def _cifar(
     val_fraction: float,
     val_seed: int,
 ) -> DatasetSplits:
-    from harness.compat import import_torchvision
+    from harness.utils.compat import import_torchvision
 
     cls = getattr(import_torchvision().datasets, cls_name)
     train, test = load_pair(name, cls, data_root(root), download, {"train": True}, {"train": False})
@@ -160,7 +160,7 @@ def stl10_class() -> type:
     right, though the labelled splits never read it; this subclass checks the four files it
     uses. ``download`` still fetches the official archive.
     """
-    from harness.compat import import_torchvision
+    from harness.utils.compat import import_torchvision
 
     base = import_torchvision().datasets.STL10
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 
 class Classifier(nn.Module):

@@ -14,8 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.compat import load_checkpoint
-from harness.errors import UserError
+from harness.utils.compat import load_checkpoint
+from harness.utils.errors import UserError
 
 # Keys under which training scripts store the weights (RobustBench, torch examples, AdaAD/DGAD,
 # and this harness's own best.pt / last.pt).
@@ -59,7 +59,7 @@ def clean_state_dict(obj: Any) -> dict[str, torch.Tensor]:
 def load_weights(model: nn.Module, source: Any, *, what: str = "checkpoint") -> nn.Module:
     """Load ``source`` (a path or a state dict, wrapped or not) into ``model`` strictly.
 
-    Paths go through :func:`harness.compat.load_checkpoint` (``weights_only=True``), so a
+    Paths go through :func:`harness.utils.compat.load_checkpoint` (``weights_only=True``), so a
     checkpoint can never run code. Returns ``model``; raises :class:`UserError` with one line
     listing missing keys, unexpected keys and shape mismatches when the weights do not fit.
     """

@@ -5,7 +5,7 @@ AutoAttack comes as ``pyautoattack`` (same attack code, same submodule names), s
 under the old name first. RobustBench's ``benchmark()`` does not work with pyautoattack, and its
 ``load_model`` downloads and unpickles in one call; so this module takes the architecture and
 the download from RobustBench's zoo, checks the file's sha256 in between
-(:mod:`harness.downloads`), and loads the weights itself with ``weights_only=True``.
+(:mod:`harness.utils.downloads`), and loads the weights itself with ``weights_only=True``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 INSTALL_HINT = "pip install 'adv-distill-bench[robustbench]'"
 DATASETS = ("cifar10", "cifar100", "imagenet")
@@ -66,7 +66,7 @@ def load_robustbench(
         first = (str(exc).strip().splitlines() or [""])[0]
         raise UserError(f"cannot load {what}: {type(exc).__name__}: {first}") from None
     if sha256 is None and hashes:
-        from harness.downloads import warn_once
+        from harness.utils.downloads import warn_once
 
         digest, *more = hashes.values()
         pin = "ensembles cannot be pinned" if more else f'pin it with sha256 = "{digest}"'
@@ -86,8 +86,8 @@ def _build(
     what: str,
 ) -> tuple[nn.Module, dict[str, str]]:
     """What robustbench 1.1.1's ``load_model`` does, with the hash check before the load."""
-    from harness.compat import load_checkpoint
-    from harness.downloads import verified
+    from harness.utils.compat import load_checkpoint
+    from harness.utils.downloads import verified
 
     ds = rb_utils.BenchmarkDataset(dataset)
     if dataset == "imagenet" and "Standard" in name:  # torchvision's pretrained weights
@@ -132,7 +132,7 @@ def _state_dict(rb_utils: ModuleType, checkpoint: Any, prefixes: tuple[str, ...]
 
 def _import_robustbench():
     """``robustbench.utils``, importable with pyautoattack standing in for autoattack."""
-    from harness.compat import import_torchvision
+    from harness.utils.compat import import_torchvision
 
     import_torchvision()  # robustbench imports torchvision directly; apply the CPU fix-up first
     _alias_autoattack()

@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.errors import UserError
 from harness.models.base import Classifier, check_dims
 from harness.registry import MODELS
+from harness.utils.errors import UserError
 
 
 class BasicBlock(nn.Module):

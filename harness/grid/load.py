@@ -18,17 +18,24 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from harness import suites
-from harness.config import check_sha256, coerce, config_hash, file_sha256, is_file, parse_number
-from harness.errors import UserError
-from harness.names import check_name
+from harness.grid import suites
+from harness.utils.errors import UserError
+from harness.utils.names import check_name
+from harness.utils.values import (
+    check_sha256,
+    coerce,
+    config_hash,
+    file_sha256,
+    is_file,
+    parse_number,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
     import tomli as tomllib
 
-GRID_DIR = Path(__file__).resolve().parent.parent / "leaderboards"
+GRID_DIR = Path(__file__).resolve().parents[2] / "leaderboards"
 
 TOP_KEYS = {
     "description",
@@ -46,6 +53,7 @@ TOP_KEYS = {
     "method",
     "variant",
     "slurm",
+    "deterministic",
 }
 TRAIN_DEFAULTS: dict[str, Any] = {
     "epochs": 200,
@@ -104,6 +112,9 @@ class Grid:
     raw: dict[str, Any]
     teacher_runs: dict[str, RunSpec] = field(default_factory=dict)
     runs: list[RunSpec] = field(default_factory=list)
+    #: ``deterministic = true``: bit-repeatable arithmetic (how runs are computed, not part of
+    #: their ids; ``bench run --deterministic`` asks for it too).
+    deterministic: bool = False
 
 
 def grid_path(name: str) -> Path:
@@ -292,7 +303,7 @@ def _eval_attacks(raw: dict[str, Any], threat: dict[str, Any], where: str) -> di
 
 def _check_attack(name: str, config: dict[str, Any], where: str) -> None:
     """Build the attack once: a bad parameter fails when the grid loads, not after training."""
-    from harness.evaluate import build_attack
+    from harness.attacks.base import build_attack
 
     try:
         build_attack(config, seed=0)
@@ -455,7 +466,10 @@ def load_grid(
         if not isinstance(model, str):
             raise UserError(f"{where}: model names must be strings, got {model!r}")
         MODELS.get(model)
-    grid = Grid(name=grid_name, path=path, raw=raw)
+    determinism = raw.get("deterministic", False)
+    if not isinstance(determinism, bool):
+        raise UserError(f"{where}: deterministic must be true or false, got {determinism!r}")
+    grid = Grid(name=grid_name, path=path, raw=raw, deterministic=determinism)
 
     def schedule(
         overrides: dict[str, Any], what: str, length: int | None

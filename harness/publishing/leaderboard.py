@@ -16,7 +16,7 @@ grid), in %. Rows are ranked by the strongest attack every row of the table has,
 ``RANK_ORDER``; a row without an attack of that order that another row has is marked with
 :data:`MARK` and named in the table's note, never ordered silently. Each table also carries its
 threat model and each teacher's own accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
-HTML (:mod:`harness.html`).
+HTML (:mod:`harness.publishing.html`).
 """
 
 from __future__ import annotations
@@ -30,11 +30,11 @@ from typing import Any
 import pandas as pd
 from tabulate import tabulate
 
-from harness import suites
-from harness.config import canonical_json
-from harness.errors import UserError, one_line
-from harness.grid import schedule_note, teacher_label
-from harness.store import Store
+from harness.grid import suites
+from harness.grid.load import schedule_note, teacher_label
+from harness.store.store import Store
+from harness.utils.errors import UserError, one_line
+from harness.utils.values import canonical_json
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
 #: Strongest first: a table is ranked by the first of these that every one of its rows has.
@@ -175,7 +175,7 @@ def rank_column(columns: list[str], rows: list[Row]) -> tuple[str | None, bool]:
 
     ``worst_case`` counts only when every row's is over the same attacks. With no such column,
     the one of ``RANK_ORDER`` (else of ``columns``, but never a JSMA towards the true class,
-    :func:`harness.suites.ranks`) that most rows have, and ``False``.
+    :func:`harness.grid.suites.ranks`) that most rows have, and ``False``.
     """
     candidates = [c for c in RANK_ORDER if c in columns]
     for column in candidates:
@@ -506,7 +506,7 @@ _MD_SPECIAL = set("\\`*<>|&~")
 
 def md_escape(text: Any) -> str:
     """``text`` as Markdown that renders as itself on one line: control characters and line
-    breaks escaped (:func:`harness.errors.one_line`), the characters Markdown would act on
+    breaks escaped (:func:`harness.utils.errors.one_line`), the characters Markdown would act on
     backslash-escaped, so a name can neither split a table row nor forge one (the HTML page
     escapes through Jinja instead)."""
     text = one_line(str(text))

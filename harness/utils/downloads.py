@@ -18,9 +18,9 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-from harness.checkpoints import atomic_path, write_text_atomic
-from harness.config import file_sha256
-from harness.errors import UserError
+from harness.utils.atomic import atomic_path, write_text_atomic
+from harness.utils.errors import UserError
+from harness.utils.values import file_sha256
 
 MODEL_DIR = "models"
 _warned: set[str] = set()

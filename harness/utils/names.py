@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 NAME_MAX = 48
 _NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")

@@ -13,7 +13,7 @@ from typing import Any, BinaryIO
 
 import torch
 
-from harness.errors import file_error
+from harness.utils.errors import file_error
 
 TMP_SUFFIX = ".tmp"
 _UMASK = os.umask(0o022)  # read once (os.umask can only read it by setting it) and put back

@@ -1,11 +1,11 @@
 """The trainer: SGD, piecewise LR, per-epoch PGD-10 selection, atomic resumable checkpoints.
 
-It knows no method: each step is ``x_adv = method.perturb(...)`` then
-``loss, logs = method.loss(...)``, run the way ``fast`` (:mod:`harness.fast`) says. A step never
-waits on the host: logged values and the finiteness of the loss are accumulated on the device
-and read once per epoch. Every random draw of an epoch (shuffle, augmentation, attack
-starts) comes from generators seeded by (run seed, epoch), so a run resumed from the checkpoint
-of epoch e continues exactly as the uninterrupted run would have.
+It knows no method: each step is ``x_adv = method.perturb(...)`` then ``loss, logs =
+method.loss(...)``, run the way ``fast`` (:mod:`harness.training.fast`) says. A step never waits on
+the host: logged values and the finiteness of the loss are accumulated on the device and read once
+per epoch. Every random draw of an epoch (shuffle, augmentation, attack starts) comes from
+generators seeded by (run seed, epoch), so a run resumed from the checkpoint of epoch e continues
+exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -23,14 +23,16 @@ import torch
 from torch import nn
 
 from harness.attacks.linf import PGD
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
-from harness.config import derive_seed
 from harness.data import DatasetSplits, batches
-from harness.errors import TrainingDiverged, UserError
-from harness.evaluate import accuracy
-from harness.fast import FastPath
-from harness.progress import image_bar
+from harness.evaluation.evaluate import accuracy
+from harness.training.compiling import RunCompiler
+from harness.training.fast import FastPath
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.determinism import true_fp32
+from harness.utils.errors import TrainingDiverged, UserError
+from harness.utils.progress import image_bar
+from harness.utils.values import derive_seed
 
 SELECT_ON = ("val", "test")
 
@@ -87,6 +89,7 @@ class TrainResult:
     history: list[dict[str, Any]]
     wall_time_s: float
     images_per_s: float
+    compile: dict[str, Any] | None = None  # a CompileRecord (harness.training.compiling)
 
 
 def _scheduler(
@@ -97,9 +100,10 @@ def _scheduler(
     )
 
 
-def frozen_teachers(teacher: Teachers, method: Any) -> list[nn.Module]:
-    """The networks in ``teacher``: one, none, or one per role for a method with
-    ``teacher_roles`` (then ``teacher`` must map exactly those roles to networks)."""
+def frozen_teachers(teacher: Teachers, method: Any) -> dict[str, nn.Module]:
+    """The networks in ``teacher`` by the name the compiler records them under: ``teacher``,
+    none, or ``teacher-<role>`` for each role of a method with ``teacher_roles`` (then
+    ``teacher`` must map exactly those roles to networks)."""
     roles = tuple(getattr(method, "teacher_roles", ()))
     name = getattr(method, "registry_name", "") or type(method).__name__
     if roles:
@@ -110,12 +114,12 @@ def frozen_teachers(teacher: Teachers, method: Any) -> list[nn.Module]:
             raise UserError(
                 f"method {name!r} needs one teacher per role ({', '.join(roles)}), got {got}"
             )
-        return list(teacher.values())
+        return {f"teacher-{role}": net for role, net in teacher.items()}
     if isinstance(teacher, Mapping):
         raise UserError(
             f"method {name!r} takes one teacher, not one per role ({', '.join(sorted(teacher))})"
         )
-    return [] if teacher is None else [teacher]
+    return {} if teacher is None else {"teacher": teacher}
 
 
 def _lr_scale(sched: torch.optim.lr_scheduler.LRScheduler) -> float:
@@ -132,20 +136,22 @@ def prepare(
     *,
     fast: FastPath,
     device: torch.device,
+    compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form, the teachers frozen (attacks need gradients w.r.t. inputs only), the
-    method set up on a first batch. Shared with ``benchmarks/throughput.py``."""
+    fast path's form (compiled by the run's ``compiler``), the teachers frozen (attacks need
+    gradients w.r.t. inputs only), the method set up on a first batch. Shared with
+    ``benchmarks/throughput.py``."""
     student.to(device)
     method.to(device)
     teachers = frozen_teachers(teacher, method)
-    for net in teachers:
+    for net in teachers.values():
         net.to(device).eval().requires_grad_(False)
     method.reseed(derive_seed(cfg.seed, "setup"))
     method.setup(student, teacher, first_x)
-    fast.prepare(student)
-    for net in teachers:
-        fast.prepare(net)
+    fast.prepare(student, compiler, "student")
+    for role, net in teachers.items():
+        fast.prepare(net, compiler, role)
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -235,8 +241,8 @@ def train(
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
     (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
-    ``fast`` defaults to :meth:`FastPath.auto` for ``device``; the selection attack always runs
-    in fp32.
+    ``fast`` defaults to :meth:`FastPath.auto` for ``device``; selection always runs in true
+    fp32 (no autocast, TF32 off).
     """
     device = torch.device(device)
     fast = FastPath.auto(device) if fast is None else fast
@@ -245,7 +251,10 @@ def train(
     select_split = data.split(cfg.select_on)
     select_split = select_split.to(device) if fast.resident else select_split
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
-    opt = prepare(student, teacher, method, first_x, cfg, fast=fast, device=device)
+    compiler = RunCompiler() if fast.compile else None
+    opt = prepare(
+        student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
+    )
     sched = _scheduler(opt, cfg)
     start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
 
@@ -292,14 +301,14 @@ def train(
             steps=cfg.select_steps,
             seed=derive_seed(cfg.seed, "select", epoch),
         )
-        clean = accuracy(student, select_split, None, batch_size=cfg.eval_batch_size, device=device)
-        pgd = (
-            accuracy(
-                student, select_split, select_attack, batch_size=cfg.eval_batch_size, device=device
-            )
-            if cfg.select_steps > 0
-            else clean
-        )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
+        with true_fp32():
+            bs = cfg.eval_batch_size
+            clean = accuracy(student, select_split, None, batch_size=bs, device=device)
+            pgd = (
+                accuracy(student, select_split, select_attack, batch_size=bs, device=device)
+                if cfg.select_steps > 0
+                else clean
+            )  # select_steps = 0: select on clean accuracy (naturally trained surrogates)
         record = {
             "epoch": epoch,
             "lr": lr_used,
@@ -336,12 +345,16 @@ def train(
         )
 
     wall = time.perf_counter() - t_start
+    compiled = compiler.record() if compiler is not None else None
+    if compiled is not None:
+        log(compiled.summary())
     return TrainResult(
         best_epoch=int(best["epoch"]),
         best={"pgd": best["pgd"], "clean": best["clean"]},
         history=history,
         wall_time_s=wall,
         images_per_s=seen / wall if seen and wall > 0 else math.nan,
+        compile=compiled.as_dict() if compiled is not None else None,
     )
 
 

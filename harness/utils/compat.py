@@ -41,7 +41,7 @@ def default_device() -> torch.device:
 
 
 def resolve_device(name: str | None) -> torch.device:
-    from harness.errors import UserError
+    from harness.utils.errors import UserError
 
     if name in (None, "auto"):
         return default_device()
@@ -56,7 +56,7 @@ def resolve_device(name: str | None) -> torch.device:
 
 def load_checkpoint(path: Any, map_location: Any = "cpu") -> Any:
     """``torch.load`` that never unpickles code: ``weights_only=True`` always."""
-    from harness.errors import UserError
+    from harness.utils.errors import UserError
 
     try:
         with warnings.catch_warnings():  # a stray line before the one-line error or the result

@@ -2,7 +2,7 @@
 
 Weights from outside the store are checked by sha256 before they are loaded: a checkpoint
 against the hash the grid was expanded with, a URL's against its required pin, RobustBench's
-against its pin or the hash recorded at first download (:mod:`harness.downloads`). The model's
+against its pin or the hash recorded at first download (:mod:`harness.utils.downloads`). The model's
 ``weights_sha256`` (file name -> hash) goes into the run's provenance.
 """
 
@@ -15,10 +15,10 @@ import torch
 from torch import nn
 
 import harness
-from harness.config import file_sha256
-from harness.downloads import MODEL_DIR
-from harness.errors import UserError
-from harness.store import Store
+from harness.store.store import Store
+from harness.utils.downloads import MODEL_DIR
+from harness.utils.errors import UserError
+from harness.utils.values import file_sha256
 
 
 def load_teacher(
@@ -50,7 +50,7 @@ def load_teacher(
         load_weights(model, ref["path"], what=f"checkpoint {ref['path']}")
         model.weights_sha256 = {Path(ref["path"]).name: digest}
     elif source == "url":
-        from harness.downloads import fetch_url
+        from harness.utils.downloads import fetch_url
 
         path = fetch_url(ref["url"], ref["sha256"], model_dir)
         model = harness.create_model(ref["model"], num_classes=num_classes, image_size=image_size)
@@ -75,6 +75,6 @@ def load_teacher(
 
 
 def _student_weights(path: Any) -> dict[str, torch.Tensor]:
-    from harness.compat import load_checkpoint
+    from harness.utils.compat import load_checkpoint
 
     return load_checkpoint(path)["student"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 import platform
 import time
 import traceback
@@ -14,20 +15,21 @@ from typing import Any
 import torch
 
 import harness
-from harness import suites
-from harness.checkpoints import save_atomic
-from harness.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
-from harness.compat import load_checkpoint
-from harness.config import canonical_json, derive_seed, file_sha256
-from harness.errors import TrainingDiverged, UserError
-from harness.evaluate import eval_subset, evaluate_suite, worst_case
-from harness.fast import FastPath
-from harness.grid import TRAIN_DEFAULTS, RunSpec
+from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
+from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
+from harness.execution.teachers import load_teacher
+from harness.grid import suites
+from harness.grid.load import TRAIN_DEFAULTS, RunSpec
 from harness.registry import DATASETS
-from harness.store import Store
-from harness.teachers import load_teacher
-from harness.train import TrainConfig, check_trainable, train
-from harness.transfer import surrogate_examples, transfer_accuracy
+from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
+from harness.store.store import Store
+from harness.training.fast import FastPath
+from harness.training.train import TrainConfig, check_trainable, train
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
+from harness.utils.errors import TrainingDiverged, UserError
+from harness.utils.values import canonical_json, derive_seed, file_sha256
 
 
 @lru_cache(maxsize=4)
@@ -76,9 +78,11 @@ def provenance(device: torch.device) -> dict[str, Any]:
         "packages": packages,
         "host": platform.node(),
         "device": str(device),
+        "threads": torch.get_num_threads(),
     }
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     return info
 
 
@@ -87,7 +91,7 @@ def _git_commit() -> str | None:
     import subprocess
     from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
     try:
@@ -122,16 +126,20 @@ def execute(
     progress: bool = True,
     echo: Callable[[str], None] = print,
     fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> str:
     """Run ``spec`` to completion; returns ``"skipped"``, ``"complete"``, ``"failed"`` or
     :data:`ELSEWHERE` (another live process holds the run's claim: it is left to that one).
 
-    ``fast`` is the training fast path (:meth:`FastPath.parse`); it is recorded in the run's
-    provenance, not in its id: it changes how a run is computed, not what it is.
+    ``fast`` is the training fast path (:meth:`FastPath.parse`); ``determinism`` the record of
+    the deterministic mode the caller runs this in (:func:`harness.utils.determinism.deterministic`,
+    as :func:`harness.execution.executors.run_one` does), if any. Both are recorded in the run's
+    provenance, not in its id: they change how a run is computed, not what it is.
 
     Everything a user can get wrong (data set missing, teacher checkpoint of another
     architecture, unknown model) is checked before the run's directory is created. Then the run
-    is claimed (:mod:`harness.claims`): nothing is written to it by a process without its claim.
+    is claimed (:mod:`harness.store.claims`): nothing is written to it by a process without
+    its claim.
     """
     cfg = spec.config
     if store.is_complete(spec.run_id):
@@ -169,6 +177,7 @@ def execute(
             return _execute_claimed(
                 spec, store, claim, data, teacher, student, method, tcfg, fast_path,
                 device=device, data_root=data_root, resume=resume, progress=progress, echo=echo,
+                fast=fast, determinism=determinism,
             )  # fmt: skip
         except ClaimLost as exc:
             echo(f"stopped {spec.run_id}: {exc}")
@@ -215,6 +224,8 @@ def _execute_claimed(
     resume: bool,
     progress: bool,
     echo: Callable[[str], None],
+    fast: str,
+    determinism: DeterminismRecord | None,
 ) -> str:
     """The part of :func:`execute` that writes: only while this process holds the run's claim
     (checked before every write that another holder could also make)."""
@@ -232,6 +243,7 @@ def _execute_claimed(
         store.log(spec.run_id, line)
 
     t0 = time.perf_counter()
+    train_precision = tf32_state()
     try:
         result = train(
             student,
@@ -266,6 +278,8 @@ def _execute_claimed(
         data_root=data_root,
         progress=progress,
         echo=echo,
+        fast=fast,
+        determinism=determinism,
     )
     results = evaluation["results"]
     metrics = {
@@ -281,6 +295,9 @@ def _execute_claimed(
             **provenance(device),
             "fast_path": fast_path.as_dict(),
             "train_images": sizes["train"],
+            "compile": result.compile,
+            "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
+            "training_precision": train_precision,
         },
     }
     if hasattr(teacher, "weights_sha256"):  # the files of a checkpoint, URL or RobustBench one
@@ -319,6 +336,8 @@ def evaluate_run(
     subset: int | None = None,
     progress: bool = True,
     echo: Callable[[str], None] = print,
+    fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> dict[str, Any]:
     """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
 
@@ -326,7 +345,32 @@ def evaluate_run(
     The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
     over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
     adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
+    Attacks and predictions run in true fp32 (TF32 off). Transfer surrogates missing from the
+    store are trained first, with ``fast`` and under ``determinism`` (see :func:`execute`).
     """
+    with true_fp32():
+        return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
+                         suite=suite, attacks=attacks, subset=subset, progress=progress,
+                         echo=echo, fast=fast, determinism=determinism)  # fmt: skip
+
+
+def _evaluate(
+    model: torch.nn.Module,
+    data: Any,
+    cfg: dict[str, Any],
+    store: Store,
+    run_id: str,
+    *,
+    device: torch.device,
+    data_root: str | None,
+    suite: str,
+    attacks: dict[str, Any] | None,
+    subset: int | None,
+    progress: bool,
+    echo: Callable[[str], None],
+    fast: str,
+    determinism: DeterminismRecord | None,
+) -> dict[str, Any]:
     seed = derive_seed(cfg["seed"], "eval")
     test = eval_subset(data.test, subset, seed)
     bs = cfg["train"].get("eval_batch_size", 256)
@@ -363,6 +407,8 @@ def evaluate_run(
             seed=seed,
             progress=progress,
             echo=echo,
+            fast=fast,
+            determinism=determinism,
         ).items():
             masks[name] = mask
             out["results"][name] = {
@@ -425,9 +471,12 @@ def transfer_suite(
     seed: int,
     progress: bool,
     echo: Callable[[str], None],
+    fast: str = "auto",
+    determinism: DeterminismRecord | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once)."""
-    from harness.grid import surrogate_run
+    """Per-sample correctness on each surrogate's adversarial examples (surrogates trained once,
+    with the fast path and determinism of the run that needs them first)."""
+    from harness.grid.load import surrogate_run
 
     out = {}
     train = {**transfer_cfg["train"], "select_on": "val"}
@@ -435,9 +484,8 @@ def transfer_suite(
         spec = surrogate_run(name, cfg["dataset"], train)
         if not store.is_complete(spec.run_id):
             echo(f"training transfer surrogate {name} ({spec.run_id})")
-            run_or_wait(
-                spec, store, device=device, data_root=data_root, progress=progress, echo=echo
-            )
+            run_or_wait(spec, store, device=device, data_root=data_root, progress=progress,
+                        echo=echo, fast=fast, determinism=determinism)  # fmt: skip
         path = store.checkpoint(spec.run_id, "best")
         data = load_dataset(cfg["dataset"], data_root)
         surrogate = harness.create_model(

@@ -14,7 +14,6 @@ predictions do not depend on the batch size; every adversarial input inside its 
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -22,14 +21,15 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness import suites
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
-from harness.config import canonical_json, derive_seed
+from harness.attacks.base import build_attack
 from harness.data import ArraySet, batches
-from harness.modes import eval_mode
-from harness.progress import image_bar
-from harness.suites import EPS_SWEEP
+from harness.grid import suites
+from harness.grid.suites import EPS_SWEEP
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.modes import eval_mode
+from harness.utils.progress import image_bar
+from harness.utils.values import canonical_json, derive_seed
 
 Attack = Callable[[nn.Module, Tensor, Tensor], Tensor]
 ORDER = ["clean", "fgsm", "pgd10", "autoattack"]  # each at least as strong as the one before
@@ -79,16 +79,6 @@ def eval_subset(data: ArraySet, n: int | None, seed: int) -> ArraySet:
     gen = torch.Generator().manual_seed(seed)
     idx = torch.randperm(len(data), generator=gen)[:n].sort().values
     return data.subset(idx)
-
-
-def build_attack(config: dict[str, Any], seed: int) -> Any:
-    from harness.registry import ATTACKS
-
-    params = dict(config)
-    kind = params.pop("attack")
-    if "seed" in inspect.signature(ATTACKS.get(kind)).parameters:
-        params["seed"] = seed
-    return ATTACKS.create(kind, **params)
 
 
 def run_attack(

@@ -24,14 +24,14 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness.config import canonical_json, is_file
-from harness.downloads import url_path
-from harness.errors import UserError
-from harness.grid import Grid, RunSpec, load_grid, read_toml
-from harness.leaderboard import MAIN
-from harness.store import Store
+from harness.grid.load import Grid, RunSpec, load_grid, read_toml
+from harness.publishing.leaderboard import MAIN
+from harness.store.store import Store
+from harness.utils.downloads import url_path
+from harness.utils.errors import UserError
+from harness.utils.values import canonical_json, is_file
 
-REPORTS_DIR = Path(__file__).resolve().parent.parent / "reports"
+REPORTS_DIR = Path(__file__).resolve().parents[2] / "reports"
 
 NO_RUN = "—"
 SHORT = "†"
@@ -274,10 +274,10 @@ def run_command(grid: str, spec: RunSpec) -> str:
 
 def external_run_id(kind: str, model: str, source: dict, dataset: str) -> str:
     """The store id ``bench eval`` gives a RobustBench model or a checkpoint file."""
-    from harness.config import config_hash
-    from harness.external import _external_config
+    from harness.execution.external import external_config
+    from harness.utils.values import config_hash
 
-    config = _external_config(kind, model, source, {"name": dataset, "options": {}})
+    config = external_config(kind, model, source, {"name": dataset, "options": {}})
     return f"eval-{config['model']}-{dataset}-{config_hash(config)}"
 
 

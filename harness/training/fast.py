@@ -12,8 +12,10 @@ is independent and recorded with the run:
   used as targets or decisions are computed in fp32 (``methods.common.full_precision``,
   ``constants``); evaluation attacks never run under autocast.
 - ``channels_last``: NHWC weights and inputs, the layout tensor cores want for convolutions.
-- ``compile``: ``nn.Module.compile()`` on student and teacher (in place, so checkpoints keep
-  their keys); a graph that fails to compile runs eager instead of stopping the run.
+- ``compile``: ``torch.compile`` of student and teacher, in place (checkpoints keep their keys),
+  each model's entry points with caches of their own and the batch dimension dynamic, so every
+  run of a grid is compiled (:mod:`harness.training.compiling`); a graph that fails to
+  compile runs eager instead of stopping the run, and the run's record says so.
 - ``fused``: the fused SGD kernel (one launch for every parameter) instead of a per-tensor
   loop.
 
@@ -31,7 +33,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.errors import UserError
+from harness.training.compiling import RunCompiler
+from harness.utils.errors import UserError
 
 SWITCHES = ("resident", "amp", "channels_last", "compile", "fused")
 
@@ -81,17 +84,17 @@ class FastPath:
         return ",".join(on) or "off"
 
     # -- applying it ------------------------------------------------------------------------
-    def prepare(self, model: nn.Module | None) -> nn.Module | None:
-        """Put ``model`` in the fast path's memory format and compile it (in place)."""
+    def prepare(
+        self, model: nn.Module | None, compiler: RunCompiler | None = None, role: str = "model"
+    ) -> nn.Module | None:
+        """Put ``model`` in the fast path's memory format and compile it (in place) with the
+        run's ``compiler`` (a fresh one when not given)."""
         if model is None:
             return None
         if self.channels_last:
             model.to(memory_format=torch.channels_last)
         if self.compile:
-            import torch._dynamo.config as dynamo_config
-
-            dynamo_config.suppress_errors = True  # fall back to eager, never fail a run
-            model.compile()
+            (compiler or RunCompiler()).compile(model, role)
         return model
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:

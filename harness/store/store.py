@@ -6,7 +6,7 @@
                          metrics.json   per-attack accuracies, training summary
                          log.txt        one line per epoch
                          checkpoints/   last.pt (every epoch), best.pt (selected)
-                         claim.json     while a process runs it (:mod:`harness.claims`)
+                         claim.json     while a process runs it (:mod:`harness.store.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
     <root>/index.sqlite                 runs (with each one's config and seedless row key),
                                         results (one row per run × attack), grid tags
@@ -43,10 +43,10 @@ from typing import Any
 
 import pandas as pd
 
-from harness import claims
-from harness.checkpoints import write_json_atomic
-from harness.config import canonical_json, config_hash
-from harness.errors import DamagedFile, UserError, file_error
+from harness.store import claims
+from harness.utils.atomic import write_json_atomic
+from harness.utils.errors import DamagedFile, UserError, file_error
+from harness.utils.values import canonical_json, config_hash
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -438,15 +438,15 @@ class Store:
             marker.unlink()
 
     def claim(self, run_id: str) -> claims.Claim:
-        """Claim ``run_id`` for this process (:func:`harness.claims.acquire`), then remove the
+        """Claim ``run_id`` for this process (:func:`harness.store.claims.acquire`), then remove the
         temporary files a killed process left in its directory. Raises
-        :class:`harness.claims.Claimed` when another live process holds it."""
+        :class:`harness.store.claims.Claimed` when another live process holds it."""
         d = self.run_dir(run_id)
         try:
             claim = claims.acquire(d)
         except OSError as exc:
             raise file_error(exc, d / claims.CLAIM) from None
-        from harness.checkpoints import remove_stray_tmp
+        from harness.utils.atomic import remove_stray_tmp
 
         remove_stray_tmp(d)
         return claim

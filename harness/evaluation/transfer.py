@@ -16,12 +16,12 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.checkpoints import save_atomic
-from harness.compat import load_checkpoint
-from harness.config import config_hash, derive_seed
+from harness.attacks.base import build_attack
 from harness.data import ArraySet, batches
-from harness.evaluate import build_attack
-from harness.modes import eval_mode
+from harness.utils.atomic import save_atomic
+from harness.utils.compat import load_checkpoint
+from harness.utils.modes import eval_mode
+from harness.utils.values import config_hash, derive_seed
 
 
 def data_fingerprint(data: ArraySet) -> str:

@@ -14,14 +14,14 @@ from typing import Any
 import torch
 
 import harness
-from harness import suites
-from harness.claims import Claimed
-from harness.compat import load_checkpoint
-from harness.config import config_hash, file_sha256, is_file
-from harness.errors import DamagedFile, UserError
-from harness.grid import TRAIN_DEFAULTS
-from harness.runner import evaluate_run, load_dataset, provenance, whitebox
-from harness.store import Store
+from harness.execution.runner import evaluate_run, load_dataset, provenance, whitebox
+from harness.grid import suites
+from harness.grid.load import TRAIN_DEFAULTS
+from harness.store.claims import Claimed
+from harness.store.store import Store
+from harness.utils.compat import load_checkpoint
+from harness.utils.errors import DamagedFile, UserError
+from harness.utils.values import config_hash, file_sha256, is_file
 
 
 def _dataset_spec(dataset: str | None) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def _dataset_spec(dataset: str | None) -> dict[str, Any]:
     return {"name": name, "options": {"path": arg} if arg else {}}
 
 
-def _external_config(kind: str, label: str, source: dict, dataset: dict) -> dict[str, Any]:
+def external_config(kind: str, label: str, source: dict, dataset: dict) -> dict[str, Any]:
     threat = {"eps": 8 / 255, "step_size": 2 / 255, "steps": 10}
     return {
         "kind": kind,
@@ -65,7 +65,7 @@ def _load_target(
         spec = _dataset_spec(dataset)
         data = load_dataset(spec, data_root)
         net = load_robustbench(target, dataset=spec["name"])
-        config = _external_config("robustbench", target, {"robustbench": target}, spec)
+        config = external_config("robustbench", target, {"robustbench": target}, spec)
     elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
 
@@ -76,7 +76,7 @@ def _load_target(
         net = harness.create_model(model, num_classes=data.num_classes, image_size=data.image_size)
         load_weights(net, target, what=f"checkpoint {target}")
         source = {"path": str(Path(target).resolve()), "sha256": file_sha256(target)}
-        config = _external_config("checkpoint", model, source, spec)
+        config = external_config("checkpoint", model, source, spec)
     else:
         run_id = store.resolve(target)
         config = store.config(run_id)
@@ -130,7 +130,7 @@ def evaluate_target(
         }
         attacks = {n: full[n] for n in attack_names}
     if surrogates:
-        from harness.runner import default_transfer
+        from harness.execution.runner import default_transfer
 
         transfer = config["eval"].get("transfer") or default_transfer(config)
         transfer = {**transfer, "surrogates": surrogates}

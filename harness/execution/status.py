@@ -9,11 +9,11 @@ from typing import Any
 
 from tabulate import tabulate
 
-from harness import claims
-from harness.downloads import url_path
-from harness.errors import one_line
-from harness.grid import Grid, RunSpec, schedule_note, teacher_label
-from harness.store import Store
+from harness.grid.load import Grid, RunSpec, schedule_note, teacher_label
+from harness.store import claims
+from harness.store.store import Store
+from harness.utils.downloads import url_path
+from harness.utils.errors import one_line
 
 #: Training-set sizes of the standard data sets (the plan needs them without loading the data).
 TRAIN_SIZES = {"cifar10": 50_000, "cifar100": 50_000, "tinyimagenet": 100_000, "stl10": 5_000}
@@ -93,7 +93,7 @@ def _throughput(store: Store) -> dict[tuple[str, str, str], float]:
 def benchmark_throughput(path: str | Path) -> tuple[dict[tuple[str, str, str], float], str]:
     """Harness images/s per (method, student, teacher model) from ``benchmarks/throughput.py``'s
     JSON, and the device it was measured on."""
-    from harness.errors import UserError
+    from harness.utils.errors import UserError
 
     try:
         report = json.loads(Path(path).read_text())
@@ -110,7 +110,7 @@ def benchmark_throughput(path: str | Path) -> tuple[dict[tuple[str, str, str], f
 
 
 def _train_size(spec: RunSpec) -> int | None:
-    from harness.runner import load_dataset
+    from harness.execution.runner import load_dataset
 
     name = spec.config["dataset"]["name"]
     if name in TRAIN_SIZES:  # what the loader holds out: the config's val_fraction, else 10 %

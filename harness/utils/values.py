@@ -12,7 +12,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from harness.errors import UserError
+from harness.utils.errors import UserError
 
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
 _FRACTION = re.compile(

@@ -1,11 +1,11 @@
 """The leaderboard as one self-contained HTML page.
 
-``render_html(tables, grid)`` turns :func:`harness.leaderboard.leaderboard_tables` into a static
-page that needs no network to view: inline CSS and JavaScript, and an accuracy-vs-robustness
-scatter plot per table drawn here as inline SVG. A Content-Security-Policy forbids every fetch
-and allows only the page's own scripts (by hash), so nothing the page is given can load or run
-anything. Method names, grid names and every other string from plugins, grid files and run
-configs are escaped (Jinja's autoescape, ``markupsafe.escape`` in the SVG).
+``render_html(tables, grid)`` turns :func:`harness.publishing.leaderboard.leaderboard_tables` into a
+static page that needs no network to view: inline CSS and JavaScript, and an accuracy-vs-robustness
+scatter plot per table drawn here as inline SVG. A Content-Security-Policy forbids every fetch and
+allows only the page's own scripts (by hash), so nothing the page is given can load or run anything.
+Method names, grid names and every other string from plugins, grid files and run configs are escaped
+(Jinja's autoescape, ``markupsafe.escape`` in the SVG).
 
 Each table states its threat model and its teachers' own accuracy; its columns wrap their
 headers so that the widest paper table fits a 1400 px window; the plot's labels are placed so
@@ -32,7 +32,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 import harness
-from harness.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
+from harness.publishing.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
 
 TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
 TEMPLATE = "leaderboard.html.j2"
