@@ -352,7 +352,7 @@ def list_(kind: str, pattern: str | None) -> None:
     PATTERN: a part of the name (res) or a wildcard (resnet*)."""
     import harness
     from harness.grid.load import list_grids
-    from harness.registry import match_names
+    from harness.registry import METHODS, match_names
 
     if kind == "attacks":
         from harness.grid.suites import PRESETS, preset_text
@@ -364,8 +364,10 @@ def list_(kind: str, pattern: str | None) -> None:
         names = match_names(list_grids(), pattern)
     else:
         names = getattr(harness, f"list_{kind}")(pattern)
-    for name in names:
-        click.echo(name)
+    width = max(map(len, names), default=0)
+    for name in names:  # methods: each with its paper
+        cite = METHODS.get(name).citation() if kind == "methods" else ""
+        click.echo(f"{name:<{width}}  {cite}".rstrip())
     if kind == "models" and not pattern:
         click.echo("timm:NAME, torchvision:NAME  (any classifier of those packages)")
 

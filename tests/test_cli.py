@@ -52,7 +52,13 @@ def test_help_everywhere(capsys, args):
 
 def test_list(capsys):
     code, out, _ = bench(capsys, "list", "methods")
-    assert code == 0 and set(out.split()) == set(harness.list_methods())
+    rows = [line.split(maxsplit=1) for line in out.splitlines()]
+    assert code == 0 and [name for name, _ in rows] == harness.list_methods()
+    cites = dict(rows)  # each method with its paper
+    assert cites["mtard"].startswith("MTARD (mtard): Zhao et al.") and "ECCV 2022" in cites["mtard"]
+    assert "NeurIPS 2023" in cites["fair-ard"] and "NeurIPS 2024" in cites["absld"]
+    assert "CVPR 2024" in cites["peeraid"] and "AAAI 2020" in cites["ard"]
+    assert all("official code" not in cite and "``" not in cite for cite in cites.values())
     code, out, _ = bench(capsys, "list", "grids")
     assert "smoke" in out.split()
     code, out, _ = bench(capsys, "list", "models", "wrn*")

@@ -99,7 +99,7 @@ def test_unhashable_name_is_an_unknown_name():
     # a grid may put a list where a name goes
     with pytest.raises(UserError) as info:
         harness.create_method(["dgad"])
-    assert str(info.value).startswith("unknown method ['dgad']; valid methods: adaad, ")
+    assert str(info.value).startswith("unknown method ['dgad']; valid methods: absld, adaad, ")
     assert ["dgad"] not in reg.METHODS
 
 

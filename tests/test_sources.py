@@ -31,6 +31,10 @@ OFFICIAL = {
     "goldblum/AdversariallyRobustDistillation",
     "zibojia/RSLAD",
     "YisenWang/MART",
+    "zhaoshiji123/MTARD",
+    "NISP-official/Fair-ARD",
+    "zhaoshiji123/ABSLD",
+    "jaewonalive/PeerAiD",
 }
 
 
