@@ -316,3 +316,30 @@ def test_slurm_templates_are_valid(name):
     params = slurm_parameters(grid(name), {})
     assert params["gpus_per_node"] == 1 and params["timeout_min"] > 0
     assert slurm_parameters(grid(name), {"partition": "gpu"})["slurm_partition"] == "gpu"
+
+
+#: The cifar10 grid's extended variant: each later method on its official CIFAR-10 schedule
+#: (epochs, milestones, weight decay, Nesterov) and how many runs it makes (PeerAiD: no teacher).
+EXTENDED = {
+    "absld": (300, (215, 260, 285), 2e-4, False, 4),
+    "peeraid": (300, (214, 259, 284), 2e-4, False, 2),
+    "fair-ard": (200, (100,), 2e-4, True, 4),
+    "fair-iad": (200, (100,), 2e-4, True, 4),
+    "fair-rslad": (300, (215, 260, 285), 2e-4, True, 4),
+}
+
+
+@pytest.mark.parametrize("variant", sorted(EXTENDED))
+def test_cifar10_extended_variant_rows(variant):
+    """The methods beyond the paper run in the cifar10 grid on their official schedules, and
+    only when asked for: Table 4's reproduction (the grid's default runs) is unchanged."""
+    epochs, milestones, wd, nesterov, n_runs = EXTENDED[variant]
+    g = load_grid("cifar10", method=variant)
+    assert len(g.runs) == n_runs
+    for run in g.runs:
+        cfg = run.config
+        assert cfg.label == variant and cfg.method == variant
+        assert (cfg.train.epochs, tuple(cfg.train.milestones)) == (epochs, milestones)
+        assert (cfg.train.weight_decay, cfg.train.nesterov) == (wd, nesterov)
+        assert (cfg.teacher is None) == (variant == "peeraid")
+    assert not {r.config.label for r in grid("cifar10").runs} & set(EXTENDED)
