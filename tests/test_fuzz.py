@@ -966,7 +966,8 @@ def watch_eval() -> Iterator[list[str]]:
 
     def spy(name: str) -> Any:
         def call(source: Any, *args: Any, **kwargs: Any) -> Any:
-            if any(p in str(source) for p in [SENTINEL, "8/255", "1/0"]):
+            importing = "importlib" in sys._getframe(1).f_code.co_filename  # a module's own text
+            if not importing and any(p in str(source) for p in [SENTINEL, "8/255", "1/0"]):
                 seen.append(f"{name}({source!r})")
             if name != "compile" and not args and not kwargs:  # the caller's names, not ours
                 caller = sys._getframe(1)
