@@ -168,7 +168,7 @@ def run(
                 deterministic=deterministic)  # fmt: skip
         return
     dev = resolve_device(device)
-    n_teachers = len({r.needs for r in grid.runs if r.needs})
+    n_teachers = len({t for r in grid.runs for t in r.teacher_needs})
     surrogates = f"{len(grid.surrogate_runs)} surrogate run(s), " if grid.surrogate_runs else ""
     click.echo(
         f"grid {grid.name}: {n_teachers} teacher run(s), {surrogates}{len(grid.runs)} run(s) "

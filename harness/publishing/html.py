@@ -32,7 +32,15 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 from markupsafe import Markup, escape
 
 import harness
-from harness.publishing.leaderboard import MARK, RANK_ORDER, Row, Table, cell_text, column_label
+from harness.publishing.leaderboard import (
+    MARK,
+    RANK_ORDER,
+    Row,
+    Table,
+    cell_text,
+    column_label,
+    role_header,
+)
 
 TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
 TEMPLATE = "leaderboard.html.j2"
@@ -390,6 +398,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
             {
                 "rank": rank,
                 "method": row.label or row.method,
+                "teachers": [row.teachers.get(role, "—") for role in table.roles],
                 "missing": [column_label(c) for c in row.missing],
                 "colour": colours.get(row.method, 0),
                 "cells": [_cell(row, c) for c in table.columns],
@@ -419,16 +428,9 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         "title": table.title,
         "dataset": table.dataset,
         "teacher": table.teacher,
+        "roles": [role_header(role) for role in table.roles],
         "student": table.student,
-        "columns": [
-            {
-                "key": c,
-                "label": column_label(c),
-                "description": DESCRIPTIONS.get(c, c),
-                "rank_key": c == rank_key,
-            }
-            for c in table.columns
-        ],
+        "columns": _columns(table, rank_key),
         "rank_label": column_label(rank_key) if rank_key else None,
         "rows": rows,
         "plot": scatter_svg(table, colours, f"{ident}-plot"),
@@ -439,6 +441,19 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         "failed": sum(1 for r in rows if r["flags"]),
         "short": sum(1 for r in rows if r["short"]),
     }
+
+
+def _columns(table: Table, rank_key: str | None) -> list[dict[str, Any]]:
+    """The attack columns of ``table``'s view, the ranking one marked."""
+    return [
+        {
+            "key": c,
+            "label": column_label(c),
+            "description": DESCRIPTIONS.get(c, c),
+            "rank_key": c == rank_key,
+        }
+        for c in table.columns
+    ]
 
 
 def _legend(tables: list[Table]) -> list[dict[str, str]]:

@@ -383,7 +383,7 @@ def _teacher_fill(view: _StoreView, grid: Grid, tname: str, where: str) -> Fill:
     dataset = grid.raw["dataset"]
     if tname in grid.teacher_runs:  # trained by the grid
         run = grid.teacher_runs[tname]
-        needing = [r for r in grid.runs if r.needs == run.run_id]
+        needing = [r for r in grid.runs if run.run_id in r.teacher_needs]
         pick = next((r for r in needing if _label(r) == "dgad"), needing[0] if needing else None)
         command = run_command(grid.name, pick) if pick else f"bench run --grid {grid.name}"
         fill = Fill(where, grid.name, [run.run_id], command)
