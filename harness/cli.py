@@ -344,6 +344,8 @@ def show(run_ref: str, store: str) -> None:
     click.echo(
         f"teacher    {json.dumps(cfg['teacher'], sort_keys=True) if cfg['teacher'] else '—'}"
     )
+    for role, ref in (cfg.get("teachers") or {}).items():  # a multi-teacher run's, by role
+        click.echo(f"  {role:<8} {json.dumps(ref, sort_keys=True)}")
     train = cfg["train"]
     click.echo(
         f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {train['select_on']}"
