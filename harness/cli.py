@@ -316,10 +316,13 @@ def list_(kind: str, pattern: str | None) -> None:
     """List registered methods, models, datasets, attacks, or the available grids."""
     import harness
     from harness.grid.load import list_grids
+    from harness.registry import METHODS
 
     names = list_grids() if kind == "grids" else getattr(harness, f"list_{kind}")(pattern)
-    for name in names:
-        click.echo(name)
+    width = max(map(len, names), default=0)
+    for name in names:  # methods: each with its paper
+        cite = METHODS.get(name).citation() if kind == "methods" else ""
+        click.echo(f"{name:<{width}}  {cite}".rstrip())
 
 
 @bench.command()

@@ -16,11 +16,17 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, ce_attack, full_precision, kl_logits, teacher_outputs
+from methods.common import (
+    REDUCTIONS,
+    ce_attack,
+    cross_entropy,
+    full_precision,
+    kl_logits,
+    teacher_outputs,
+)
 
 
 @full_precision
@@ -33,9 +39,11 @@ def ard_loss(
     alpha: float,
     temperature: float,
     kl_reduction: str,
+    weights: Tensor | None = None,
 ) -> Tensor:
-    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, kl_reduction)
-    return alpha * temperature**2 * kd + (1 - alpha) * F.cross_entropy(clean_logits, y)
+    """``weights``: Fair-ARD's per-sample class weights on both terms (None: ARD)."""
+    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, kl_reduction, weights)
+    return alpha * temperature**2 * kd + (1 - alpha) * cross_entropy(clean_logits, y, weights)
 
 
 @register_method("ard")
@@ -62,5 +70,6 @@ class ARD(Method):
             alpha=self.alpha,
             temperature=self.temperature,
             kl_reduction=self.kl_reduction,
+            weights=self.sample_weights(y),
         )
         return loss, {}

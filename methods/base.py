@@ -19,12 +19,29 @@ Each method's docstring names the official file and commit its defaults follow; 
 reproduces that code's random start (kind, scale, clipping) and its sequence of train-mode
 student forwards (they decide the BN running statistics), and computes its loss in fp32
 (``methods.common.full_precision``) whatever the step's autocast.
+
+Beyond one teacher and one step (MTARD, the Fair-* variants, ABSLD, PeerAiD):
+
+- ``teacher_roles``: a method distilling from several teachers names their roles, e.g.
+  ``("natural", "robust")``; its ``teacher`` argument (``perturb``, ``loss``, ``setup``) is then
+  a mapping role → frozen network. Single-teacher methods keep ``()`` and get a network or None.
+- ``start_epoch(epoch, lr_scale)`` / ``end_epoch(epoch, lr_scale)``: the trainer calls them
+  around each epoch's steps (``end_epoch`` after the LR scheduler's step, before the checkpoint).
+  ``lr_scale`` is the schedule's current factor (lr / initial lr), for rates the official code
+  decays together with the LR.
+- ``register_state(name, tensor)``: method state that lives across steps and epochs (adaptive
+  weights, class counts, temperatures), kept on the device, updated there without host reads,
+  saved by ``state_dict`` and restored by ``load_state_dict`` so a resumed run is exact.
+- ``sample_weights(y)``: per-sample weights of the loss (None: every sample weighs 1); the
+  methods with a Fair-* variant pass them to their loss.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any, ClassVar
+import re
+import sys
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any, ClassVar, TypeAlias
 
 import torch
 from torch import Tensor, nn
@@ -35,6 +52,10 @@ from harness.registry import METHODS
 from harness.schema import THREAT_DEFAULTS
 from harness.utils.errors import UserError
 from harness.utils.values import coerce
+
+# What a method's ``teacher`` argument is: a frozen network, none (``needs_teacher = False``), or,
+# for a method with ``teacher_roles``, one network per role.
+Teachers: TypeAlias = nn.Module | Mapping[str, nn.Module] | None
 
 
 def register_method(name: str) -> Callable[[type], type]:
@@ -47,6 +68,7 @@ class Method:
 
     registry_name: ClassVar[str] = ""
     needs_teacher: ClassVar[bool] = True
+    teacher_roles: ClassVar[tuple[str, ...]] = ()  # non-empty: ``teacher`` is a role → net map
     defaults: ClassVar[dict[str, Any]] = {}
     choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     positive: ClassVar[tuple[str, ...]] = ()  # hyperparameters that must be > 0
@@ -80,6 +102,16 @@ class Method:
                     )
         self._seed = 0
         self._generators: dict[torch.device, torch.Generator] = {}
+        self._state_names: list[str] = []
+
+    @classmethod
+    def citation(cls) -> str:
+        """One line naming the paper (what ``bench list methods`` shows): the first paragraph of
+        the class's own docstring, else of its module's, less the pointer to the official code."""
+        module = sys.modules.get(cls.__module__)
+        doc = cls.__dict__.get("__doc__") or (module.__doc__ if module else None) or ""
+        first = " ".join(doc.strip().split("\n\n")[0].split()).replace("``", "")
+        return re.sub(r"\s*\(official code[^)]*\)", "", first)
 
     # -- hyperparameters and randomness -------------------------------------------------------
     @property
@@ -120,16 +152,14 @@ class Method:
         )
 
     # -- the contract ---------------------------------------------------------------------------
-    def perturb(
-        self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
-    ) -> Tensor:
+    def perturb(self, student: nn.Module, teacher: Teachers, x: Tensor, y: Tensor) -> Tensor:
         """Inner maximisation: a detached x_adv in the eps-ball ∩ [0,1]; models' modes kept."""
         raise NotImplementedError
 
     def loss(
         self,
         student: nn.Module,
-        teacher: nn.Module | None,
+        teacher: Teachers,
         x: Tensor,
         x_adv: Tensor,
         y: Tensor,
@@ -143,7 +173,7 @@ class Method:
         raise NotImplementedError
 
     # -- methods with trainable modules of their own (GACD's heads) ------------------------------
-    def setup(self, student: nn.Module, teacher: nn.Module | None, x: Tensor) -> None:
+    def setup(self, student: nn.Module, teacher: Teachers, x: Tensor) -> None:
         """Called once with a first batch before the optimiser is built (to size own modules)."""
 
     def modules(self) -> Iterator[nn.Module]:
@@ -155,6 +185,8 @@ class Method:
     def to(self, device: torch.device | str) -> Method:
         for module in self.modules():
             module.to(device)
+        for name in self._state_names:
+            setattr(self, name, getattr(self, name).to(device))
         return self
 
     def train(self, mode: bool = True) -> Method:
@@ -162,12 +194,46 @@ class Method:
             module.train(mode)
         return self
 
+    # -- state across steps and epochs ------------------------------------------------------------
+    def register_state(self, name: str, value: Tensor) -> None:
+        """Make ``self.<name>`` a tensor of method state: ``to`` moves it, ``state_dict`` saves it,
+        ``load_state_dict`` restores it. Update it on the device (reassign or in place)."""
+        if name not in self._state_names:
+            self._state_names.append(name)
+        setattr(self, name, value)
+
+    def start_epoch(self, epoch: int, lr_scale: float = 1.0) -> None:
+        """Before the epoch's first step. ``lr_scale``: the LR schedule's factor in this epoch."""
+
+    def end_epoch(self, epoch: int, lr_scale: float = 1.0) -> None:
+        """After the epoch's last step and the scheduler's step (``lr_scale`` is the factor from
+        the next epoch on), before the checkpoint: per-epoch updates of the method's state."""
+
+    def sample_weights(self, y: Tensor) -> Tensor | None:
+        """Per-sample weights of the loss (Fair-*'s class weights); None: all samples weigh 1."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
-        return {str(i): m.state_dict() for i, m in enumerate(self.modules())}
+        """The modules' state dicts under "0", "1", ... and the registered state under "state"."""
+        state: dict[str, Any] = {str(i): m.state_dict() for i, m in enumerate(self.modules())}
+        if self._state_names:
+            state["state"] = {n: getattr(self, n).detach().clone() for n in self._state_names}
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for i, module in enumerate(self.modules()):
             module.load_state_dict(state[str(i)])
+        saved = state.get("state", {})
+        missing = [n for n in self._state_names if n not in saved]
+        if missing:
+            raise UserError(
+                f"the checkpoint lacks {self.registry_name}'s state {', '.join(missing)}"
+            )
+        for name, value in saved.items():
+            current = getattr(self, name, None) if name in self._state_names else None
+            if current is not None:  # where setup put it: the run's device, the state's dtype
+                value = value.to(device=current.device, dtype=current.dtype)
+            self.register_state(name, value.clone())
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in sorted(self.hparams.items()))

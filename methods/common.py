@@ -60,13 +60,18 @@ def full_precision(loss_fn: F_) -> F_:
     return wrapper  # type: ignore[return-value]
 
 
-def kl(target: Tensor, log_q: Tensor, reduction: str = "batchmean") -> Tensor:
+def kl(
+    target: Tensor, log_q: Tensor, reduction: str = "batchmean", weights: Tensor | None = None
+) -> Tensor:
     """``KL(target ‖ q)`` with ``log_q`` the trained log-probabilities.
 
     ``batchmean`` = (1/B) Σ_i Σ_c, ``elementwise`` = (1/(B·C)) Σ_i Σ_c, ``sum`` = Σ_i Σ_c,
     ``none`` = the per-sample Σ_c. Exactly ``F.kl_div(log_q, target)`` (0·log 0 = 0).
+    ``weights``: per-sample weights w_i multiplying each sample's terms (Fair-*'s class weights).
     """
     per_entry = F.kl_div(log_q, target, reduction="none")
+    if weights is not None:
+        per_entry = per_entry * weights[:, None]
     if reduction == "none":
         return per_entry.sum(1)
     total = per_entry.sum()
@@ -80,14 +85,34 @@ def kl(target: Tensor, log_q: Tensor, reduction: str = "batchmean") -> Tensor:
 
 
 def kl_logits(
-    target_logits: Tensor, logits: Tensor, temperature: float = 1.0, reduction: str = "batchmean"
+    target_logits: Tensor,
+    logits: Tensor,
+    temperature: float = 1.0,
+    reduction: str = "batchmean",
+    weights: Tensor | None = None,
 ) -> Tensor:
     """``KL(σ(target/τ) ‖ σ(logits/τ))``."""
     return kl(
         F.softmax(target_logits / temperature, dim=1),
         F.log_softmax(logits / temperature, dim=1),
         reduction,
+        weights,
     )
+
+
+def smoothed_kl(log_q: Tensor, target: Tensor) -> Tensor:
+    """The elementwise ``kl_loss(a, b) = −a·b + log(b + 1e-5)·b`` of RSLAD's, MTARD's and ABSLD's
+    official code (``a`` the student's log-probabilities, ``b`` the target distribution): KL up
+    to a constant, so the same gradient, but a different value where the value is used (MTARD's
+    adaptive weights)."""
+    return -log_q * target + torch.log(target + 1e-5) * target
+
+
+def cross_entropy(logits: Tensor, y: Tensor, weights: Tensor | None = None) -> Tensor:
+    """``(1/B) Σ_i w_i CE(logits_i, y_i)``; unweighted (w_i = 1) when ``weights`` is None."""
+    if weights is None:
+        return F.cross_entropy(logits, y)
+    return (weights * F.cross_entropy(logits, y, reduction="none")).mean()
 
 
 def soft_cross_entropy(target: Tensor, logits: Tensor) -> Tensor:

@@ -1,5 +1,5 @@
 """DGAD (``dgad``): "Dynamic Guidance Adversarial Distillation with Enhanced Teacher Knowledge",
-ECCV 2024 (official code: kunsaram01/DGAD ``main.py``, method ``DGAD``, and
+ECCV 2024, arXiv 2409.01627 (official code: kunsaram01/DGAD ``main.py``, method ``DGAD``, and
 ``AT_helper.py:adaad_inner_loss``, commit a0329c860570484e0835108985954f30bbb374ee; every
 default follows it).
 

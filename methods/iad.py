@@ -25,7 +25,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from methods.base import Method, register_method
-from methods.common import bn_passes, ce_attack, full_precision, kl, kl_logits, teacher_outputs
+from methods.common import (
+    bn_passes,
+    ce_attack,
+    cross_entropy,
+    full_precision,
+    kl,
+    kl_logits,
+    teacher_outputs,
+)
 
 
 @full_precision
@@ -40,14 +48,23 @@ def iad_loss(
     temperature: float,
     beta: float,
     introspect: bool,
+    weights: Tensor | None = None,
+    ce_input: str = "clean",
 ) -> Tensor:
-    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, "batchmean")
+    """``weights``: Fair-IAD's per-sample class weights on every term (None: IAD). ``ce_input``:
+    what the (1 − alpha) CE term sees: ``clean`` (IAD-I.py), ``adv`` (Fair-IAD.py, from the
+    warm-up on) or ``none`` (Fair-IAD.py before the warm-up ends: no CE term)."""
+    kd = kl_logits(teacher_clean_logits, adv_logits, temperature, "batchmean", weights)
     loss = alpha * temperature**2 * kd
     if introspect:
         w = F.softmax(teacher_adv_logits, 1).gather(1, y[:, None]).squeeze(1).pow(beta).detach()
+        self_w = 1 - w if weights is None else (1 - w) * weights
         self_kl = kl(F.softmax(clean_logits, 1), F.log_softmax(adv_logits, 1), "none")
-        loss = loss + alpha * ((1 - w) * self_kl).sum() / len(y)
-    return loss + (1 - alpha) * F.cross_entropy(clean_logits, y)
+        loss = loss + alpha * (self_w * self_kl).sum() / len(y)
+    if ce_input == "none":
+        return loss
+    ce_logits = clean_logits if ce_input == "clean" else adv_logits
+    return loss + (1 - alpha) * cross_entropy(ce_logits, y, weights)
 
 
 @register_method("iad")
@@ -87,5 +104,6 @@ class IAD(Method):
             temperature=self.temperature,
             beta=self.beta,
             introspect=introspect,
+            weights=self.sample_weights(y),
         )
         return loss, {}

@@ -7,7 +7,9 @@ follows it).
             (start x + 0.001·N(0, I), not clipped before the first gradient, as
             ``rslad_inner_loss``; student BN eval)
     outer:  L = adv_weight · KL(p_T(x) ‖ p_S(x')) + clean_weight · KL(p_T(x) ‖ p_S(x)),
-            both reduced ``elementwise`` (nn.KLDivLoss() default). The official CIFAR-100 script
+            both reduced ``elementwise`` (the official ``torch.mean`` over i and c). The official
+            ``kl_loss`` is −log q·p + p·log(p + 1e-5): KL up to a constant in the student, so the
+            same gradient; the exact KL is computed here. The official CIFAR-100 script
             multiplies each term by 10: set adv_weight and clean_weight accordingly.
     train-mode student forwards per step: S(x'), S(x), as the official loop
 
@@ -37,10 +39,12 @@ def rslad_loss(
     adv_weight: float,
     clean_weight: float,
     kl_reduction: str,
+    weights: Tensor | None = None,
 ) -> Tensor:
+    """``weights``: Fair-RSLAD's per-sample class weights on both terms (None: RSLAD)."""
     target = F.softmax(teacher_clean_logits, 1)
-    adv = kl(target, F.log_softmax(adv_logits, 1), kl_reduction)
-    clean = kl(target, F.log_softmax(clean_logits, 1), kl_reduction)
+    adv = kl(target, F.log_softmax(adv_logits, 1), kl_reduction, weights)
+    clean = kl(target, F.log_softmax(clean_logits, 1), kl_reduction, weights)
     return adv_weight * adv + clean_weight * clean
 
 
@@ -70,5 +74,6 @@ class RSLAD(Method):
             adv_weight=self.adv_weight,
             clean_weight=self.clean_weight,
             kl_reduction=self.kl_reduction,
+            weights=self.sample_weights(y),
         )
         return loss, {}

@@ -197,6 +197,8 @@ def test_a_training_step_never_reads_the_device(method, monkeypatch):
     data = synthetic_splits()
     student, teacher = tiny_net(), tiny_net(1).eval().requires_grad_(False)
     m = harness.create_method(method, steps=2)
+    if m.teacher_roles:  # one teacher per role (MTARD's natural and robust)
+        teacher = {role: tiny_net(i + 1).eval() for i, role in enumerate(m.teacher_roles)}
     m.reseed(0)
     first_x, _ = next(batches(data.train, 32))
     m.setup(student, teacher, first_x)
@@ -279,7 +281,9 @@ def test_host_batches_reach_a_gpu_through_pinned_non_blocking_copies(monkeypatch
 @pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 @pytest.mark.parametrize("resident", [True, False], ids=["resident", "host"])
-@pytest.mark.parametrize("method", ["dgad", "adaad", "trades", "gacd"])
+@pytest.mark.parametrize(
+    "method", ["dgad", "adaad", "trades", "gacd", "mtard", "fair-ard", "absld", "peeraid"]
+)
 def test_cuda_training_steps_never_synchronise(method, resident):
     """CUDA's own detector: any host synchronisation inside the steps raises, the making of
     each batch included (the epoch's draws and, for a set on the host, every batch's copy:
@@ -290,6 +294,8 @@ def test_cuda_training_steps_never_synchronise(method, resident):
     student, teacher = tiny_net().to(device), tiny_net(1).to(device).eval().requires_grad_(False)
     fast = FastPath.parse("auto,-compile", device)
     m = harness.create_method(method, steps=2).to(device)
+    if m.teacher_roles:
+        teacher = {role: teacher for role in m.teacher_roles}
     m.reseed(0)
     m.setup(student, teacher, next(batches(data, 32, device=device))[0])
     opt = torch.optim.SGD(list(student.parameters()) + m.parameters(), lr=0.01, fused=True)

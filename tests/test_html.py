@@ -436,7 +436,7 @@ def run_chromium(binary: str, tmp_path: Path, target: Path, *args: str):
         *args,
         target.as_uri(),
     ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
     return proc
 
 

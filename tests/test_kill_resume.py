@@ -1,9 +1,10 @@
 """A training run killed with SIGKILL many times resumes to exactly the weights and metrics of an
 uninterrupted run (CPU, deterministic), and its store ends consistent.
 
-Most kills land at random moments, half of them while a checkpoint's temporary file exists; four
-are aimed (through ``tests/paused_bench.py``) at the windows between the store's writes: a run
-claimed but not begun, begun but not indexed, evaluated but not marked complete, and marked
+Half the kills land at random moments; the other half and four more are aimed (through
+``tests/paused_bench.py``, so that no kill depends on the machine's speed): while a checkpoint's
+temporary file is written and not yet renamed, and at the windows between the store's writes: a
+run claimed but not begun, begun but not indexed, evaluated but not marked complete, and marked
 complete in its directory but not yet in the index.
 """
 
@@ -90,17 +91,10 @@ def kill_in_window(window: str, grid: Path, store: Path, flag: Path) -> None:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    reached = wait_for(lambda: flag.exists() or proc.poll() is not None, 600)
+    reached = wait_for(lambda: flag.exists() or proc.poll() is not None, 3600)
     assert reached and proc.poll() is None, f"bench ended before the window {window!r}"
     proc.send_signal(signal.SIGKILL)
     proc.wait()
-
-
-def claimed_by(store: Path, pid: int) -> bool:
-    try:
-        return json.loads((run_dir(store) / "claim.json").read_text())["pid"] == pid
-    except (OSError, ValueError, KeyError):
-        return False
 
 
 def indexed_status(store: Path) -> str:
@@ -113,7 +107,7 @@ def test_sigkill_many_times_then_identical_result(tmp_path):
     grid.write_text(GRID)
     ref_store, store, flag = tmp_path / "ref", tmp_path / "killed", tmp_path / "paused"
     subprocess.run(
-        command(grid, ref_store), env=env(), check=True, capture_output=True, timeout=600
+        command(grid, ref_store), env=env(), check=True, capture_output=True, timeout=3600
     )
 
     for window in FIRST_WINDOWS:
@@ -125,22 +119,21 @@ def test_sigkill_many_times_then_identical_result(tmp_path):
     rng = random.Random(0)
     kills = mid_write = 0
     while kills < RANDOM_KILLS:
+        if kills % 2 == 0:  # the moment a checkpoint is being written
+            kill_in_window("checkpoint", grid, store, flag)
+            mid_write += any((run_dir(store) / "checkpoints").glob(".*.tmp"))
+            kills += 1
+            continue
         proc = subprocess.Popen(
             command(grid, store), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
         )
-        if kills % 2 == 0:  # the moment a checkpoint is being written
-            ckpt_dir = run_dir(store) / "checkpoints"
-            wait_for(lambda p=proc: claimed_by(store, p.pid) or p.poll() is not None, 60)
-            wait_for(lambda d=ckpt_dir: any(d.glob(".*.tmp")), 5)
-            mid_write += any(ckpt_dir.glob(".*.tmp"))
-        else:
-            time.sleep(rng.uniform(0.0, 1.5))
+        time.sleep(rng.uniform(0.0, 1.5))
         if proc.poll() is not None:  # it finished before we could kill it: start over
             break
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         kills += 1
-    assert kills == RANDOM_KILLS and mid_write >= 3, (kills, mid_write)
+    assert kills == RANDOM_KILLS and mid_write == RANDOM_KILLS // 2, (kills, mid_write)
 
     for window in LAST_WINDOWS:
         kill_in_window(window, grid, store, flag)
@@ -151,7 +144,7 @@ def test_sigkill_many_times_then_identical_result(tmp_path):
     assert indexed_status(store) == "complete"
 
     done = subprocess.run(
-        command(grid, store), env=env(), check=True, capture_output=True, timeout=600, text=True
+        command(grid, store), env=env(), check=True, capture_output=True, timeout=3600, text=True
     )
     assert f"skip {got.name} (complete)" in done.stdout
     ref = run_dir(ref_store)

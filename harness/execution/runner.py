@@ -25,15 +25,12 @@ from harness.schema import TEACHER_ROLE, Dataset, RunConfig, TeacherRef, Transfe
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
 from harness.training.fast import FastPath
-from harness.training.train import TrainConfig, check_trainable, train
+from harness.training.train import Teachers, TrainConfig, check_trainable, train
 from harness.utils.atomic import save_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
 from harness.utils.errors import TrainingDiverged, UserError
 from harness.utils.values import canonical_json, derive_seed, file_sha256
-
-#: What ``train`` distils from: one frozen network, none, or one per role of the method.
-Teachers = torch.nn.Module | Mapping[str, torch.nn.Module] | None
 
 
 @lru_cache(maxsize=4)

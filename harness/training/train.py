@@ -14,7 +14,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +36,9 @@ from harness.utils.progress import image_bar
 from harness.utils.values import derive_seed
 
 _SCHEDULE = Training()  # the defaults, from the one schema
+
+# One frozen network, none, or one per role of a multi-teacher method (``Method.teacher_roles``).
+Teachers = nn.Module | Mapping[str, nn.Module] | None
 
 
 @dataclass
@@ -103,9 +106,36 @@ def _scheduler(
     )
 
 
+def frozen_teachers(teacher: Teachers, method: Any) -> dict[str, nn.Module]:
+    """The networks in ``teacher`` by the name the compiler records them under: ``teacher``,
+    none, or ``teacher-<role>`` for each role of a method with ``teacher_roles`` (then
+    ``teacher`` must map exactly those roles to networks)."""
+    roles = tuple(getattr(method, "teacher_roles", ()))
+    name = getattr(method, "registry_name", "") or type(method).__name__
+    if roles:
+        given = sorted(teacher) if isinstance(teacher, Mapping) else None
+        if given != sorted(roles):
+            got = "no teacher" if teacher is None else "one network"
+            got = f"roles {', '.join(given) or '(none)'}" if given is not None else got
+            raise UserError(
+                f"method {name!r} needs one teacher per role ({', '.join(roles)}), got {got}"
+            )
+        return {f"teacher-{role}": net for role, net in teacher.items()}
+    if isinstance(teacher, Mapping):
+        raise UserError(
+            f"method {name!r} takes one teacher, not one per role ({', '.join(sorted(teacher))})"
+        )
+    return {} if teacher is None else {"teacher": teacher}
+
+
+def _lr_scale(sched: torch.optim.lr_scheduler.LRScheduler) -> float:
+    """The schedule's current factor: the first group's lr over its initial lr."""
+    return sched.get_last_lr()[0] / sched.base_lrs[0]
+
+
 def prepare(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teachers,
     method: Any,
     first_x: torch.Tensor,
     cfg: TrainConfig,
@@ -115,17 +145,19 @@ def prepare(
     compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form (compiled by the run's ``compiler``), the teacher frozen (attacks need
+    fast path's form (compiled by the run's ``compiler``), the teachers frozen (attacks need
     gradients w.r.t. inputs only), the method set up on a first batch. Shared with
     ``benchmarks/throughput.py``."""
     student.to(device)
     method.to(device)
-    if teacher is not None:
-        teacher.to(device).eval().requires_grad_(False)
+    teachers = frozen_teachers(teacher, method)
+    for net in teachers.values():
+        net.to(device).eval().requires_grad_(False)
     method.reseed(derive_seed(cfg.seed, "setup"))
     method.setup(student, teacher, first_x)
     fast.prepare(student, compiler, "student")
-    fast.prepare(teacher, compiler, "teacher")
+    for role, net in teachers.items():
+        fast.prepare(net, compiler, role)
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -158,7 +190,7 @@ class EpochSums:
 
 def train_steps(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teachers,
     method: Any,
     opt: torch.optim.Optimizer,
     stream: Iterable[tuple[torch.Tensor, torch.Tensor]],
@@ -204,7 +236,7 @@ def train(
     cfg: TrainConfig,
     *,
     ckpt_dir: Path,
-    teacher: nn.Module | None = None,
+    teacher: Teachers = None,
     device: torch.device | str = "cpu",
     resume: bool = True,
     progress: bool = True,
@@ -242,11 +274,12 @@ def train(
         t_epoch = time.perf_counter()
         epoch_sums = _train_epoch(
             student, teacher, method, opt, train_set, cfg, epoch,
-            fast=fast, device=device, progress=progress,
+            fast=fast, device=device, progress=progress, lr_scale=_lr_scale(sched),
         )  # fmt: skip
         n_seen = epoch_sums.images
         lr_used = opt.param_groups[0]["lr"]
         sched.step()
+        method.end_epoch(epoch, lr_scale=_lr_scale(sched))  # its state goes into last.pt below
         seen += n_seen
         train_time = time.perf_counter() - t_epoch
 
@@ -299,7 +332,7 @@ def _result(
 
 def _train_epoch(
     student: nn.Module,
-    teacher: nn.Module | None,
+    teacher: Teachers,
     method: Any,
     opt: torch.optim.Optimizer,
     train_set: Any,
@@ -309,9 +342,11 @@ def _train_epoch(
     fast: FastPath,
     device: torch.device,
     progress: bool,
+    lr_scale: float = 1.0,
 ) -> EpochSums:
     """One epoch of training steps: its data order and attack randomness seeded from the run's
-    seed and the epoch (a resumed run repeats them); raises if the loss diverged."""
+    seed and the epoch (a resumed run repeats them); raises if the loss diverged. The method's
+    ``start_epoch`` hook gets the LR schedule's factor of this epoch (``lr_scale``)."""
     gen = torch.Generator().manual_seed(derive_seed(cfg.seed, "data", epoch))
     method.reseed(derive_seed(cfg.seed, "attack", epoch))
     student.train()
@@ -320,6 +355,7 @@ def _train_epoch(
     stream = batches(
         train_set, cfg.batch_size, shuffle=True, generator=gen, augment=True, device=device
     )
+    method.start_epoch(epoch, lr_scale=lr_scale)
     epoch_sums = train_steps(
         student, teacher, method, opt, stream,
         epoch=epoch, fast=fast, device=device, on_batch=bar.update,
