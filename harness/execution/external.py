@@ -74,7 +74,7 @@ def _load_target(
 
         spec = _dataset_spec(dataset)
         data = load_dataset(spec, data_root)
-        net = load_robustbench(target, dataset=spec["name"])
+        net = load_robustbench(target, dataset=spec.name)
         config = external_config("robustbench", target, {"robustbench": target}, spec)
     elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
