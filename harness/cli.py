@@ -6,6 +6,7 @@ Errors a user can cause print one line and exit with code 2.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,20 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
 @click.option("--gpus", type=click.IntRange(min=0), help="GPUs per Slurm job.")
 @click.option("--cpus", type=click.IntRange(min=1), help="CPUs per Slurm job.")
 @click.option("--mem-gb", type=click.IntRange(min=1), help="Memory per Slurm job.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Rerun the selected student runs that are complete (their old results, checkpoints "
+    "and log are removed first; teachers and surrogates are kept).",
+)
+@click.option(
+    "--log",
+    "loggers",
+    type=click.Choice(["tensorboard"]),
+    multiple=True,
+    help="Also write each epoch's metrics to TensorBoard (<run>/tensorboard; needs the "
+    "'tensorboard' extra). Env: BENCH_LOG.",
+)
 def run(
     store: str,
     data_root: str | None,
@@ -144,16 +159,25 @@ def run(
     gpus: int | None,
     cpus: int | None,
     mem_gb: int | None,
+    force: bool,
+    loggers: tuple[str, ...],
     **selection: Any,
 ) -> None:
     """Train and evaluate every run of a grid (teachers first), then write its leaderboard."""
     from harness.execution.executors import run_local
     from harness.publishing.leaderboard import leaderboard_markdown
     from harness.store.store import Store
+    from harness.training import curves
     from harness.training.fast import FastPath
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
+    set_threads(1)  # workers set their own share (harness.utils.threads)
+    if loggers:  # through the environment: workers and Slurm jobs inherit it
+        os.environ[curves.ENV] = ",".join(loggers)
+    if "tensorboard" in curves.requested():
+        curves.summary_writer()  # not installed: one line now, not a failed run later
     grid = load_selected(**selection)
     deterministic = deterministic or grid.deterministic
     if deterministic:
@@ -161,6 +185,14 @@ def run(
 
         request_cublas_workspace()  # before CUDA starts, here and in every worker
     st = Store(store)
+    if executor != "local":
+        from harness.execution.executors import require_submitit
+
+        require_submitit("slurm" if executor == "slurm" else "local")  # before any reset
+    if force:
+        from harness.execution.rerun import force_rerun
+
+        force_rerun(grid, st, echo=click.echo)
     if executor != "local":
         slurm = {"partition": partition, "time": time_min, "gpus_per_node": gpus,
                  "cpus_per_task": cpus, "mem_gb": mem_gb}  # fmt: skip
@@ -266,7 +298,9 @@ def plan(store: str, throughput: str | None, **selection: Any) -> None:
     default = Path("benchmarks/results/throughput.json")
     if throughput is None and default.is_file():
         throughput = str(default)
-    click.echo(plan_table(load_selected(**selection), store, throughput))
+    click.echo(
+        plan_table(load_selected(**selection), store, throughput, {**selection, "store": store})
+    )
 
 
 @bench.command()
@@ -313,27 +347,48 @@ def store_rebuild(store: str) -> None:
 @click.argument("kind", type=click.Choice(["methods", "models", "datasets", "attacks", "grids"]))
 @click.argument("pattern", required=False)
 def list_(kind: str, pattern: str | None) -> None:
-    """List registered methods, models, datasets, attacks, or the available grids."""
+    """List registered methods, models, datasets, the attacks --attack takes, or the grids.
+
+    PATTERN: a part of the name (res) or a wildcard (resnet*)."""
     import harness
     from harness.grid.load import list_grids
-    from harness.registry import METHODS
+    from harness.registry import METHODS, match_names
 
-    names = list_grids() if kind == "grids" else getattr(harness, f"list_{kind}")(pattern)
+    if kind == "attacks":
+        from harness.grid.suites import PRESETS, preset_text
+
+        for name in match_names(PRESETS, pattern):
+            click.echo(f"{name:<12} {preset_text(PRESETS[name])}")
+        return
+    if kind == "grids":
+        names = match_names(list_grids(), pattern)
+    else:
+        names = getattr(harness, f"list_{kind}")(pattern)
     width = max(map(len, names), default=0)
     for name in names:  # methods: each with its paper
         cite = METHODS.get(name).citation() if kind == "methods" else ""
         click.echo(f"{name:<{width}}  {cite}".rstrip())
+    if kind == "models" and not pattern:
+        click.echo("timm:NAME, torchvision:NAME  (any classifier of those packages)")
 
 
 @bench.command()
 @click.argument("run_ref")
 @STORE
-def show(run_ref: str, store: str) -> None:
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    help="Also write its training curves (loss, selection accuracy per epoch) to this .svg or "
+    ".png (matplotlib, the 'plot' extra) file.",
+)
+def show(run_ref: str, store: str, plot: str | None) -> None:
     """Show one run: its config, status, metrics and files (RUN_REF: id or unique prefix)."""
     from harness.store.store import Store
 
     st = Store(store)
     run_id = st.resolve(run_ref)
+    if plot:
+        _plot_run(st, run_id, Path(plot))
     cfg = st.config(run_id)
     metrics = st.metrics(run_id)
     click.echo(f"run        {run_id}")
@@ -350,14 +405,148 @@ def show(run_ref: str, store: str) -> None:
     for role, ref in (cfg.get("teachers") or {}).items():  # a multi-teacher run's, by role
         click.echo(f"  {role:<8} {json.dumps(ref, sort_keys=True)}")
     train = cfg["train"]
-    click.echo(
-        f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {train['select_on']}"
-    )
+    if cfg.get("kind") in ("checkpoint", "robustbench"):  # bench eval of given weights
+        source = ", ".join(f"{k} {v}" for k, v in sorted((cfg.get("source") or {}).items()))
+        click.echo(f"schedule   none: evaluation only ({cfg['kind']}: {source})")
+    else:
+        select = train.get("select_on", "—")
+        click.echo(f"schedule   {train['epochs']} epochs ({cfg['schedule']}), select on {select}")
     for name, row in metrics.get("results", {}).items():
-        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
-    if metrics:
-        click.echo(f"wall time  {metrics.get('wall_time_s', 0):.1f} s")
+        click.echo(f"  {name:<10} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
+    if metrics.get("wall_time_s") is not None:
+        click.echo(f"wall time  {metrics['wall_time_s']:.1f} s")
     click.echo(f"directory  {st.run_dir(run_id)}")
+
+
+KINDS = click.Choice(["student", "teacher", "surrogate", "checkpoint", "robustbench"])
+
+
+@bench.command("runs")
+@click.option("--grid", "grid_name", help="Only the runs this grid lists.")
+@click.option("--method", help="Only this method or variant (checkpoint, robustbench: bench eval).")
+@click.option("--kind", "kinds", type=KINDS, multiple=True, help="Only runs of this kind.")
+@STORE
+def runs_(grid_name: str | None, method: str | None, kinds: tuple[str, ...], store: str) -> None:
+    """Every run of the store, across grids (bench eval's runs of checkpoints too)."""
+    from tabulate import tabulate
+
+    from harness.store.listing import list_runs
+    from harness.store.store import Store
+
+    name = Path(grid_name).stem if grid_name and grid_name.endswith(".toml") else grid_name
+    rows = list_runs(Store(store), grid=name, method=method, kinds=kinds)
+    if rows:
+        click.echo(tabulate(rows, headers="keys", tablefmt="github", disable_numparse=True))
+    click.echo(f"{len(rows)} run(s)")
+
+
+@bench.command("rm")
+@click.argument("run_refs", nargs=-1)
+@click.option("--grid", "grid_name", help="Remove the runs this grid lists (with --method: its).")
+@click.option("--method", help="Remove the runs of this method or variant.")
+@click.option("--kind", "kinds", type=KINDS, multiple=True, help="Only runs of this kind.")
+@click.option("--yes", "-y", is_flag=True, help="Do not ask before removing several runs.")
+@STORE
+def rm(
+    run_refs: tuple[str, ...],
+    grid_name: str | None,
+    method: str | None,
+    kinds: tuple[str, ...],
+    yes: bool,
+    store: str,
+) -> None:
+    """Remove runs from the run directories and the index together (RUN: id or unique prefix)."""
+    from harness.store.removal import remove_runs, select_runs
+    from harness.store.store import Store
+
+    st = Store(store)
+    if run_refs and (grid_name or method or kinds):
+        raise UserError("give RUN ids or --grid/--method/--kind, not both")
+    if run_refs:
+        ids = sorted({st.resolve(ref) for ref in run_refs})
+    elif grid_name or method or kinds:
+        ids = select_runs(st, grid=grid_name, method=method, kinds=kinds)
+        if not ids:
+            raise UserError(f"no run in {st.root} matches the selection")
+        for run_id in ids:
+            click.echo(f"  {run_id}")
+        if not yes and not click.confirm(f"remove these {len(ids)} run(s)?"):
+            raise click.exceptions.Abort()
+    else:
+        raise UserError("give the RUN ids to remove, or select them with --grid/--method/--kind")
+    n = remove_runs(st, ids, echo=click.echo)
+    click.echo(f"{n} run(s) removed from {st.root}")
+
+
+@bench.command()
+@click.argument("run_a")
+@click.argument("run_b")
+@STORE
+def compare(run_a: str, run_b: str, store: str) -> None:
+    """Two runs side by side: config, results and provenance; differences marked ≠."""
+    from harness.publishing.compare import compare_text
+    from harness.store.store import Store
+
+    click.echo(compare_text(Store(store), run_a, run_b))
+
+
+@bench.command()
+@click.argument("run_refs", nargs=-1)
+@click.option("--grid", "grid_name", help="Every complete student run of this grid.")
+@click.option("--method", help="With --grid: only this method or variant.")
+@click.option(
+    "--output",
+    type=click.Path(file_okay=False),
+    help="Folder for <dataset>/Linf/<run>.json (default: <store>/export).",
+)
+@STORE
+def export(
+    run_refs: tuple[str, ...],
+    grid_name: str | None,
+    method: str | None,
+    output: str | None,
+    store: str,
+) -> None:
+    """Write runs' results as JSON, one file per run (README: "Exporting results")."""
+    from harness.publishing.export import export_runs
+    from harness.store.removal import select_runs
+    from harness.store.store import Store
+
+    st = Store(store)
+    if bool(run_refs) == bool(grid_name):
+        raise UserError("give the RUN ids to export, or --grid G (not both)")
+    if run_refs:
+        if method:
+            raise UserError("--method selects within --grid; give RUN ids without it")
+        ids = sorted({st.resolve(ref) for ref in run_refs})
+    else:
+        ids = select_runs(st, grid=grid_name, method=method, kinds=("student",))
+        ids = [i for i in ids if st.status(i) == "complete"]
+        if not ids:
+            raise UserError(f"no complete student run of grid {grid_name} in {st.root}")
+    folder = Path(output) if output else st.root / "export"
+    paths = export_runs(st, ids, folder)
+    for path in paths:
+        click.echo(f"wrote {path}")
+    click.echo(f"{len(paths)} run(s) exported to {folder}")
+
+
+def _plot_run(st: Any, run_id: str, path: Path) -> None:
+    from harness.publishing.curves import write_plot
+
+    history = (st.metrics(run_id).get("train") or {}).get("history")
+    if not history:
+        raise UserError(f"run {run_id} has no training epochs to plot (not trained by the harness)")
+    click.echo(f"curves written to {write_plot({run_id: history}, path)}")
+
+
+def _worst_class(row: dict) -> str:
+    """``, worst class 3: 41.00%`` for a result row with per-class accuracies, else nothing."""
+    per_class = [(v, c) for c, v in enumerate(row.get("per_class") or []) if v is not None]
+    if not per_class:
+        return ""
+    value, cls = min(per_class)
+    return f", worst class {cls}: {100 * value:.2f}%"
 
 
 @bench.command()
@@ -381,9 +570,9 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
     name = grid_path(grid_name).stem
     tables = lb.leaderboard_tables(Store(store), name)
     if fmt == "html":
-        from harness.publishing.html import render_html
+        from harness.publishing.html import render_html, training_curves
 
-        text = render_html(tables, name)
+        text = render_html(tables, name, curves=training_curves(Store(store), tables))
     else:
         text = {
             "md": lambda: lb.to_markdown(tables, name),
@@ -417,6 +606,12 @@ def leaderboard(grid_name: str, store: str, fmt: str, output: str | None) -> Non
 @click.option("--model", help="Architecture of a checkpoint TARGET.")
 @click.option("--dataset", help="Data set of a checkpoint or RobustBench TARGET (npz:FILE too).")
 @click.option("--robustbench", is_flag=True, help="TARGET is a RobustBench model name.")
+@click.option(
+    "--zoo",
+    type=click.Choice(["cifar10", "cifar100", "imagenet"]),
+    help="The RobustBench leaderboard of a --robustbench TARGET (default: --dataset's, or the "
+    "one with its number of classes, so an npz of CIFAR-10 images takes cifar10).",
+)
 @STORE
 @click.option(
     "--data-root", envvar="BENCH_DATA", help="Folder with the data sets. Env: BENCH_DATA."
@@ -432,6 +627,7 @@ def eval_(
     model: str | None,
     dataset: str | None,
     robustbench: bool,
+    zoo: str | None,
     store: str,
     data_root: str | None,
     device: str,
@@ -440,7 +636,9 @@ def eval_(
     """Evaluate a stored run, a checkpoint file or a RobustBench model (resumable)."""
     from harness.execution.external import evaluate_target
     from harness.utils.compat import resolve_device
+    from harness.utils.threads import set_threads
 
+    set_threads(1)
     rows = evaluate_target(
         target,
         suite=suite,
@@ -450,6 +648,7 @@ def eval_(
         model=model,
         dataset=dataset,
         robustbench=robustbench,
+        zoo=zoo,
         store=store,
         data_root=data_root,
         device=resolve_device(device),
@@ -457,24 +656,33 @@ def eval_(
         echo=click.echo,
     )
     for name, row in rows["results"].items():
-        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']})")
+        click.echo(f"  {name:<28} {100 * row['accuracy']:6.2f}%  (n={row['n']}){_worst_class(row)}")
     failed = [name for name, check in rows.get("checks", {}).items() if not check["ok"]]
     click.echo(f"checks: {', '.join(failed) + ' FAILED' if failed else 'ok'}")
 
 
 @bench.command("new-method")
 @click.argument("name")
-@click.option("--methods-dir", default=None, help="Where the method file goes (default: methods/).")
+@click.option(
+    "--methods-dir",
+    default=None,
+    help="Where the method file goes (default: methods/, which registers it; elsewhere it "
+    "prints the entry point that does).",
+)
 @click.option("--tests-dir", default="tests", show_default=True, help="Where its test goes.")
 def new_method(name: str, methods_dir: str | None, tests_dir: str) -> None:
     """Write a working method skeleton (KD on adversarial examples) and its test."""
     import methods
     from harness.scaffold import new_method as scaffold
+    from harness.scaffold import registration_hint
 
-    folder = Path(methods_dir) if methods_dir else Path(methods.__file__).parent
+    builtin = Path(methods.__file__).parent
+    folder = Path(methods_dir) if methods_dir else builtin
     method_path, test_path = scaffold(name, folder, Path(tests_dir))
     click.echo(f"wrote {method_path}")
     click.echo(f"wrote {test_path}")
+    for line in registration_hint(name, method_path, builtin):
+        click.echo(line)
     click.echo(f"try it: bench run --method {name} --grid smoke")
 
 

@@ -29,6 +29,13 @@ class Registry:
         self._entries: dict[str, Callable[..., Any]] = {}
         self._loaded = False
         self._loading = False
+        # "prefix:name" -> factory, for names of another package's catalogue (timm:resnet18)
+        self._prefixes: dict[str, Callable[[str], Callable[..., Any]]] = {}
+
+    def add_prefix(self, prefix: str, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        """Names ``prefix:NAME`` resolve to ``resolve(NAME)`` (a factory; a user error when
+        ``NAME`` is unknown or its package missing) instead of the registered names."""
+        self._prefixes[prefix] = resolve
 
     def register(self, name: str | None = None, *, override: bool = False) -> Callable:
         """Decorator: ``@METHODS.register("dgad")``; the default name is the object's name."""
@@ -69,17 +76,27 @@ class Registry:
             self._loading = False
 
     def names(self, pattern: str | None = None) -> list[str]:
-        """Registered names, sorted; ``pattern`` is a shell-style wildcard (``"resnet*"``)."""
+        """Registered names, sorted; ``pattern`` is a shell-style wildcard (``"resnet*"``) or a
+        part of the name (``"res"``): see :func:`match_names`."""
         self._load()
-        names = sorted(self._entries)
-        return fnmatch.filter(names, pattern) if pattern else names
+        return match_names(sorted(self._entries), pattern)
 
     def __contains__(self, name: object) -> bool:
         self._load()
+        if isinstance(name, str) and name.partition(":")[0] in self._prefixes:
+            try:
+                self.get(name)
+            except UserError:
+                return False
+            return True
         return isinstance(name, str) and name in self._entries
 
     def get(self, name: str) -> Callable[..., Any]:
         self._load()
+        if isinstance(name, str) and ":" in name and name not in self._entries:
+            prefix, _, rest = name.partition(":")
+            if prefix in self._prefixes:
+                return self._prefixes[prefix](rest)
         try:
             return self._entries[name]
         except (KeyError, TypeError):  # TypeError: a list or table from a grid file
@@ -91,6 +108,18 @@ class Registry:
         factory = self.get(name)
         check_kwargs(f"{self.kind} {name!r}", factory, kwargs)
         return factory(**kwargs)
+
+
+def match_names(names: Iterable[str], pattern: str | None) -> list[str]:
+    """``names`` that ``pattern`` selects: with a wildcard (``*``, ``?``, ``[``) those it
+    matches as a whole, else those that contain it (``res`` finds ``resnet18`` and
+    ``preact_resnet18``); case-insensitive. No pattern: all of them."""
+    names = list(names)
+    if not pattern:
+        return names
+    if any(c in pattern for c in "*?["):
+        return [n for n in names if fnmatch.fnmatch(n.lower(), pattern.lower())]
+    return [n for n in names if pattern.lower() in n.lower()]
 
 
 def check_kwargs(what: str, factory: Callable[..., Any], kwargs: dict[str, Any]) -> None:

@@ -49,3 +49,27 @@ def new_method(name: str, methods_dir: Path, tests_dir: Path) -> tuple[Path, Pat
     write_text_atomic(env.get_template("method.py.j2").render(values), method_path)
     write_text_atomic(env.get_template("test_method.py.j2").render(values), test_path)
     return method_path, test_path
+
+
+def registration_hint(name: str, method_path: Path, builtin_dir: Path) -> list[str]:
+    """How the method at ``method_path`` reaches the registry, as lines to print.
+
+    A file in the harness's own ``methods/`` folder is imported with the package (every module
+    there registers itself); anywhere else nothing imports it until a package declares it as an
+    entry point of the group ``bench.methods`` (:mod:`harness.registry`) and is installed.
+    """
+    folder = method_path.parent.resolve()
+    if folder == Path(builtin_dir).resolve():
+        return [f"registered: every file in {folder} is imported with the methods package"]
+    module = method_path.stem
+    if (folder / "__init__.py").exists():
+        module = f"{folder.name}.{module}"
+    return [
+        f"{method_path} is outside the harness's methods/ folder: nothing imports it yet.",
+        "Register it with an entry point in the pyproject.toml of the package that holds it,",
+        "",
+        '    [project.entry-points."bench.methods"]',
+        f'    {name} = "{module}"',
+        "",
+        f"then install that package (pip install -e .); `bench list methods` shows {name}.",
+    ]

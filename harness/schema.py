@@ -215,21 +215,23 @@ class TeacherRef:
     robustbench: str | None = None
     threat_model: str | None = None
     sha256: str | None = None
+    zoo: str | None = None  # a RobustBench model's leaderboard, where the data set is another
 
     #: The keys of each source's JSON form besides name, model and source (``sha256`` of a
-    #: RobustBench model only when pinned).
+    #: RobustBench model only when pinned, its ``zoo`` only when given).
     KEYS = {
         "run": ("run_id",),
         "checkpoint": ("path", "sha256"),
         "url": ("url", "sha256"),
-        "robustbench": ("robustbench", "threat_model", "sha256"),
+        "robustbench": ("robustbench", "threat_model", "sha256", "zoo"),
     }
+    OPTIONAL = ("sha256", "zoo")
 
     def to_json(self) -> dict[str, Any]:
         out = {"name": self.name, "model": self.model, "source": self.source}
         for key in self.KEYS[self.source]:
             value = getattr(self, key)
-            if value is not None or key != "sha256":
+            if value is not None or key not in self.OPTIONAL:
                 out[key] = value
         return out
 
@@ -362,10 +364,11 @@ class RunConfig(Mapping):
     def run_id(self) -> str:
         """The store's key: a readable head and the hash of the JSON form (without ``grids``,
         which only says where the run is listed; with it, empty, for an external model)."""
+        arch = self.model.replace(":", "-")  # timm:resnet18 -> timm-resnet18 (a folder name)
         if self.external:
-            return f"eval-{self.model}-{self.dataset.name}-{config_hash(self.to_json())}"
+            return f"eval-{arch}-{self.dataset.name}-{config_hash(self.to_json())}"
         body = {k: v for k, v in self.to_json().items() if k != "grids"}
-        head = f"{self.label}-{self.dataset.name}-{self.model}-{self.teacher_name}-s{self.seed}"
+        head = f"{self.label}-{self.dataset.name}-{arch}-{self.teacher_name}-s{self.seed}"
         return f"{head}-{config_hash(body)}"
 
     def replace(self, **changes: Any) -> RunConfig:

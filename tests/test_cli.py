@@ -65,6 +65,25 @@ def test_list(capsys):
     assert out.split() == ["wrn34_10", "wrn34_20"]
 
 
+def test_list_takes_substrings_and_attacks_lists_what_attack_takes(capsys):
+    code, out, _ = bench(capsys, "list", "models", "res")
+    assert code == 0
+    assert out.splitlines() == ["preact_resnet18", "resnet18", "resnet34"]
+    code, out, _ = bench(capsys, "list", "models", "RESNET3")
+    assert out.splitlines() == ["resnet34"]
+    code, out, _ = bench(capsys, "list", "grids", "cifar10")
+    assert out.split() == ["cifar10", "cifar10-mini", "cifar100"]
+    code, out, _ = bench(capsys, "list", "attacks")
+    from harness.grid.suites import PRESETS
+
+    names = [line.split()[0] for line in out.splitlines()]
+    assert code == 0 and names == list(PRESETS)
+    assert "pgd" not in names  # a registered attack, not a preset: --attack refuses it
+    assert "pgd10        pgd steps=10" in out.splitlines()
+    code, out, _ = bench(capsys, "list", "attacks", "pgd")
+    assert [line.split()[0] for line in out.splitlines()] == ["pgd10", "pgd20", "pgd50"]
+
+
 def grid_file(tmp_path: Path, extra: str = "", eps: str = '"8/255"') -> str:
     path = tmp_path / "g.toml"
     path.write_text(
@@ -175,6 +194,12 @@ def test_smoke_grid_end_to_end(tmp_path):
         [*BENCH, "show", "dgad", "--store", str(store)], capture_output=True, text=True, env=env
     )
     assert show.returncode == 0 and "complete" in show.stdout and "pgd10" in show.stdout
+    per_class = metrics["results"]["pgd10"]["per_class"]  # digits: 10 classes
+    assert len(per_class) == 10 and sum(metrics["results"]["pgd10"]["class_n"]) == 359
+    low = min(per_class)
+    line = next(x for x in show.stdout.splitlines() if x.strip().startswith("pgd10"))
+    assert line.endswith(f"worst class {per_class.index(low)}: {100 * low:.2f}%"), line
+    assert "Clean WC" in board and "PGD WC" in board
 
 
 # -- what the fuzz (tests/test_fuzz.py) found: tracebacks, multi-line errors, stores written ----

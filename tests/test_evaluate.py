@@ -1,4 +1,5 @@
-"""The evaluation engine: resumable per batch, worst case, reliability checks, transfer cache."""
+"""The evaluation engine: resumable per batch, worst case, per-class accuracy, reliability checks,
+transfer cache."""
 
 from __future__ import annotations
 
@@ -10,7 +11,9 @@ import harness.evaluation.evaluate as ev
 import harness.evaluation.transfer as tr
 from harness.attacks.base import Attack
 from harness.data import ArraySet
+from harness.evaluation.per_class import per_class_accuracy
 from harness.registry import ATTACKS
+from harness.store.store import worst_class
 from tests.helpers import fit, synthetic_splits, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -66,6 +69,48 @@ def test_worst_case_is_per_sample():
     masks = {"a": torch.tensor([1, 1, 0, 1]).bool(), "b": torch.tensor([1, 0, 1, 1]).bool()}
     row = ev.worst_case(masks)
     assert row["accuracy"] == 0.5 and row["params"]["of"] == ["a", "b"]
+
+
+def test_per_class_accuracy_from_a_known_per_sample_result():
+    # class 0: 2 of 3 right, class 1: 0 of 2, class 2: 1 of 1, class 3: no image
+    labels = torch.tensor([0, 1, 0, 2, 1, 0])
+    mask = torch.tensor([1, 0, 1, 1, 0, 0]).bool()
+    acc, counts = per_class_accuracy(mask, labels, 4)
+    assert acc == [pytest.approx(2 / 3), 0.0, 1.0, None] and counts == [3, 2, 1, 0]
+    assert worst_class(acc) == 0.0  # the lowest of the classes that have images
+    assert worst_class([None, 0.5, 0.25]) == 0.25 and worst_class(None) is None
+    # a label beyond num_classes widens the list instead of being dropped
+    assert per_class_accuracy(torch.tensor([True]), torch.tensor([2]), 2) == (
+        [None, None, 1.0],
+        [0, 0, 1],
+    )
+    with pytest.raises(ValueError):
+        per_class_accuracy(mask[:3], labels, 4)
+
+
+def test_worst_case_row_has_per_class_accuracy():
+    labels = torch.tensor([0, 0, 1, 1])
+    masks = {"a": torch.tensor([1, 1, 0, 1]).bool(), "b": torch.tensor([1, 0, 1, 1]).bool()}
+    row = ev.worst_case(masks, labels, 2)
+    assert row["per_class"] == [0.5, 0.5] and row["class_n"] == [2, 2]
+
+
+def test_every_attack_of_a_suite_has_per_class_accuracy(trained):
+    net, data = trained
+    out = ev.evaluate_suite(
+        net, data.test, {"clean": None, "pgd": PGD}, batch_size=16, num_classes=3, checks=False
+    )
+    for name in ("clean", "pgd"):
+        mask, row = out["masks"][name], out["results"][name]
+        want = [float(mask[data.test.y == c].float().mean()) for c in range(3)]
+        assert row["per_class"] == pytest.approx(want)
+        assert row["class_n"] == [int((data.test.y == c).sum()) for c in range(3)]
+        assert sum(a * n for a, n in zip(row["per_class"], row["class_n"])) == pytest.approx(
+            row["accuracy"] * row["n"]
+        )
+    survivors = out["masks"]["clean"] & out["masks"]["pgd"]
+    want = [float(survivors[data.test.y == c].float().mean()) for c in range(3)]
+    assert out["results"]["worst_case"]["per_class"] == pytest.approx(want)
 
 
 def test_ordering_check():

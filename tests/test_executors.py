@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness.utils.threads
 from harness.execution.executors import (
     cpu_cores,
     pin_worker,
@@ -153,13 +154,14 @@ def test_a_worker_that_dies_hard_fails_its_run_and_the_grid_goes_on(tmp_path, mo
 def test_a_worker_is_pinned_to_its_gpu_before_cuda_starts(monkeypatch):
     """CUDA_VISIBLE_DEVICES narrowed to the slot's GPU (an entry of the parent's list), which
     becomes cuda:0 and the current device; threads: the cores divided among the workers."""
-    from harness.execution import executors
 
     current, threads = [], []
     monkeypatch.setattr(torch.cuda, "is_initialized", lambda: False)
     monkeypatch.setattr(torch.cuda, "set_device", current.append)
     monkeypatch.setattr(torch, "set_num_threads", threads.append)
-    monkeypatch.setattr(executors, "cpu_cores", lambda: 16)
+    monkeypatch.setattr(harness.utils.threads, "cpu_cores", lambda: 16)
+    monkeypatch.delenv("BENCH_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     env = {"CUDA_VISIBLE_DEVICES": "4, 6"}
     assert pin_worker("cuda:1", 4, env) == torch.device("cuda", 0)
     assert env == {"CUDA_VISIBLE_DEVICES": "6"} and current == [torch.device("cuda", 0)]
@@ -221,7 +223,7 @@ def test_slurm_parameters_from_grid_and_flags(tmp_path):
 def test_plan_uses_measured_throughput(tmp_path):
     grid = load_grid(grid_file(tmp_path))
     store = Store(tmp_path / "store")
-    assert "1 run(s) without a measured throughput" in plan_table(grid, store.root)
+    assert "projected: unknown GPU-hours for the 1 run(s) not done" in plan_table(grid, store.root)
     run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
     longer = load_grid(grid_file(tmp_path), seeds=[1])
     table = plan_table(longer, store.root)

@@ -447,12 +447,27 @@ def test_a_crash_the_store_cannot_record_is_one_line(capsys, copy, monkeypatch):
 
 
 # -- the harness's own checkpoints ----------------------------------------------------------------
+def test_a_complete_run_keeps_best_pt_and_its_training_record(copy):
+    """last.pt and prev.pt only serve a resume: a complete run keeps best.pt and train.json
+    (what metrics.json says about training, for when metrics.json is damaged)."""
+    _, store, run_id = copy
+    folder = store / "runs" / run_id / "checkpoints"
+    assert sorted(p.name for p in folder.iterdir()) == ["best.pt", "train.json"]
+    train = json.loads((folder / "train.json").read_text())
+    assert train == metrics_of(store, run_id)["train"]
+    assert [h["epoch"] for h in train["history"]] == [0, 1]
+
+
 @pytest.mark.parametrize("which", ["best", "last"])
 def test_the_harness_evaluates_and_reuses_its_own_checkpoints(capsys, copy, which):
     """best.pt and last.pt hold the weights under ``student``: ``bench eval FILE --model`` and a
-    grid teacher ``checkpoint = ".../best.pt"`` load them."""
+    grid teacher ``checkpoint = ".../best.pt"`` load them (a complete run's last.pt is pruned:
+    the one of a run stopped before it completed stands in)."""
     grid, store, run_id = copy
     ckpt = store / "runs" / run_id / "checkpoints" / f"{which}.pt"
+    if which == "last":  # as train() writes it: the best.pt record plus the resume state
+        state = torch.load(store / "runs" / run_id / "checkpoints" / "best.pt", weights_only=True)
+        torch.save({**state, "optimizer": {}, "scheduler": {}, "history": []}, ckpt)
     cli = ["eval", str(ckpt), "--model", "tiny_cnn", "--dataset", "digits", "--attack", "clean",
            "--store", str(store), "--no-progress"]  # fmt: skip
     out, _ = expect(capsys, "eval", f"own {which}.pt", cli, 0)

@@ -63,10 +63,19 @@ def _config(method, student, teacher, seed, schedule):
     }
 
 
-def _metrics(acc, failed, device):
+#: Per-class accuracy of three classes around a run's average: the first class is the worst.
+SPREAD = (-0.12, 0.06, 0.06)
+
+
+def _metrics(acc, failed, device, per_class=True):
     return {
         "results": {
-            attack: {"accuracy": value, "n": 10000, "params": {"name": attack, "eps": 8 / 255}}
+            attack: {
+                "accuracy": value,
+                "n": 10000,
+                "params": {"name": attack, "eps": 8 / 255},
+                **({"per_class": [value + d for d in SPREAD]} if per_class else {}),
+            }
             for attack, value in acc.items()
         },
         "checks": {c: {"ok": c not in failed} for c in CHECKS},
@@ -84,7 +93,8 @@ def fabricate_store(root: Path) -> Store:
     for i, (method, student, teacher, seed, schedule, acc, failed, device) in enumerate(RUNS):
         run_id = f"run{i}-{student}-s{seed}-{i:04x}abcd"
         store.begin(run_id, _config(method, student, teacher, seed, schedule))
-        store.finish(run_id, _metrics(acc, failed, device))
+        # the XSS row: evaluated before per-class accuracies were kept
+        store.finish(run_id, _metrics(acc, failed, device, per_class=method != XSS))
     # the teacher evaluated on its own: `bench eval Chen2021LTD_WRN34_10 --robustbench`
     config = external_config(
         "robustbench", RB, {"robustbench": RB}, {"name": "cifar10", "options": {}}
@@ -200,10 +210,11 @@ def test_mean_std_best_checks_and_schedule(page, tables):
     dom = Dom(page)
     mobile, resnet = dom.find("table", "board")
     strong = [_normal(s["text"]) for s in dom.find("strong", inside=resnet)]
-    # best per column: FGSM/PGD/AA dgad (mean of two seeds), then clean rslad, in row order
-    assert strong == ["61.00", "56.00", "53.00", "85.00"]
+    # best per column: FGSM/PGD/PGD WC/AA/AA WC dgad (mean of two seeds), then clean and
+    # clean WC rslad, in row order
+    assert strong == ["61.00", "56.00", "44.00", "53.00", "41.00", "85.00", "73.00"]
     strong = [_normal(s["text"]) for s in dom.find("strong", inside=mobile)]
-    assert strong == ["55.00", "50.00", "79.00"]  # dgad FGSM and PGD, trades clean
+    assert strong == ["55.00", "50.00", "38.00", "79.00", "67.00"]  # dgad FGSM, PGD; trades clean
     rows = dom.find("tr", inside=dom.find("tbody", inside=resnet)[0])
     texts = [_normal(r["text"]) for r in rows]
     assert [t.split()[1] for t in texts] == ["dgad", "rslad", "pgd-at"]  # ranked by AA
@@ -212,7 +223,8 @@ def test_mean_std_best_checks_and_schedule(page, tables):
     # numeric data-value on every accuracy cell (what the sort reads)
     cells = dom.find("td", "num", inside=rows[0])
     values = [float(c["attrs"]["data-value"]) for c in cells]
-    assert values[:4] == pytest.approx([83.0, 61.0, 56.0, 53.0]) and values[4] == 2
+    assert values[:7] == pytest.approx([83.0, 71.0, 61.0, 56.0, 44.0, 53.0, 41.0])
+    assert values[7] == 2  # seeds
     # the failed check is highlighted, the others read ok
     fails = dom.find("td", "fail", inside=resnet)
     assert (
@@ -235,12 +247,47 @@ def test_mean_std_best_checks_and_schedule(page, tables):
     assert "Settings" in prov and "defaults" in prov and "gamma=5" in prov
 
 
+def test_worst_class_columns_and_per_class_data_for_each_row(page, tables):
+    """Clean/PGD/AA WC beside their averages; every row carries its per-class accuracies (mean
+    over its seeds) for the bars a click draws; a row stored without them carries none."""
+    dom = Dom(page)
+    mobile, resnet = dom.find("table", "board")
+    heads = [_normal(th["text"]) for th in dom.find("th", inside=resnet)]
+    assert heads[2:9] == ["Clean", "Clean WC", "FGSM", "PGD", "PGD WC", "AA", "AA WC"]
+    want = {  # resnet18: dgad's two seeds averaged per class, then rslad, pgd-at
+        "dgad": {"clean": [71.0, 89.0, 89.0], "pgd10": [44.0, 62.0, 62.0],
+                 "autoattack": [41.0, 59.0, 59.0]},
+        "rslad": {"clean": [73.0, 91.0, 91.0], "pgd10": [42.0, 60.0, 60.0],
+                  "autoattack": [38.0, 56.0, 56.0]},
+        "pgd-at": {"clean": [68.0, 86.0, 86.0], "pgd10": [41.0, 59.0, 59.0],
+                   "autoattack": [35.0, 53.0, 53.0]},
+    }  # fmt: skip
+    rows = dom.find("tr", inside=dom.find("tbody", inside=resnet)[0])
+    got = {r["attrs"]["data-name"]: json.loads(r["attrs"]["data-per-class"]) for r in rows}
+    assert got.keys() == want.keys()
+    for name, data in want.items():
+        for attack, values in data.items():
+            assert got[name][attack] == pytest.approx(values)
+    rows = dom.find("tr", inside=dom.find("tbody", inside=mobile)[0])
+    got = {r["attrs"]["data-name"]: json.loads(r["attrs"]["data-per-class"]) for r in rows}
+    assert got[XSS] == {}  # stored without per-class accuracies
+    assert got["trades"] == {"clean": [67.0, 85.0, 85.0], "pgd10": [36.0, 54.0, 54.0]}  # rounded
+    # the XSS row reads — in its WC cells, and a figure per table awaits the bars
+    xss = next(r for r in rows if r["attrs"]["data-name"] == XSS)
+    assert [_normal(td["text"]) for td in dom.find("td", "num", inside=xss)][:5] == [
+        "78.00", "—", "50.00", "45.00", "—"]  # fmt: skip
+    figures = dom.find("figure", "classes")
+    assert len(figures) == 2 and json.loads(figures[1]["attrs"]["data-classes"]) == [
+        "0 airplane", "1 automobile", "2 bird"]  # fmt: skip
+    assert all(r["attrs"].get("tabindex") == "0" for r in dom.find("tr", "has-classes"))
+
+
 def test_names_from_configs_are_escaped(page):
     assert XSS not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "<img" not in page and "&lt;img src=x" in page
     dom = Dom(page)
     scripts = dom.find("script")
-    assert len(scripts) == 1 and "alert" not in scripts[0]["text"]
+    assert len(scripts) == 2 and not any("alert" in s["text"] for s in scripts)
     methods = [_normal(td["text"]) for td in dom.find("td", "method")]
     assert XSS in methods  # shows as text, once parsed
     labels = [_normal(t["text"]) for t in dom.find("text", "label")]
@@ -524,15 +571,17 @@ window.addEventListener("load", function () { setTimeout(function () {
 </script>"""
 
 WIDE_COLUMNS = [
-    "clean", "fgsm", "pgd10", "cw2", "autoattack",
+    "clean", "worst_class/clean", "fgsm", "pgd10", "worst_class/pgd10", "cw2", "autoattack",
+    "worst_class/autoattack",
     *(f"transfer/{s}/{a}" for s in ("resnet34", "vgg16_bn") for a in ("fgsm", "pgd10", "jsma")),
     "pgd50", "worst_case",
 ]  # fmt: skip
 
 
 def wide() -> Table:
-    """The widest table a paper grid makes (Table 7's white-box and transfer columns, Worst)
-    with an extra attack, two-seed stds, long labels and every check failed on one row."""
+    """The widest table a paper grid makes (Table 7's white-box and transfer columns, the
+    worst-class columns, Worst) with an extra attack, two-seed stds, long labels and every
+    check failed on one row."""
     rows = []
     labels = [
         "dgad (short: 1/3 ep) [gamma=10, lr=0.05, +2]",

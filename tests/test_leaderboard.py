@@ -31,8 +31,21 @@ EPS = 8 / 255
 
 
 def add_run(
-    store, run_id, method, teacher, student, seed, acc, *, schedule="full", failed=(), hparams=None
+    store,
+    run_id,
+    method,
+    teacher,
+    student,
+    seed,
+    acc,
+    *,
+    schedule="full",
+    failed=(),
+    hparams=None,
+    per_class=None,
 ):
+    """A complete run with accuracies ``acc`` (%) and, per attack of ``per_class``, per-class
+    accuracies (%); a run without them is one stored before per-class accuracies were kept."""
     config = {
         "kind": "student",
         "method": {"name": method, "hparams": {"eps": EPS, **(hparams or {})}},
@@ -50,6 +63,9 @@ def add_run(
     store.begin(run_id, config)
     checks = {"ordering": {"ok": "ordering" not in failed}, "eps_sweep": {"ok": True}}
     results = {k: {"accuracy": v / 100, "n": 10000, "params": {"name": k}} for k, v in acc.items()}
+    for attack, values in (per_class or {}).items():
+        results[attack]["per_class"] = [v / 100 for v in values]
+        results[attack]["class_n"] = [2500] * len(values)
     store.finish(
         run_id, {"results": results, "checks": checks, "provenance": PROV, "wall_time_s": 7200.0}
     )
@@ -66,6 +82,11 @@ def store(tmp_path):
         "resnet18",
         0,
         {"clean": 87.0, "pgd10": 55.0, "autoattack": 50.0},
+        per_class={
+            "clean": [92.0, 80.0, 88.0, 88.0],
+            "pgd10": [70.0, 30.0, 60.0, 60.0],
+            "autoattack": [65.0, 25.0, 55.0, 55.0],
+        },
     )
     add_run(
         st,
@@ -75,6 +96,11 @@ def store(tmp_path):
         "resnet18",
         1,
         {"clean": 88.0, "pgd10": 56.0, "autoattack": 51.0},
+        per_class={
+            "clean": [90.0, 82.0, 90.0, 90.0],
+            "pgd10": [68.0, 34.0, 61.0, 61.0],
+            "autoattack": [64.0, 27.0, 56.5, 56.5],
+        },
     )
     add_run(
         st,
@@ -96,6 +122,11 @@ def store(tmp_path):
         {"clean": 82.95, "pgd10": 52.87, "autoattack": 47.69},
         schedule="short",
         hparams={"init": "normal", "extra_passes": False},  # the default init, a speed switch
+        per_class={
+            "clean": [90.0, 70.0, 85.8, 86.0],
+            "pgd10": [66.0, 28.0, 58.74, 58.74],
+            "autoattack": [60.0, 28.0, 51.38, 51.38],
+        },
     )
     add_run(
         st,
@@ -106,6 +137,11 @@ def store(tmp_path):
         0,
         {"clean": 85.75, "pgd10": 58.05, "autoattack": 52.34},
         hparams={"gamma": 10.0, "mobilenet_weighting": "literal"},
+        per_class={
+            "clean": [90.0, 78.0, 87.5, 87.5],
+            "pgd10": [70.0, 33.0, 64.6, 64.6],
+            "autoattack": [62.0, 31.0, 58.18, 58.18],
+        },
     )
     return st
 
@@ -120,12 +156,34 @@ def test_tables(store):
     assert [r.method for r in first.rows] == ["dgad", "adaad", "pgd-at"]  # every row has AA
     assert first.rank_key == "autoattack" and first.ranked_on_common
     assert [r.label for r in first.rows] == ["dgad", "adaad", "pgd-at"]  # one config each
-    assert first.columns == ["clean", "pgd10", "autoattack"]
+    assert first.columns == [
+        "clean",
+        "worst_class/clean",
+        "pgd10",
+        "worst_class/pgd10",
+        "autoattack",
+        "worst_class/autoattack",
+    ]
     dgad = first.rows[0]
     assert dgad.seeds == 2 and dgad.mean["autoattack"] == pytest.approx(50.5)
     assert dgad.std["autoattack"] == pytest.approx(0.7071, abs=1e-4)
-    assert dgad.best == {"clean", "pgd10", "autoattack"}
+    assert dgad.best == {"clean", "pgd10", "autoattack", "worst_class/clean", "worst_class/pgd10"}
     assert first.rows[1].flags == ["ordering"]
+    # worst class: mean ± std over the seeds of each seed's lowest per-class accuracy
+    assert dgad.mean["worst_class/clean"] == pytest.approx(81.0)  # seeds: 80, 82
+    assert dgad.std["worst_class/clean"] == pytest.approx(1.4142, abs=1e-4)
+    assert dgad.mean["worst_class/pgd10"] == pytest.approx(32.0)  # 30, 34
+    assert dgad.std["worst_class/pgd10"] == pytest.approx(2.8284, abs=1e-4)
+    assert dgad.mean["worst_class/autoattack"] == pytest.approx(26.0)  # 25, 27
+    assert dgad.per_class["pgd10"] == pytest.approx([69.0, 32.0, 60.5, 60.5])
+    adaad, pgd_at = first.rows[1], first.rows[2]
+    assert not any(k.startswith("worst_class/") for k in adaad.mean)  # stored without them
+    assert adaad.no_per_class == ["clean", "pgd10", "autoattack"] and adaad.per_class == {}
+    assert [lb.cell_text(adaad, c) for c in first.columns[1::2]] == ["—", "—", "—"]
+    assert "worst_class/clean" not in pgd_at.std  # one seed: no std
+    assert pgd_at.mean["worst_class/autoattack"] == pytest.approx(28.0)
+    assert pgd_at.best == {"worst_class/autoattack"}  # ranked per column, as every column
+    assert "No worst-class accuracy" in first.notes()[-1] and first.notes()[-1].endswith("adaad.")
     assert first.rows[2].schedule == "short"
     # the teacher-free run stands in both teachers' tables
     assert [r.method for r in tables[1].rows] == ["dgad", "pgd-at"]
@@ -153,8 +211,14 @@ def test_csv_and_latex(store):
     ]
     assert row["mean"].item() == pytest.approx(87.5) and row["seeds"].item() == 2
     assert set(frame.checks) == {"ok", "ordering"}
+    wc = frame[(frame.teacher == "wrn34-10") & (frame.attack == "worst_class/pgd10")]
+    assert dict(zip(wc.method, wc["mean"])) == pytest.approx(
+        {"dgad": 32.0, "adaad": float("nan"), "pgd-at": 28.0}, nan_ok=True
+    )
+    assert wc.loc[wc.method == "dgad", "std"].item() == pytest.approx(2.8284, abs=1e-4)
     latex = lb.to_latex(tables)
     assert r"\textbf{50.50 $\pm$ 0.71}" in latex and r"\begin{tabular}" in latex
+    assert "PGD WC" in latex and r"\textbf{32.00 $\pm$ 2.83}" in latex
 
 
 def test_empty(tmp_path):
@@ -313,6 +377,9 @@ def test_ranked_by_the_strongest_attack_every_row_has(week):
     assert small.notes() == [
         "Ranked by Worst, the strongest attack every row was evaluated with.",
         "† not evaluated with AA: trades, dgad [gamma=10], dgad (short: 1/3 ep) [gamma=5].",
+        "No worst-class accuracy (stored before per-class accuracies were kept; bench eval RUN "
+        "--suite config adds them from the saved per-sample results): trades, dgad [gamma=10], "
+        "dgad [gamma=5], dgad (short: 1/3 ep) [gamma=5].",
     ]
     assert [r.label for r in rb.rows] == ["dgad", "trades"] and rb.rank_key == "worst_case"
     text = lb.to_markdown([small], "lb")
@@ -439,11 +506,29 @@ def test_old_index_is_rebuilt_with_row_keys(week):
     assert keys[runs["dgad"].run_id] == keys[runs["seed1"].run_id] != keys[runs["short"].run_id]
 
 
+def test_index_of_schema_3_is_rebuilt_with_per_class_columns(store):
+    """An index from before per-class accuracies (schema 3) is rebuilt from the run
+    directories on the next read: the runs that have them show them, the others NULL."""
+    with store._db() as conn:
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute("ALTER TABLE results DROP COLUMN worst_class")
+        conn.execute("ALTER TABLE results DROP COLUMN per_class")
+    frame = store.frame("results").set_index(["run_id", "attack"])
+    assert frame.loc[("dgad-a-s0-1111111111", "pgd10"), "worst_class"] == pytest.approx(0.30)
+    per_class = json.loads(frame.loc[("dgad-a-s0-1111111111", "pgd10"), "per_class"])
+    assert per_class == pytest.approx([0.70, 0.30, 0.60, 0.60])
+    assert frame.loc[("adaad-a-s0-3333333333", "pgd10"), ["per_class", "worst_class"]].isna().all()
+    with store._db() as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+
+
 # -- Worst from a real evaluation: an extra `bench eval --attack` does not move it ----------------
-def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
+def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path, monkeypatch):
+    from harness.evaluation.evaluate import eval_subset
     from harness.execution.external import evaluate_target
     from harness.execution.runner import build_model, evaluate_run, load_dataset
     from harness.utils.atomic import save_atomic
+    from harness.utils.values import derive_seed
     from tests.helpers import fit
 
     (spec,) = load_grid("smoke", method="pgd-at").runs
@@ -483,9 +568,58 @@ def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path):
     survivors = masks["clean"] & masks["fgsm"] & masks["pgd10"]
     assert after["worst_case"]["accuracy"] == pytest.approx(float(survivors.float().mean()))
     assert after["pgd50"]["accuracy"] < after["clean"]["accuracy"]  # a model worth attacking
+    # per class: each class's share of its test images that survive, from the masks and labels
+    labels = eval_subset(data.test, 96, derive_seed(cfg["seed"], "eval")).y
+    for name in (*OWN, "pgd50"):
+        want = [float(masks[name][labels == c].float().mean()) for c in range(10)]
+        assert after[name]["per_class"] == pytest.approx(want)
+        assert after[name]["class_n"] == [int((labels == c).sum()) for c in range(10)]
+    want = [float(survivors[labels == c].float().mean()) for c in range(10)]
+    assert after["worst_case"]["per_class"] == pytest.approx(want)
     (table,) = lb.leaderboard_tables(store, "smoke")
-    assert table.columns == ["clean", "fgsm", "pgd10", "pgd20", "pgd50", "worst_case"]
-    assert table.rows[0].mean["worst_case"] == pytest.approx(100 * before["worst_case"]["accuracy"])
+    assert table.columns == [
+        "clean",
+        "worst_class/clean",
+        "fgsm",
+        "pgd10",
+        "worst_class/pgd10",
+        "pgd20",
+        "pgd50",
+        "worst_case",
+    ]
+    row = table.rows[0]
+    assert row.mean["worst_case"] == pytest.approx(100 * before["worst_case"]["accuracy"])
+    for name in ("clean", "pgd10"):
+        assert row.mean[f"worst_class/{name}"] == pytest.approx(100 * min(after[name]["per_class"]))
+        assert row.per_class[name] == pytest.approx([100 * v for v in after[name]["per_class"]])
+
+    # a run stored before per-class accuracies were kept: `bench eval RUN --suite config` adds
+    # them from the saved per-sample results, without attacking again
+    import harness.evaluation.evaluate as ev
+    from harness.utils.atomic import write_json_atomic
+
+    metrics = store.metrics(spec.run_id)
+    for result in metrics["results"].values():
+        result.pop("per_class"), result.pop("class_n")
+    write_json_atomic(metrics, store.run_dir(spec.run_id) / "metrics.json")
+    store.rebuild_index()
+    (table,) = lb.leaderboard_tables(store, "smoke")
+    assert table.rows[0].no_per_class == ["clean", "pgd10"]
+    built = []
+    real = ev.build_attack
+    monkeypatch.setattr(ev, "build_attack", lambda c, s: built.append(s) or real(c, s))
+    kw = {"surrogates": [], "model": None, "dataset": None, "robustbench": False}
+    evaluate_target(spec.run_id, suite="config", attack_names=[], subset=96, **kw,
+                    store=str(store.root), data_root=None, device=cpu, progress=False,
+                    echo=lambda line: None)  # fmt: skip
+    evaluate_target(spec.run_id, suite="whitebox", attack_names=["pgd20", "pgd50"], subset=96,
+                    **kw, store=str(store.root), data_root=None, device=cpu, progress=False,
+                    echo=lambda line: None)  # fmt: skip
+    assert built == []
+    again = store.metrics(spec.run_id)["results"]
+    assert {n: again[n]["per_class"] for n in again} == {n: after[n]["per_class"] for n in after}
+    (table,) = lb.leaderboard_tables(store, "smoke")
+    assert table.rows[0].no_per_class == [] and "worst_class/pgd10" in table.rows[0].mean
 
 
 def test_labels_name_what_differs(tmp_path):

@@ -7,9 +7,11 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
+from harness.registry import METHODS
 from harness.scaffold import new_method
 from harness.utils.errors import UserError
 
@@ -31,14 +33,22 @@ packages = ["bench_plugin_kd", "bench_plugin_broken"]
 """
 
 
+def unregistered(stem: str) -> str:
+    """``stem``, or ``stem-2``, ...: a method name no file of methods/ registers (a user's own
+    ``bench new-method my-kd`` must not fail the suite)."""
+    return next(n for n in [stem, *(f"{stem}-{i}" for i in range(2, 100))] if n not in METHODS)
+
+
 def test_new_method_skeleton_passes_its_own_test(tmp_path):
     methods_dir, tests_dir = tmp_path / "m", tmp_path / "t"
     methods_dir.mkdir()
-    method_path, test_path = new_method("my-kd", methods_dir, tests_dir)
-    assert method_path.name == "my_kd.py" and test_path.name == "test_method_my_kd.py"
-    assert '@register_method("my-kd")' in method_path.read_text()
+    name = unregistered("my-kd")
+    module = name.replace("-", "_")
+    method_path, test_path = new_method(name, methods_dir, tests_dir)
+    assert method_path.name == f"{module}.py" and test_path.name == f"test_method_{module}.py"
+    assert f'@register_method("{name}")' in method_path.read_text()
     # Importing the module registers it; the generated test then runs against it.
-    conftest = f"import sys\nsys.path.insert(0, {str(methods_dir)!r})\nimport my_kd  # noqa\n"
+    conftest = f"import sys\nsys.path.insert(0, {str(methods_dir)!r})\nimport {module}  # noqa\n"
     (tests_dir / "conftest.py").write_text(conftest)
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(tests_dir)],
@@ -55,6 +65,7 @@ def test_installed_entry_point_plugin_runs_on_the_smoke_grid(tmp_path):
     (pkg / "bench_plugin_kd").mkdir(parents=True)
     (pkg / "bench_plugin_broken").mkdir()
     (pkg / "pyproject.toml").write_text(PLUGIN_PYPROJECT)
+    assert "plugin-kd" not in METHODS  # its name must be free for the entry point
     method_file, _ = new_method("plugin-kd", pkg / "bench_plugin_kd", tmp_path / "unused")
     method_file.rename(pkg / "bench_plugin_kd" / "__init__.py")
     (pkg / "bench_plugin_broken" / "__init__.py").write_text("raise ImportError('boom')\n")
@@ -129,3 +140,51 @@ def test_new_method_refuses_names_and_folders_it_cannot_write(tmp_path):
         new_method("my-kd", tmp_path / "m", tmp_path / "notes.txt" / "t")
     assert str(info.value) == f"cannot write {tmp_path / 'notes.txt' / 't'}: Not a directory"
     assert list((tmp_path / "m").iterdir()) == []
+
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("length", [5, 64])
+def test_new_method_files_pass_the_projects_lint(tmp_path, length):
+    """What ``bench new-method`` writes passes ``ruff check`` and ``ruff format --check`` under
+    the project's settings (line length 100), for a short name and the longest allowed."""
+    name = ("a" + "-bcdefgh" * 8)[:length].rstrip("-")
+    assert len(name) in (length, length - 1)
+    written = new_method(name, _methods_folder(tmp_path), tmp_path / "t")
+    config = ["--config", str(REPO / "pyproject.toml")]
+    for command in (["check", "--no-cache"], ["format", "--check", "--no-cache"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "ruff", *command, *config, *map(str, written)],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+    assert max(len(line) for p in written for line in p.read_text().splitlines()) <= 100
+
+
+def _methods_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "m"
+    folder.mkdir()
+    return folder
+
+
+def test_new_method_says_how_a_method_elsewhere_is_registered(tmp_path, capsys):
+    from harness.cli import main
+
+    name = unregistered("my-kd")
+    module = name.replace("-", "_")
+    package = _methods_folder(tmp_path)
+    (package / "__init__.py").write_text("")
+    main(["new-method", name, "--methods-dir", str(package), "--tests-dir", str(tmp_path / "t")])
+    out = capsys.readouterr().out.splitlines()
+    assert out[:2] == [
+        f"wrote {package / module}.py",
+        f"wrote {tmp_path / 't'}/test_method_{module}.py",
+    ]
+    assert '    [project.entry-points."bench.methods"]' in out
+    assert f'    {name} = "m.{module}"' in out
+    hint = f"then install that package (pip install -e .); `bench list methods` shows {name}."
+    assert hint in out and out[-1] == f"try it: bench run --method {name} --grid smoke"

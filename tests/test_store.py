@@ -282,3 +282,22 @@ def test_file_system_errors_name_the_file_and_the_fix(tmp_path):
     for code, fix in cases.items():
         message = str(file_error(OSError(code, os.strerror(code)), path))
         assert message.startswith(f"cannot write {path}: {os.strerror(code)}; {fix}")
+
+
+def test_per_class_accuracies_are_indexed_and_checked(tmp_path):
+    """``per_class`` goes into the index as JSON beside its worst class (classes without test
+    images left out); a run without them has NULL; a garbled list is a damaged metrics.json."""
+    st = Store(tmp_path)
+    st.begin("run-a", config(0))
+    m = metrics(0.5)
+    m["results"]["pgd10"] |= {"per_class": [0.5, None, 0.25, 0.75], "class_n": [4, 0, 4, 4]}
+    st.finish("run-a", m)
+    res = st.frame("results", "g").set_index("attack")
+    assert json.loads(res.loc["pgd10", "per_class"]) == [0.5, None, 0.25, 0.75]
+    assert res.loc["pgd10", "worst_class"] == 0.25
+    assert res.loc[["clean"], ["per_class", "worst_class"]].isna().all(axis=None)
+    m["results"]["pgd10"]["per_class"] = [0.5, "x"]
+    (st.run_dir("run-a") / "metrics.json").write_text(json.dumps(m))
+    assert any(
+        "per_class is not a list of accuracies" in p and p.startswith("run-a: ") for p in st.check()
+    )

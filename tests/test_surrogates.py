@@ -202,6 +202,7 @@ class FakeExecutor:
 def test_slurm_orders_surrogates_and_teachers_before_the_students(tmp_path, monkeypatch):
     submitit = pytest.importorskip("submitit")
     monkeypatch.setattr(submitit, "AutoExecutor", FakeExecutor)
+    monkeypatch.setattr("shutil.which", lambda name: f"/usr/bin/{name}")  # Slurm "installed"
     FakeExecutor.submitted = []
     grid = load_grid(transfer_grid(tmp_path, methods=["dgad", "pgd-at"], teachers=["t"]))
     (teacher,) = grid.teacher_runs.values()

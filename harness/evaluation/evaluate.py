@@ -6,14 +6,16 @@ correctness so far is written atomically to ``<state_dir>/<attack>.pt``, so a ki
 batch ``b`` is seeded by (seed, attack, b): a resumed evaluation gives exactly the numbers of an
 uninterrupted one.
 
-Beside the accuracies: the worst case per sample over every attack run, and the checks a careful
-reviewer makes (clean ≥ FGSM ≥ PGD ≥ AutoAttack; accuracy falls, to about zero, as eps grows;
-predictions do not depend on the batch size; every adversarial input inside its threat model and
-[0,1]). Each check is a flag on the run.
+Beside the accuracies: each row's per-class accuracies (:mod:`harness.evaluation.per_class`),
+the worst case per sample over every attack run, and the checks a careful reviewer makes (clean ≥
+FGSM ≥ PGD ≥ AutoAttack; accuracy falls, to about zero, as eps grows; predictions do not depend
+on the batch size; every adversarial input inside its threat model and [0,1]). Each check is a
+flag on the run.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,7 @@ from torch import Tensor, nn
 
 from harness.attacks.base import build_attack
 from harness.data import ArraySet, batches
+from harness.evaluation.per_class import with_per_class
 from harness.grid import suites
 from harness.grid.suites import EPS_SWEEP
 from harness.utils.atomic import save_atomic
@@ -136,15 +139,20 @@ def run_attack(
     return row, mask
 
 
-def worst_case(masks: dict[str, Tensor]) -> dict[str, Any]:
-    """A sample counts as robust only if it survives every attack run (and is clean-correct)."""
+def worst_case(
+    masks: dict[str, Tensor], labels: Tensor | None = None, num_classes: int = 0
+) -> dict[str, Any]:
+    """A sample counts as robust only if it survives every attack run (and is clean-correct).
+
+    With ``labels``, the row carries its per-class accuracies too (:mod:`.per_class`)."""
     stacked = torch.stack(list(masks.values()))
     robust = stacked.all(0)
-    return {
+    row = {
         "accuracy": float(robust.float().mean()),
         "n": int(robust.numel()),
         "params": {"name": "worst_case", "of": sorted(masks)},
     }
+    return row if labels is None else with_per_class(row, robust, labels, num_classes)
 
 
 def check_ordering(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -225,10 +233,16 @@ def evaluate_suite(
     checks: bool = True,
     num_classes: int = 10,
 ) -> dict[str, Any]:
-    """Every attack of ``attacks`` (``None`` = clean), the worst case, and the checks."""
+    """Every attack of ``attacks`` (``None`` = clean), the worst case, the checks, and each
+    attack's wall time (``eval_seconds``).
+
+    Each result row carries its per-class accuracies (``per_class``, ``class_n``) over
+    ``num_classes`` classes (:mod:`harness.evaluation.per_class`)."""
     results: dict[str, dict[str, Any]] = {}
     masks: dict[str, Tensor] = {}
+    seconds: dict[str, dict[str, Any]] = {}
     for name, config in attacks.items():
+        start = time.perf_counter()
         results[name], masks[name] = run_attack(
             model,
             data,
@@ -240,12 +254,19 @@ def evaluate_suite(
             state_dir=state_dir,
             progress=progress,
         )
-    out: dict[str, Any] = {"results": results, "masks": masks}
+        with_per_class(results[name], masks[name], data.y, num_classes)
+        seconds[name] = {  # what `bench eval` estimates its time from (a resumed one: less)
+            "seconds": time.perf_counter() - start,
+            "n": len(data),
+            "key": canonical_json(config),
+            "device": torch.device(device).type,
+        }
+    out: dict[str, Any] = {"results": results, "masks": masks, "eval_seconds": seconds}
     if len(masks) > 1:  # over the attacks (a JSMA towards the true class is none) and clean
         kept = {
             k: m for k, m in masks.items() if attacks[k] is None or suites.is_attack(attacks[k])
         }
-        results["worst_case"] = worst_case(kept)
+        results["worst_case"] = worst_case(kept, data.y, num_classes)
     if checks:
         out["checks"] = {
             "ordering": check_ordering(results),

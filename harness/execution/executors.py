@@ -21,6 +21,7 @@ from harness.store.claims import Claimed
 from harness.store.store import Store
 from harness.utils.determinism import deterministic as deterministic_mode
 from harness.utils.errors import UserError
+from harness.utils.threads import cpu_cores, set_threads  # noqa: F401  (cpu_cores: re-exported)
 from harness.utils.values import coerce
 
 SLURM_KEYS = {
@@ -190,14 +191,6 @@ def worker_devices(device: torch.device, workers: int) -> list[str]:
     return [str(device)] * workers
 
 
-def cpu_cores() -> int:
-    """The CPU cores this process may run on (its affinity mask, e.g. a Slurm allocation)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - macOS, Windows
-        return os.cpu_count() or 1
-
-
 def pin_worker(
     device: str, workers: int, environ: MutableMapping[str, str] = os.environ
 ) -> torch.device:
@@ -207,9 +200,10 @@ def pin_worker(
     (``CUDA_VISIBLE_DEVICES`` narrowed to that entry of the parent's list) and the current
     device, so compiled kernels, cuDNN, cuBLAS and anything else that uses "the current device"
     land on it rather than on GPU 0; the worker then runs on ``cuda:0``. Intra-op threads:
-    this machine's cores divided by the number of workers.
+    this process's cores divided by the number of workers, or ``$BENCH_THREADS``
+    (:mod:`harness.utils.threads`).
     """
-    torch.set_num_threads(max(1, cpu_cores() // max(1, workers)))
+    set_threads(workers)
     dev = torch.device(device)
     if dev.type != "cuda":
         return dev
@@ -446,6 +440,24 @@ def _job(
     )
 
 
+def require_submitit(cluster: str) -> None:
+    """One line when submitit, or for ``cluster="slurm"`` Slurm's ``sbatch``, is missing here
+    (before anything is reset or submitted)."""
+    import importlib.util
+    import shutil
+
+    if importlib.util.find_spec("submitit") is None:
+        raise UserError("--executor slurm and submitit-local need submitit: pip install submitit")
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if cluster == "slurm" and missing:
+        raise UserError(
+            f"--executor slurm needs Slurm: {' and '.join(missing)} "
+            f"{'is' if len(missing) == 1 else 'are'} not on PATH here; "
+            "run bench on a Slurm login node, or use --executor local (--workers N) or "
+            "submitit-local"
+        )
+
+
 def run_submitit(
     grid: Grid,
     store: Store,
@@ -462,10 +474,8 @@ def run_submitit(
     teachers and surrogates as one job array that depends on all of their jobs (``afterok``;
     a multi-teacher student on every one of its teachers); with ``cluster="local"`` (tests, a
     workstation) the students are submitted once those jobs have finished."""
-    try:
-        import submitit
-    except ImportError:
-        raise UserError("the Slurm executor needs submitit: pip install submitit") from None
+    require_submitit(cluster)
+    import submitit
 
     folder = Path(folder or store.root / "submitit")
     executor = submitit.AutoExecutor(folder=folder, cluster=cluster)

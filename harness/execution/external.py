@@ -7,6 +7,7 @@ leaderboards and reports like any trained student's.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
@@ -67,15 +68,20 @@ def _load_target(
     robustbench: bool,
     store: Store,
     data_root: str | None,
+    zoo: str | None = None,
 ) -> tuple[str, RunConfig, torch.nn.Module, Any]:
     """(run id, config, model with weights, data) for any kind of target."""
     if robustbench:
-        from harness.models.robustbench import load_robustbench
+        from harness.models.robustbench import check_classes, load_robustbench, zoo_dataset
 
         spec = _dataset_spec(dataset)
         data = load_dataset(spec, data_root)
-        net = load_robustbench(target, dataset=spec.name)
-        config = external_config("robustbench", target, {"robustbench": target}, spec)
+        board = zoo_dataset(spec.name, data.num_classes, zoo)
+        net = load_robustbench(target, dataset=board)
+        check_classes(net, data.num_classes, f"RobustBench model {target} ({board})", spec.name)
+        # the leaderboard is part of the source where the data set does not name it
+        source = {"robustbench": target} | ({"zoo": board} if board != spec.name else {})
+        config = external_config("robustbench", target, source, spec)
     elif is_file(target) or target.endswith((".pt", ".pth", ".tar")):
         from harness.models import load_weights
 
@@ -116,6 +122,7 @@ def evaluate_target(
     device: torch.device,
     progress: bool,
     echo: Callable[[str], None],
+    zoo: str | None = None,
 ) -> dict[str, Any]:
     st = Store(store)
     run_id, config, net, data = _load_target(
@@ -125,11 +132,26 @@ def evaluate_target(
         robustbench=robustbench,
         store=st,
         data_root=data_root,
+        zoo=zoo,
     )
     attacks = _attacks(config, attack_names)
     if surrogates:
         transfer = replace(transfer_of(config, "transfer"), surrogates=tuple(surrogates))
         config = config.replace(evaluation=Evaluation(config.evaluation.attacks, transfer))
+    from harness.execution.estimate import eval_plan
+    from harness.execution.runner import suite_attacks
+
+    n_images = min(subset or len(data.test), len(data.test))
+    transfer = transfer_of(config, suite)
+    for line in eval_plan(
+        st,
+        config,
+        suite_attacks(config, suite, attacks),
+        transfer.to_json() if transfer is not None else None,
+        n_images,
+        device.type,
+    ):
+        echo(line)
     _train_surrogates(
         config, suite, st, device=device, data_root=data_root, progress=progress, echo=echo
     )
@@ -226,6 +248,7 @@ def _evaluate_claimed(
     )
     metrics["results"] = {**metrics.get("results", {}), **out["results"]}
     metrics["checks"] = {**metrics.get("checks", {}), **out.get("checks", {})}
+    metrics["eval_seconds"] = {**metrics.get("eval_seconds", {}), **out.get("eval_seconds", {})}
     metrics.setdefault("provenance", provenance(device))
     if hasattr(net, "weights_sha256"):
         metrics["provenance"]["weights_sha256"] = net.weights_sha256
@@ -234,7 +257,16 @@ def _evaluate_claimed(
 
 
 def _train_summary(st: Store, run_id: str, config: RunConfig) -> dict[str, Any]:
-    """What metrics.json said about training, recovered from last.pt (empty if unreadable)."""
+    """What metrics.json said about training: a complete run's train.json, else (a run stopped
+    before it completed) recovered from last.pt; empty if neither can be read."""
+    record = st.train_record(run_id)
+    if record.exists():
+        try:
+            summary = json.loads(record.read_text())
+            if isinstance(summary, dict):
+                return summary
+        except (OSError, ValueError):
+            pass
     path = st.checkpoint(run_id, "last")
     if not path.exists():
         return {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import math
 import os
 import platform
 import time
@@ -16,17 +17,20 @@ import torch
 
 import harness
 from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
+from harness.evaluation.per_class import with_per_class
 from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
 from harness.execution.teachers import load_teacher
 from harness.grid import suites
 from harness.grid.load import RunSpec, default_transfer, surrogate_runs
+from harness.method_code import method_code
 from harness.registry import DATASETS
 from harness.schema import TEACHER_ROLE, Dataset, RunConfig, TeacherRef, Transfer
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
+from harness.training.curves import epoch_log
 from harness.training.fast import FastPath
-from harness.training.train import Teachers, TrainConfig, check_trainable, train
-from harness.utils.atomic import save_atomic
+from harness.training.train import Teachers, TrainConfig, TrainResult, check_trainable, train
+from harness.utils.atomic import save_atomic, write_json_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
 from harness.utils.errors import TrainingDiverged, UserError
@@ -248,6 +252,7 @@ def _execute_claimed(
     store.begin(spec.run_id, {**cfg.to_json(), "data": sizes})
     if not resume:
         store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
+        store.train_record(spec.run_id).unlink(missing_ok=True)
     echo(f"run {spec.run_id}")
 
     def log(line: str) -> None:
@@ -256,8 +261,61 @@ def _execute_claimed(
 
     t0 = time.perf_counter()
     train_precision = tf32_state()
+    code = method_code(cfg.method)  # the code that trains it (not in its id)
+    result = _train_or_recover(
+        spec, store, claim, data, teacher, student, method, tcfg, fast_path, log,
+        device=device, resume=resume, progress=progress, echo=echo,
+    )  # fmt: skip
+    if result is None:
+        return "failed"
+    evaluation = _evaluate_best(
+        spec, store, data, device=device, data_root=data_root, progress=progress, echo=echo,
+        fast=fast, determinism=determinism,
+    )  # fmt: skip
+    provenance_extra = {
+        "fast_path": fast_path.as_dict(),
+        "train_images": sizes["train"],
+        "compile": result.compile,
+        "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
+        "training_precision": train_precision,
+        "method_code": code,
+    } | _teacher_files(teacher)
+    metrics = {
+        **evaluation,
+        "train": train_summary(result, tcfg.select_on),
+        "wall_time_s": time.perf_counter() - t0,
+        "provenance": {**provenance(device), **provenance_extra},
+    }
+    claim.check(verify=True)
+    _complete(store, spec.run_id, metrics, echo)
+    return "complete"
+
+
+def _train_or_recover(
+    spec: RunSpec,
+    store: Store,
+    claim: Claim,
+    data: Any,
+    teacher: torch.nn.Module | None,
+    student: torch.nn.Module,
+    method: Any,
+    tcfg: TrainConfig,
+    fast_path: FastPath,
+    log: Callable[[str], None],
+    *,
+    device: torch.device,
+    resume: bool,
+    progress: bool,
+    echo: Callable[[str], None],
+) -> TrainResult | None:
+    """Train the run (resuming it), or take the training a complete run recorded in its
+    ``train.json``; None when training diverged (the run is then marked failed)."""
+    curves = epoch_log(store.run_dir(spec.run_id))  # $BENCH_LOG: bench run --log tensorboard
+    done = finished_training(store, spec.run_id, tcfg) if resume else None
     try:
-        result = train(
+        if done is not None:  # trained to the end before (its last.pt pruned): evaluate best.pt
+            echo(f"{spec.run_id}: training was complete; evaluating its best.pt again")
+        result = done or train(
             student,
             method,
             data,
@@ -269,36 +327,49 @@ def _execute_claimed(
             progress=progress,
             log=log,
             fast=fast_path,
+            on_epoch=curves,
         )
     except TrainingDiverged as exc:
         claim.check(verify=True)
         store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
         echo(f"failed {spec.run_id}: {exc}")
-        return "failed"
-    evaluation = _evaluate_best(
-        spec, store, data, device=device, data_root=data_root, progress=progress, echo=echo,
-        fast=fast, determinism=determinism,
-    )  # fmt: skip
-    results = evaluation["results"]
-    metrics = {
-        **evaluation,
-        "train": train_summary(result, tcfg.select_on),
-        "wall_time_s": time.perf_counter() - t0,
-        "provenance": {
-            **provenance(device),
-            "fast_path": fast_path.as_dict(),
-            "train_images": sizes["train"],
-            "compile": result.compile,
-            "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
-            "training_precision": train_precision,
-        }
-        | _teacher_files(teacher),
-    }
-    claim.check(verify=True)
-    store.finish(spec.run_id, metrics)
-    summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in results.items())
-    echo(f"done {spec.run_id}: {summary}")
-    return "complete"
+        return None
+    finally:
+        curves.close()
+    return result
+
+
+def _complete(
+    store: Store, run_id: str, metrics: dict[str, Any], echo: Callable[[str], None]
+) -> None:
+    """Write a trained and evaluated run's results (under its claim, checked by the caller)."""
+    # The training record outlives last.pt (pruned below): metrics.json, when damaged, is
+    # rewritten from best.pt and this (harness.execution.external).
+    write_json_atomic(metrics["train"], store.train_record(run_id))
+    store.finish(run_id, metrics)
+    store.prune(run_id)  # complete: nothing resumes it, best.pt is what it left
+    summary = ", ".join(f"{k} {v['accuracy']:.3f}" for k, v in metrics["results"].items())
+    echo(f"done {run_id}: {summary}")
+
+
+def finished_training(store: Store, run_id: str, tcfg: TrainConfig) -> TrainResult | None:
+    """The training of ``run_id`` as its ``train.json`` records it, when the run trained to the
+    end before (complete, then its status.json or metrics.json was damaged): ``last.pt`` is
+    pruned then, so this, not a resume, is what spares it training again. None otherwise."""
+    record, best = store.train_record(run_id), store.checkpoint(run_id, "best")
+    if not (record.exists() and best.exists()):
+        return None
+    try:
+        summary = json.loads(record.read_text())
+        return TrainResult(
+            best_epoch=int(summary["best_epoch"]),
+            best=dict(summary[f"best_{tcfg.select_on}"]),
+            history=list(summary["history"]),
+            wall_time_s=0.0,
+            images_per_s=float(summary.get("images_per_s", math.nan)),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None  # damaged: trained again, as a run without it would be
 
 
 def train_summary(result: Any, select_on: str) -> dict[str, Any]:
@@ -404,10 +475,7 @@ def _evaluate(
     test = eval_subset(data.test, subset, seed)
     bs = cfg.train.eval_batch_size
     eval_dir = store.run_dir(run_id) / "eval"
-    if attacks is None:
-        attacks = dict(cfg.evaluation.attacks) if suite in ("config", "transfer") else whitebox(cfg)
-    if suite == "transfer":
-        attacks = {"clean": None}
+    attacks = suite_attacks(cfg, suite, attacks)
     out = evaluate_suite(
         model,
         test,
@@ -427,12 +495,13 @@ def _evaluate(
             model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
         ).items():
             masks[name] = mask
-            out["results"][name] = {
+            row = {
                 "accuracy": float(mask.float().mean()),
                 "n": len(mask),
                 "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
             }
-    _worst_case(out, masks, cfg, store, run_id)
+            out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
+    _worst_case(out, masks, cfg, store, run_id, labels=test.y, num_classes=data.num_classes)
     return out
 
 
@@ -442,9 +511,13 @@ def _worst_case(
     cfg: RunConfig,
     store: Store,
     run_id: str,
+    *,
+    labels: torch.Tensor,
+    num_classes: int,
 ) -> None:
     """Add this evaluation's masks to the run's ``eval/masks.pt``, and the worst case over the
-    run's own attacks to ``out`` once every one of them has a mask of the same length."""
+    run's own attacks (with its per-class accuracies) to ``out`` once every one of them has a
+    mask of the same length."""
     path = store.run_dir(run_id) / "eval" / "masks.pt"
     masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
     stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
@@ -452,7 +525,8 @@ def _worst_case(
     over = [n for n in over if suites.ranks(n)]  # a JSMA towards the true class is no attack
     ready = len(over) > 1 and all(n in masks for n in over)
     if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
-        out["results"]["worst_case"] = worst_case({n: masks[n] for n in over})
+        kept = {n: masks[n] for n in over}
+        out["results"]["worst_case"] = worst_case(kept, labels, num_classes)
     save_atomic(masks, path)
 
 
@@ -479,6 +553,19 @@ def check_surrogates(cfg: RunConfig, store: Store, run_id: str) -> None:
             f"run {run_id} needs its transfer surrogate run(s) {', '.join(missing)}, which are "
             "not complete: run its grid (bench run trains the surrogates first)"
         )
+
+
+def suite_attacks(
+    cfg: RunConfig, suite: str, attacks: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The white-box attacks (name → config, None: clean) an evaluation with ``suite`` runs:
+    ``attacks`` if given, else the config's (``config``) or the paper's (``whitebox``,
+    ``all``); only clean for ``transfer``."""
+    if suite == "transfer":
+        return {"clean": None}
+    if attacks is not None:
+        return attacks
+    return dict(cfg.evaluation.attacks) if suite == "config" else whitebox(cfg)
 
 
 def own_attacks(cfg: dict[str, Any]) -> list[str]:

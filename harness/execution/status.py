@@ -143,9 +143,19 @@ def _train_size(spec: RunSpec) -> int | None:
         return None
 
 
-def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None = None) -> str:
-    """Per run: its state, projected GPU-hours and command. Images/s come from the store's
-    completed runs of the same (method, student, teacher), else from a benchmark JSON."""
+def plan_table(
+    grid: Grid,
+    store_root: str | Path,
+    throughput: str | Path | None = None,
+    selection: dict[str, Any] | None = None,
+) -> str:
+    """Per run: its state, projected GPU-hours and the command that makes it (with the flags of
+    ``selection``, what ``bench plan`` was given, kept: :func:`run_command`). Images/s come from
+    the store's completed runs of the same (method, student, teacher), else from a benchmark
+    JSON; with none, the GPU-hours are "unknown", never 0."""
+    from harness.execution.commands import run_command
+
+    selection = {"grid_name": grid.name, "store": str(store_root), **(selection or {})}
     store = Store(store_root)
     measured = _throughput(store)
     benchmarked, bench_device = benchmark_throughput(throughput) if throughput else ({}, "")
@@ -164,7 +174,9 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
                 unknown += 1
             else:
                 total += hours
-        command = _command(grid, spec)
+        command = run_command(spec, selection)
+        if spec.kind != "student":
+            command = "(trained by the first command of one of its students)"
         rows.append(
             {
                 "kind": spec.kind,
@@ -175,12 +187,7 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
                 "command": command,
             }
         )
-    note = f"projected: {total:.1f} GPU-hours for the runs not done" + (
-        f"; {unknown} run(s) without a measured throughput (run one epoch of each "
-        f"kind, or pass --throughput from benchmarks/throughput.py)"
-        if unknown
-        else ""
-    )
+    note = _projection_note(rows, total, unknown)
     if benchmarked:
         note += (
             f"\n'benchmark' rows: training images/s measured by {throughput} on {bench_device} "
@@ -195,18 +202,24 @@ def plan_table(grid: Grid, store_root: str | Path, throughput: str | Path | None
     return f"{table}\n\n{note}"
 
 
-def _command(grid: Grid, spec: RunSpec) -> str:
-    """The ``bench run`` that trains ``spec`` (a teacher or surrogate: that of a student)."""
-    cfg = spec.config
-    if spec.kind != "student":
-        return "(trained by the first command of one of its students)"
-    command = (
-        f"bench run --grid {grid.name} --method {cfg.label} --student {cfg.model} --seed {cfg.seed}"
-    )
-    roles = [role for role, _ in cfg.teachers]
-    if roles == [TEACHER_ROLE]:  # a multi-teacher run is selected by its method
-        command += f" --teacher {cfg.teachers[0][1].name}"
-    return command
+def _projection_note(rows: list[dict[str, Any]], total: float, unknown: int) -> str:
+    """The plan's projected GPU-hours: "unknown" where no throughput was measured, never 0."""
+    todo = sum(1 for row in rows if row["state"] != "done")
+    if unknown and unknown == todo:
+        note = f"projected: unknown GPU-hours for the {todo} run(s) not done"
+    elif unknown:
+        note = (
+            f"projected: {total:.1f} GPU-hours for the {todo - unknown} run(s) not done with a "
+            f"measured throughput, unknown for the other {unknown}"
+        )
+    else:
+        note = f"projected: {total:.1f} GPU-hours for the runs not done"
+    if unknown:
+        note += (
+            " (no measured throughput: run one epoch of each kind, or pass --throughput from "
+            "benchmarks/throughput.py)"
+        )
+    return note
 
 
 def teachers_table(grid: Grid, store_root: str | Path) -> str:

@@ -61,15 +61,17 @@ def load_teacher(
         load_weights(model, path, what=f"teacher {ref.name!r} checkpoint")
         model.weights_sha256 = {path.name: ref.sha256}
     elif source == "robustbench":
-        from harness.models.robustbench import load_robustbench
+        from harness.models.robustbench import check_classes, load_robustbench, zoo_dataset
 
+        board = zoo_dataset(dataset, num_classes, ref.zoo)
         model = load_robustbench(
             ref.robustbench,
-            dataset=dataset,
+            dataset=board,
             threat_model=ref.threat_model or "Linf",
             model_dir=model_dir,
             sha256=ref.sha256,
         )
+        check_classes(model, num_classes, f"teacher {ref.name!r} ({board})", dataset)
     else:
         raise UserError(f"unknown teacher source {source!r}")
     model.eval()

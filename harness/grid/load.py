@@ -53,6 +53,7 @@ from harness.schema import (
 )
 from harness.utils.errors import UserError
 from harness.utils.names import check_name
+from harness.utils.resources import GRIDS, shipped
 from harness.utils.values import coerce, parse_number
 
 if sys.version_info >= (3, 11):
@@ -60,7 +61,8 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-GRID_DIR = Path(__file__).resolve().parents[2] / "leaderboards"
+#: The shipped grids: ``leaderboards/`` of the repository, installed as package data.
+GRID_DIR = shipped(GRIDS)
 
 TOP_KEYS = {
     "description",

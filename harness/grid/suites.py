@@ -65,6 +65,14 @@ TRANSFER_DEFAULT = ["fgsm", "pgd10", "jsma"]
 EPS_SWEEP = [2, 4, 8, 16, 32, 64]
 
 
+def preset_text(config: dict[str, Any] | None) -> str:
+    """A preset in a few words: ``pgd steps=10`` (eps and step size come from the grid)."""
+    if config is None:
+        return "no attack"
+    params = " ".join(f"{k}={v}" for k, v in config.items() if k != "attack")
+    return f"{config['attack']} {params}".strip()
+
+
 def is_attack(config: dict[str, Any] | None) -> bool:
     """Whether ``config`` attacks the model: not clean, and not a JSMA whose target is the true
     class (the DGAD authors' transfer call, which can only raise accuracy). Only attacks enter

@@ -17,6 +17,7 @@ from harness.utils.names import check_name
 from harness.utils.values import check_sha256, file_sha256, is_file
 
 URL_SCHEMES = ("https", "http", "file")
+RB_ZOOS = ("cifar10", "cifar100", "imagenet")  # harness.models.robustbench.DATASETS
 
 
 def teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
@@ -28,11 +29,16 @@ def teacher_source(name: str, spec: Any, where: str) -> dict[str, Any]:
         raise UserError(
             f"{where}: [teacher.{name}] needs exactly one of {', '.join(TEACHER_SOURCES)}"
         )
-    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model"})
+    unknown = sorted(set(spec) - {"model", *TEACHER_SOURCES, "sha256", "threat_model", "zoo"})
     if unknown:
         raise UserError(f"{where}: unknown key(s) {', '.join(unknown)} in [teacher.{name}]")
     source = sources[0]
     spec = dict(spec)
+    if "zoo" in spec and (source != "robustbench" or spec["zoo"] not in RB_ZOOS):
+        raise UserError(
+            f"{where}: [teacher.{name}] zoo is a robustbench teacher's leaderboard, one of "
+            f"{', '.join(RB_ZOOS)}; got {spec['zoo']!r}"
+        )
     if "sha256" in spec:
         if source == "train":
             raise UserError(
@@ -98,6 +104,7 @@ def _robustbench_teacher(s: GridSettings, name: str, t: dict[str, Any]) -> Teach
         robustbench=spec["robustbench"],
         threat_model=spec.get("threat_model", "Linf"),
         sha256=spec.get("sha256"),
+        zoo=spec.get("zoo"),
     )
     return ref, None
 

@@ -10,12 +10,17 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from harness.models import mobilenetv2, preact_resnet, resnet, small_cnn, vgg, wideresnet
+from harness.models import ecosystem, mobilenetv2, preact_resnet, resnet, small_cnn, vgg, wideresnet
 from harness.models.checkpoint import clean_state_dict, load_weights
 from harness.models.robustbench import last_linear, linear_input, load_robustbench, with_feature_api
+from harness.registry import MODELS
+
+for _prefix in ecosystem.PREFIXES:  # timm:NAME, torchvision:NAME
+    MODELS.add_prefix(_prefix, lambda name, prefix=_prefix: ecosystem.resolve(prefix, name))
 
 __all__ = [
     "clean_state_dict",
+    "ecosystem",
     "features",
     "last_linear",
     "load_robustbench",

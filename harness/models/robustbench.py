@@ -76,6 +76,40 @@ def load_robustbench(
     return with_feature_api(model.eval())
 
 
+#: The RobustBench leaderboard a data set of this many classes is evaluated against by default.
+ZOO_BY_CLASSES = {10: "cifar10", 100: "cifar100", 1000: "imagenet"}
+
+
+def zoo_dataset(dataset: str, num_classes: int, zoo: str | None = None) -> str:
+    """The RobustBench leaderboard (``cifar10``, ``cifar100``, ``imagenet``) to take a model
+    from when it is evaluated on, or teaches on, ``dataset``: ``zoo`` when given, the data set
+    itself when it is one of them, else the one with ``num_classes`` classes (an npz subset of
+    CIFAR-10 takes CIFAR-10's models)."""
+    if zoo is not None:
+        if zoo not in DATASETS:
+            raise UserError(f"unknown RobustBench dataset {zoo!r}; valid: {', '.join(DATASETS)}")
+        return zoo
+    if dataset in DATASETS:
+        return dataset
+    if num_classes in ZOO_BY_CLASSES:
+        return ZOO_BY_CLASSES[num_classes]
+    raise UserError(
+        f"data set {dataset!r} has {num_classes} classes, like no RobustBench leaderboard: "
+        f"name the model's with --zoo (a grid teacher: zoo = ...), one of {', '.join(DATASETS)}"
+    )
+
+
+def check_classes(model: nn.Module, num_classes: int, what: str, dataset: str) -> nn.Module:
+    """``model`` if its classifier has ``num_classes`` outputs, else a one-line error."""
+    out = last_linear(model).out_features
+    if out != num_classes:
+        raise UserError(
+            f"{what} has {out} outputs and data set {dataset!r} {num_classes} classes: "
+            "evaluate it on a data set of its own classes"
+        )
+    return model
+
+
 def _build(
     rb_utils: ModuleType,
     entry: dict[str, Any],

@@ -11,6 +11,10 @@ Each table states its threat model and its teachers' own accuracy; its columns w
 headers so that the widest paper table fits a 1400 px window; the plot's labels are placed so
 that none overlaps another or a point.
 
+Each row carries its per-class accuracies (clean, PGD, AutoAttack; mean over its seeds) in a
+``data-per-class`` attribute; clicking a row (or Enter on it) draws them as grouped bars, in inline
+SVG, under its table, the top row's at load.
+
 ``self_test=True`` adds a script that, once the page has loaded, sorts every table by clicking
 its headers, checks the order, the plot, its labels and that no table overflows, and writes
 ``ok`` (or what went wrong, including any uncaught error) into ``<body data-selftest>``: the
@@ -22,27 +26,33 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from markupsafe import Markup, escape
 
-import harness
 from harness.publishing.leaderboard import (
     MARK,
     RANK_ORDER,
+    STALE,
+    WC_PREFIX,
+    WORST_CLASS,
     Row,
     Table,
     cell_text,
     column_label,
     role_header,
 )
+from harness.utils.resources import GRIDS, shipped
+from harness.utils.values import canonical_json
 
-TEMPLATES = Path(harness.__file__).resolve().parent.parent / "leaderboards" / "templates"
+#: The page's template: ``leaderboards/templates/`` of the repository, shipped as package data.
+TEMPLATES = shipped(GRIDS) / "templates"
 TEMPLATE = "leaderboard.html.j2"
 PALETTE_SIZE = 10  # colour classes c0..c9 in the template's stylesheet
 
@@ -57,6 +67,45 @@ DESCRIPTIONS = {
     "autoattack": "AutoAttack (standard), the reference code",
     "worst_case": "samples that survive every attack of the run's grid",
 }
+#: Class names in label order where a data set's are well known (else the class index).
+CLASS_NAMES = {
+    "cifar10": ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+                "truck"),
+}  # fmt: skip
+
+
+def describe(column: str) -> str:
+    """What a column holds, in words (the header's tooltip, the page's legend)."""
+    if column.startswith(WC_PREFIX):
+        attack = column[len(WC_PREFIX) :]
+        under = (
+            "with no attack" if attack == "clean" else f"under {DESCRIPTIONS.get(attack, attack)}"
+        )
+        return f"worst-class accuracy {under}: the lowest accuracy of any one class"
+    if column.startswith("transfer/"):
+        _, surrogate, name = column.split("/", 2)
+        return f"transfer: {DESCRIPTIONS.get(name, name)} crafted on a {surrogate} surrogate"
+    return DESCRIPTIONS.get(column, column)
+
+
+def class_names(dataset: str, rows: list[Row]) -> list[str]:
+    """The names of the classes the rows' per-class accuracies cover, in label order."""
+    size = max((len(v) for r in rows for v in r.per_class.values()), default=0)
+    known = CLASS_NAMES.get(dataset, ())
+    return [f"{i} {known[i]}" if i < len(known) else str(i) for i in range(size)]
+
+
+def per_class_data(row: Row) -> str:
+    """A row's per-class accuracies (%) as the JSON its ``data-per-class`` attribute holds:
+    ``{"clean": [92.0, 80.5, ...], "pgd10": [...], ...}``, ``null`` for a class without test
+    images; only the attacks of ``WORST_CLASS`` the row has them for."""
+    return canonical_json(
+        {
+            attack: [None if v is None else round(v, 2) for v in row.per_class[attack]]
+            for attack in WORST_CLASS
+            if attack in row.per_class
+        }
+    )
 
 
 # -- numbers --------------------------------------------------------------------------------------
@@ -236,6 +285,113 @@ def _place_labels(points: list[_Point], texts: list[str]) -> list[tuple[float, f
     return out
 
 
+@dataclass
+class _Frame:
+    """The plot's scales: data values to SVG coordinates, and the ticks of each axis."""
+
+    xticks: list[float]
+    xdec: int
+    yticks: list[float]
+    ydec: int
+    pw: float = W - LEFT - RIGHT
+    ph: float = H - TOP - BOTTOM
+
+    def sx(self, v: float) -> float:
+        x0, x1 = self.xticks[0], self.xticks[-1]
+        return LEFT + (v - x0) / (x1 - x0) * self.pw
+
+    def sy(self, v: float) -> float:
+        y0, y1 = self.yticks[0], self.yticks[-1]
+        return TOP + self.ph - (v - y0) / (y1 - y0) * self.ph
+
+
+def _points(table: Table, colours: dict[str, int], xkey: str, ykey: str) -> list[_Point]:
+    """One point per row that has both numbers."""
+    points = []
+    for row in table.rows:
+        x, y = _finite(row.mean.get(xkey)), _finite(row.mean.get(ykey))
+        if x is None or y is None:
+            continue
+        sx, sy = _finite(row.std.get(xkey)), _finite(row.std.get(ykey))
+        points.append(_Point(row, colours.get(row.method, 0), x, y, sx, sy))
+    return points
+
+
+def _axes_svg(f: _Frame, xname: str, yname: str) -> list[str]:
+    """Grid lines, ticks and their labels, and the axis titles."""
+    parts = []
+    pw, ph = f.pw, f.ph
+    for t in f.xticks:
+        x = _n(f.sx(t))
+        parts.append(f'<line class="grid" x1="{x}" y1="{TOP}" x2="{x}" y2="{TOP + ph}"/>')
+        parts.append(f'<line class="tick" x1="{x}" y1="{TOP + ph}" x2="{x}" y2="{TOP + ph + 5}"/>')
+        parts.append(f'<text class="tick-label" x="{x}" y="{TOP + ph + 19}">{t:.{f.xdec}f}</text>')
+    for t in f.yticks:
+        y = _n(f.sy(t))
+        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + pw}" y2="{y}"/>')
+        parts.append(f'<line class="tick" x1="{LEFT - 5}" y1="{y}" x2="{LEFT}" y2="{y}"/>')
+        parts.append(
+            f'<text class="tick-label y" x="{LEFT - 8}" y="{_n(f.sy(t) + 4)}">{t:.{f.ydec}f}</text>'
+        )
+    parts.append(
+        f'<text class="axis-label" x="{_n(LEFT + pw / 2)}" y="{H - 12}">'
+        f"{escape(xname)} accuracy (%)</text>"
+    )
+    parts.append(
+        f'<text class="axis-label" transform="translate(16 {_n(TOP + ph / 2)}) rotate(-90)">'
+        f"{escape(yname)} accuracy (%)</text>"
+    )
+    return parts
+
+
+def _error_bars_svg(f: _Frame, points: list[_Point]) -> list[str]:
+    """One standard deviation each way, with end caps; drawn under the points."""
+    parts = []
+    for p in points:
+        cls = f"err c{p.colour}"
+        if p.sx:
+            a, b, y = _n(f.sx(p.x - p.sx)), _n(f.sx(p.x + p.sx)), _n(p.py)
+            parts.append(f'<line class="{cls}" x1="{a}" y1="{y}" x2="{b}" y2="{y}"/>')
+            for e in (a, b):
+                parts.append(
+                    f'<line class="{cls}" x1="{e}" y1="{_n(p.py - 4)}" x2="{e}" '
+                    f'y2="{_n(p.py + 4)}"/>'
+                )
+        if p.sy:
+            a, b, x = _n(f.sy(p.y - p.sy)), _n(f.sy(p.y + p.sy)), _n(p.px)
+            parts.append(f'<line class="{cls}" x1="{x}" y1="{a}" x2="{x}" y2="{b}"/>')
+            for e in (a, b):
+                parts.append(
+                    f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
+                    f'y2="{e}"/>'
+                )
+    return parts
+
+
+def _point_svg(
+    p: _Point, text: str, place: tuple[float, float, Box | None], names: tuple[str, str]
+) -> str:
+    """A point with its tooltip, its label at ``place`` and the label's leader line, if any."""
+    lx, ly, leader = place
+    xname, yname = names
+    xs = f" ± {p.sx:.2f}" if p.sx else ""
+    ys = f" ± {p.sy:.2f}" if p.sy else ""
+    seeds = f", {p.row.seeds} seeds" if p.row.seeds > 1 else ""
+    tip = f"{text}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
+    line = ""
+    if leader is not None:  # from the point's rim to the nearest edge of its label
+        x1, y1, x2, y2 = leader
+        d = math.hypot(x2 - x1, y2 - y1)
+        x1, y1 = x1 + (x2 - x1) * RADIUS / d, y1 + (y2 - y1) * RADIUS / d
+        line = f'<line class="leader" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
+    return (
+        f'<g class="pt">{line}<circle class="point c{p.colour}" cx="{_n(p.px)}" '
+        f'cy="{_n(p.py)}" r="{RADIUS}" data-method="{escape(p.row.method)}">'
+        f'<title>{escape(tip)}</title></circle><text class="label" x="{_n(lx)}" '
+        f'y="{_n(ly)}" text-anchor="middle">{escape(text)}</text></g>'
+    )
+
+
 def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | None:
     """Clean accuracy against robust accuracy (:func:`plot_axes`), one labelled point per row
     that has both, as inline SVG; labels placed by :func:`_place_labels`.
@@ -247,30 +403,15 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
     if axes is None:
         return None
     xkey, ykey = axes
-    points = []
-    for row in table.rows:
-        x, y = _finite(row.mean.get(xkey)), _finite(row.mean.get(ykey))
-        if x is None or y is None:
-            continue
-        sx, sy = _finite(row.std.get(xkey)), _finite(row.std.get(ykey))
-        points.append(_Point(row, colours.get(row.method, 0), x, y, sx, sy))
+    points = _points(table, colours, xkey, ykey)
     if not points:
         return None
-
-    xticks, xdec = _domain([(p.x, p.sx or 0.0) for p in points])
-    yticks, ydec = _domain([(p.y, p.sy or 0.0) for p in points])
-    x0, x1, y0, y1 = xticks[0], xticks[-1], yticks[0], yticks[-1]
-    pw, ph = W - LEFT - RIGHT, H - TOP - BOTTOM
-
-    def sx_(v: float) -> float:
-        return LEFT + (v - x0) / (x1 - x0) * pw
-
-    def sy_(v: float) -> float:
-        return TOP + ph - (v - y0) / (y1 - y0) * ph
-
+    frame = _Frame(
+        *_domain([(p.x, p.sx or 0.0) for p in points]),
+        *_domain([(p.y, p.sy or 0.0) for p in points]),
+    )
     for p in points:
-        p.px, p.py = sx_(p.x), sy_(p.y)
-
+        p.px, p.py = frame.sx(p.x), frame.sy(p.y)
     xname, yname = _axis_label(xkey), _axis_label(ykey)
     parts = [
         f'<svg class="scatter" viewBox="0 0 {W} {H}" role="img" '
@@ -280,64 +421,13 @@ def scatter_svg(table: Table, colours: dict[str, int], ident: str) -> Markup | N
         f"{escape(table.title)}</title>",
         f'<desc id="{ident}-desc">One point per row (configuration); error bars are one '
         "standard deviation over seeds; up and to the right is better.</desc>",
-        f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{pw}" height="{ph}"/>',
+        f'<rect class="frame" x="{LEFT}" y="{TOP}" width="{frame.pw}" height="{frame.ph}"/>',
+        *_axes_svg(frame, xname, yname),
+        *_error_bars_svg(frame, points),
     ]
-    for t in xticks:
-        x = _n(sx_(t))
-        parts.append(f'<line class="grid" x1="{x}" y1="{TOP}" x2="{x}" y2="{TOP + ph}"/>')
-        parts.append(f'<line class="tick" x1="{x}" y1="{TOP + ph}" x2="{x}" y2="{TOP + ph + 5}"/>')
-        parts.append(f'<text class="tick-label" x="{x}" y="{TOP + ph + 19}">{t:.{xdec}f}</text>')
-    for t in yticks:
-        y = _n(sy_(t))
-        parts.append(f'<line class="grid" x1="{LEFT}" y1="{y}" x2="{LEFT + pw}" y2="{y}"/>')
-        parts.append(f'<line class="tick" x1="{LEFT - 5}" y1="{y}" x2="{LEFT}" y2="{y}"/>')
-        parts.append(
-            f'<text class="tick-label y" x="{LEFT - 8}" y="{_n(sy_(t) + 4)}">{t:.{ydec}f}</text>'
-        )
-    parts.append(
-        f'<text class="axis-label" x="{_n(LEFT + pw / 2)}" y="{H - 12}">'
-        f"{escape(xname)} accuracy (%)</text>"
-    )
-    parts.append(
-        f'<text class="axis-label" transform="translate(16 {_n(TOP + ph / 2)}) rotate(-90)">'
-        f"{escape(yname)} accuracy (%)</text>"
-    )
-    for p in points:  # error bars under the points
-        cls = f"err c{p.colour}"
-        if p.sx:
-            a, b, y = _n(sx_(p.x - p.sx)), _n(sx_(p.x + p.sx)), _n(p.py)
-            parts.append(f'<line class="{cls}" x1="{a}" y1="{y}" x2="{b}" y2="{y}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{e}" y1="{_n(p.py - 4)}" x2="{e}" '
-                    f'y2="{_n(p.py + 4)}"/>'
-                )
-        if p.sy:
-            a, b, x = _n(sy_(p.y - p.sy)), _n(sy_(p.y + p.sy)), _n(p.px)
-            parts.append(f'<line class="{cls}" x1="{x}" y1="{a}" x2="{x}" y2="{b}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
-                    f'y2="{e}"/>'
-                )
     texts = [p.row.label or p.row.method for p in points]
-    for p, text, (lx, ly, leader) in zip(points, texts, _place_labels(points, texts)):
-        xs = f" ± {p.sx:.2f}" if p.sx else ""
-        ys = f" ± {p.sy:.2f}" if p.sy else ""
-        seeds = f", {p.row.seeds} seeds" if p.row.seeds > 1 else ""
-        tip = f"{text}: {xname} {p.x:.2f}{xs}, {yname} {p.y:.2f}{ys}{seeds}"
-        line = ""
-        if leader is not None:  # from the point's rim to the nearest edge of its label
-            x1, y1, x2, y2 = leader
-            d = math.hypot(x2 - x1, y2 - y1)
-            x1, y1 = x1 + (x2 - x1) * RADIUS / d, y1 + (y2 - y1) * RADIUS / d
-            line = f'<line class="leader" x1="{_n(x1)}" y1="{_n(y1)}" x2="{_n(x2)}" y2="{_n(y2)}"/>'
-        parts.append(
-            f'<g class="pt">{line}<circle class="point c{p.colour}" cx="{_n(p.px)}" '
-            f'cy="{_n(p.py)}" r="{RADIUS}" data-method="{escape(p.row.method)}">'
-            f'<title>{escape(tip)}</title></circle><text class="label" x="{_n(lx)}" '
-            f'y="{_n(ly)}" text-anchor="middle">{escape(text)}</text></g>'
-        )
+    for p, text, place in zip(points, texts, _place_labels(points, texts)):
+        parts.append(_point_svg(p, text, place, (xname, yname)))
     parts.append("</svg>")
     return Markup("\n".join(parts))
 
@@ -383,41 +473,74 @@ def _facts(table: Table) -> list[dict[str, str]]:
     facts.append({"label": "Failed checks", "text": "; ".join(failed) or "none"})
     short = [r.label or r.method for r in table.rows if "short" in r.schedule.split("/")]
     facts.append({"label": "Short schedule", "text": ", ".join(short) or "none"})
+    stale = [r.label or r.method for r in table.rows if r.stale]
+    if stale:
+        facts.append({"label": "Stale code", "text": ", ".join(stale)})
     facts.append({"label": "Rows", "text": str(len(table.rows))})
     return facts
 
 
-def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, Any]:
+def _row_curves(row: Row, curves: Mapping[str, Any]) -> Markup | None:
+    """The training curves of a row's runs (one line per seed), when any were recorded."""
+    from harness.publishing.curves import curves_svg
+
+    series = {}
+    for run_id in row.runs:
+        if curves.get(run_id):
+            seed = re.search(r"-s(\d+)-[0-9a-f]+$", run_id)
+            series[f"seed {seed.group(1)}" if seed else run_id] = curves[run_id]
+    return Markup(curves_svg(series)) if series else None
+
+
+def _row_view(
+    ident: str,
+    rank: int,
+    row: Row,
+    table: Table,
+    colours: dict[str, int],
+    curves: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What the template shows of one row: cells, seeds, marks, curves, per-class accuracies
+    and provenance."""
+    schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
+    prov = row.provenance
+    return {
+        "rank": rank,
+        "method": row.label or row.method,
+        "teachers": [row.teachers.get(role, "—") for role in table.roles],
+        "missing": [column_label(c) for c in row.missing],
+        "stale": row.stale,
+        "colour": colours.get(row.method, 0),
+        "cells": [_cell(row, c) for c in table.columns],
+        "seeds": row.seeds,
+        "schedules": schedules,
+        "short": "short" in schedules,
+        "flags": list(row.flags),
+        "runs": list(row.runs),
+        "curves": _row_curves(row, curves),
+        "curves_id": f"{ident}-curves-{rank}",
+        "per_class": per_class_data(row),
+        "provenance": {
+            **{k: [str(v) for v in prov.get(k, [])] for k in PROVENANCE_LISTS},
+            "wall_h": _finite(prov.get("wall_h")) or 0.0,
+            "gpu_h": _finite(prov.get("gpu_h")) or 0.0,
+        },
+    }
+
+
+#: The provenance facts of a row the page lists as strings.
+PROVENANCE_LISTS = ("settings", "config", "code", "torch", "device")
+
+
+def _table_view(
+    index: int, table: Table, colours: dict[str, int], curves: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     ident = f"t{index}"
     rank_key = table.rank_key
-    rows = []
-    for rank, row in enumerate(table.rows, 1):
-        schedules = [s for s in row.schedule.split("/") if s] if row.schedule else []
-        prov = row.provenance
-        rows.append(
-            {
-                "rank": rank,
-                "method": row.label or row.method,
-                "teachers": [row.teachers.get(role, "—") for role in table.roles],
-                "missing": [column_label(c) for c in row.missing],
-                "colour": colours.get(row.method, 0),
-                "cells": [_cell(row, c) for c in table.columns],
-                "seeds": row.seeds,
-                "schedules": schedules,
-                "short": "short" in schedules,
-                "flags": list(row.flags),
-                "runs": list(row.runs),
-                "provenance": {
-                    "settings": [str(v) for v in prov.get("settings", [])],
-                    "config": [str(v) for v in prov.get("config", [])],
-                    "code": [str(v) for v in prov.get("code", [])],
-                    "torch": [str(v) for v in prov.get("torch", [])],
-                    "device": [str(v) for v in prov.get("device", [])],
-                    "wall_h": _finite(prov.get("wall_h")) or 0.0,
-                    "gpu_h": _finite(prov.get("gpu_h")) or 0.0,
-                },
-            }
-        )
+    rows = [
+        _row_view(ident, rank, row, table, colours, curves or {})
+        for rank, row in enumerate(table.rows, 1)
+    ]
     axes = plot_axes(table)
     return {
         "facts": _facts(table),
@@ -427,10 +550,21 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         "id": ident,
         "title": table.title,
         "dataset": table.dataset,
+        "classes": canonical_json(class_names(table.dataset, table.rows)),
+        "has_classes": any(r.per_class for r in table.rows),
+        "class_attacks": canonical_json([[a, column_label(a)] for a in WORST_CLASS]),
         "teacher": table.teacher,
         "roles": [role_header(role) for role in table.roles],
         "student": table.student,
-        "columns": _columns(table, rank_key),
+        "columns": [
+            {
+                "key": c,
+                "label": column_label(c),
+                "description": describe(c),
+                "rank_key": c == rank_key,
+            }
+            for c in table.columns
+        ],
         "rank_label": column_label(rank_key) if rank_key else None,
         "rows": rows,
         "plot": scatter_svg(table, colours, f"{ident}-plot"),
@@ -440,6 +574,7 @@ def _table_view(index: int, table: Table, colours: dict[str, int]) -> dict[str, 
         "gpu_h": sum(r["provenance"]["gpu_h"] for r in rows),
         "failed": sum(1 for r in rows if r["flags"]),
         "short": sum(1 for r in rows if r["short"]),
+        "curves": any(r["curves"] for r in rows),
     }
 
 
@@ -460,15 +595,7 @@ def _legend(tables: list[Table]) -> list[dict[str, str]]:
     seen: list[str] = []
     for t in tables:
         seen += [c for c in t.columns if c not in seen]
-    out = []
-    for c in seen:
-        if c.startswith("transfer/"):
-            _, surrogate, name = c.split("/", 2)
-            text = f"transfer: {DESCRIPTIONS.get(name, name)} crafted on a {surrogate} surrogate"
-        else:
-            text = DESCRIPTIONS.get(c, c)
-        out.append({"label": column_label(c), "text": text})
-    return out
+    return [{"label": column_label(c), "text": describe(c)} for c in seen]
 
 
 def _csp_hash(script: str) -> str:
@@ -496,8 +623,12 @@ def render_html(
     *,
     generated: datetime | None = None,
     self_test: bool = False,
+    curves: Mapping[str, Any] | None = None,
 ) -> str:
-    """The leaderboard page for ``tables`` (``leaderboard_tables``) of grid ``grid``."""
+    """The leaderboard page for ``tables`` (``leaderboard_tables``) of grid ``grid``.
+
+    ``curves`` maps run ids to their epochs' records (:func:`training_curves`); each row with
+    any links to an inline plot of them."""
     generated = (generated or datetime.now(timezone.utc)).astimezone(timezone.utc)
     methods = sorted({r.method for t in tables for r in t.rows})
     colours = {m: i % PALETTE_SIZE for i, m in enumerate(methods)}
@@ -508,11 +639,28 @@ def render_html(
             grid=grid,
             generated=generated.strftime("%Y-%m-%d %H:%M UTC"),
             generated_iso=generated.isoformat(timespec="seconds"),
-            tables=[_table_view(i, t, colours) for i, t in enumerate(tables, 1)],
+            tables=[_table_view(i, t, colours, curves) for i, t in enumerate(tables, 1)],
             legend=_legend(tables),
             rank_by=[column_label(c) for c in RANK_ORDER],
             threats=sorted({t.threat_text for t in tables if t.threat}),
             mark=MARK,
+            stale_mark=STALE,
             self_test=self_test,
         )
     )
+
+
+def training_curves(store: Any, tables: list[Table]) -> dict[str, Any]:
+    """Each run's epoch records (``metrics.json``'s ``train.history``) of ``tables``' rows; a run
+    without any (an evaluation-only one) or with a damaged metrics.json is left out."""
+    from harness.utils.errors import UserError
+
+    out = {}
+    for run_id in {r for t in tables for row in t.rows for r in row.runs}:
+        try:
+            history = (store.metrics(run_id).get("train") or {}).get("history")
+        except UserError:
+            continue
+        if history:
+            out[run_id] = history
+    return out

@@ -14,10 +14,14 @@ teacher``, ``robust teacher``) in every format; a table without such rows has no
 
 Columns: Clean / FGSM / PGD / CW2 / AA, the transfer attacks, any extra attack a run was given
 (``bench eval --attack pgd50``) and Worst (samples that survive every attack of the run's own
-grid), in %. Rows are ranked by the strongest attack every row of the table has, in the order of
-``RANK_ORDER``; a row without an attack of that order that another row has is marked with
-:data:`MARK` and named in the table's note, never ordered silently. Each table also carries its
-threat model and each teacher's own accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
+grid), in %. Beside Clean, PGD and AA, their worst-class accuracy (``Clean WC``, ``PGD WC``,
+``AA WC``): the lowest per-class accuracy, as Fair-ARD and ABSLD report robust fairness; over
+several seeds the mean ± std of each seed's worst class. A row whose runs were stored without
+per-class accuracies shows none there, and the table's note names it. Rows are ranked by the
+strongest attack every row of the table has, in the order of ``RANK_ORDER``; a row without an
+attack of that order that another row has is marked with :data:`MARK` and named in the table's
+note, never ordered silently. Each table also carries its threat model and each teacher's own
+accuracy. One :class:`Table` feeds Markdown, CSV, LaTeX and
 HTML (:mod:`harness.publishing.html`).
 """
 
@@ -35,16 +39,23 @@ from tabulate import tabulate
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
 from harness.schema import TEACHER_ROLE
+from harness.store.listing import stale
+from harness.store.queries import evaluations_of, failed_checks, run_configs
 from harness.store.store import Store, teacher_roles
 from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
+#: The attacks whose worst-class accuracy is a column beside their average (Fair-ARD, ABSLD).
+WORST_CLASS = ("clean", "pgd10", "autoattack")
+WC_PREFIX = "worst_class/"
 #: Strongest first: a table is ranked by the first of these that every one of its rows has.
 RANK_ORDER = ("autoattack", "worst_case", "pgd10", "fgsm", "clean")
 #: Every grid's [threat] bounds perturbations in L∞ (CW2 is a column of its own, an L2 attack).
 NORM = "L∞"
 MARK = "†"
+#: Marks a row with a run whose method code changed since it ran (:mod:`harness.method_code`).
+STALE = "‡"
 SCHEDULE_KEYS = ("train.epochs", "full_epochs", "schedule", "train.milestones")
 #: Path prefixes left out of a label: ``method.hparams.gamma`` reads ``gamma``.
 LABEL_PREFIXES = ("method.hparams.", "train.", "eval.attacks.")
@@ -52,8 +63,16 @@ LABEL_PARAMS = 3  # differences named in a label; more are counted
 LABEL_ORDER = ("method.", "train.", "teacher.", "eval.", "dataset.")  # what a label names first
 
 
+def wc_column(attack: str) -> str:
+    """The key of ``attack``'s worst-class column: ``worst_class/pgd10``."""
+    return WC_PREFIX + attack
+
+
 def column_label(attack: str) -> str:
-    """``transfer/resnet34/fgsm`` → ``resnet34 FGSM``; presets by their paper name."""
+    """``transfer/resnet34/fgsm`` → ``resnet34 FGSM``; presets by their paper name;
+    ``worst_class/pgd10`` → ``PGD WC``."""
+    if attack.startswith(WC_PREFIX):
+        return f"{column_label(attack[len(WC_PREFIX) :])} WC"
     if attack in MAIN:
         return MAIN[attack]
     if attack.startswith("transfer/"):
@@ -84,6 +103,12 @@ class Row:
     key: str = ""  # the seedless config hash all its runs share
     worst_of: tuple[str, ...] = ()  # the attacks its Worst column is over
     missing: list[str] = field(default_factory=list)  # RANK_ORDER columns it lacks
+    stale: bool = False  # a run of it was trained by method code that has changed since
+    #: Per attack of WORST_CLASS: the accuracy (%) of each class, mean over the seeds (None: a
+    #: class without test images).
+    per_class: dict[str, list[float | None]] = field(default_factory=dict)
+    #: Attacks of WORST_CLASS it has, but whose runs were stored without per-class accuracies.
+    no_per_class: list[str] = field(default_factory=list)
     #: A multi-teacher row's teacher per role (role → label); empty for one teacher or none.
     teachers: dict[str, str] = field(default_factory=dict)
 
@@ -94,7 +119,11 @@ class Row:
     @property
     def name(self) -> str:
         """The row's label, marked when it lacks an attack another row of its table has."""
-        return (self.label or self.method) + (f" {MARK}" if self.missing else "")
+        return (
+            (self.label or self.method)
+            + (f" {MARK}" if self.missing else "")
+            + (f" {STALE}" if self.stale else "")
+        )
 
     def has(self, column: str) -> bool:
         value = self.mean.get(column)
@@ -175,6 +204,19 @@ class Table:
             out.append(
                 f"{MARK} not evaluated with {column_label(column)}: {', '.join(lacking[column])}."
             )
+        stale = [row.label or row.method for row in self.rows if row.stale]
+        if stale:
+            out.append(
+                f"{STALE} stale: the method's code changed since these runs were trained "
+                f"(bench run --force reruns them): {', '.join(stale)}."
+            )
+        old = [r.label or r.method for r in self.rows if r.no_per_class]
+        if old:
+            out.append(
+                f"No worst-class accuracy (stored before per-class accuracies were kept; "
+                f"bench eval RUN --suite config adds them from the saved per-sample results): "
+                f"{', '.join(old)}."
+            )
         return out
 
 
@@ -197,7 +239,11 @@ def rank_column(columns: list[str], rows: list[Row]) -> tuple[str | None, bool]:
 
 
 def _column_order(attacks: set[str]) -> list[str]:
-    columns = [c for c in MAIN if c in attacks]
+    """Paper columns first, each worst-class column right after its average, then transfer
+    attacks, any other attack, Worst."""
+    columns = []
+    for c in MAIN:
+        columns += [k for k in (c, wc_column(c)) if k in attacks]
     columns += sorted(c for c in attacks if c.startswith("transfer/"))
     columns += sorted(c for c in attacks if c not in columns and c != "worst_case")
     return columns + (["worst_case"] if "worst_case" in attacks else [])
@@ -312,7 +358,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
     acc = mine.pivot_table(index="run_id", columns="attack", values="accuracy", aggfunc="first")
     mean = (acc.mean() * 100).to_dict()
     std = (acc.std(ddof=1) * 100).to_dict() if len(acc) > 1 else {}
-    flags = sorted({k for f in runs["flags"] for k, ok in json.loads(f or "{}").items() if not ok})
+    flags = failed_checks(runs["flags"])
     schedules = sorted(set(runs["schedule"].dropna()))
     provs = [json.loads(p or "{}") for p in runs["provenance"]]
     wall = float(runs["wall_time_s"].fillna(0).sum())
@@ -328,6 +374,7 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
     }
     worst = mine.loc[mine["attack"] == "worst_case", "params"]
     worst_of = sorted({canonical_json((json.loads(p or "null") or {}).get("of")) for p in worst})
+    per_class, no_per_class = _worst_class(mine, mean, std)
     return Row(
         method,
         sorted(runs["run_id"]),
@@ -338,7 +385,38 @@ def _row(method: str, key: str, runs: pd.DataFrame, results: pd.DataFrame) -> Ro
         provenance,
         key=key,
         worst_of=tuple(worst_of),
+        per_class=per_class,
+        no_per_class=no_per_class,
     )
+
+
+def _worst_class(
+    results: pd.DataFrame, mean: dict[str, float], std: dict[str, float]
+) -> tuple[dict[str, list[float | None]], list[str]]:
+    """Add each WORST_CLASS attack's worst-class accuracy (%) to ``mean`` and ``std``: over
+    the row's runs, mean ± std of each run's worst class, and only where every run evaluated
+    with the attack has per-class accuracies (a partial mean would mix seeds silently).
+    Returns the per-class accuracies (%) averaged over the runs, and the attacks without."""
+    per_class: dict[str, list[float | None]] = {}
+    lacking = []
+    for attack in WORST_CLASS:
+        mine = results[results["attack"] == attack]
+        if mine.empty:
+            continue
+        if mine["worst_class"].isna().any():
+            lacking.append(attack)
+            continue
+        values = mine["worst_class"].astype(float) * 100
+        mean[wc_column(attack)] = float(values.mean())
+        if len(values) > 1:
+            std[wc_column(attack)] = float(values.std(ddof=1))
+        lists = [json.loads(p) for p in mine["per_class"]]
+        size = max(len(v) for v in lists)
+        per_class[attack] = []
+        for c in range(size):
+            seen = [v[c] for v in lists if c < len(v) and v[c] is not None]
+            per_class[attack].append(100 * sum(seen) / len(seen) if seen else None)
+    return per_class, lacking
 
 
 def _eps(config: dict[str, Any]) -> float | None:
@@ -359,7 +437,7 @@ def _teacher(
     run_id = None
     if source == "run":
         run_id = ref.get("run_id")
-        config = _configs(runs).get(run_id, {})
+        config = run_configs(runs).get(run_id, {})
         what = (config.get("method") or {}).get("name", "?")
         epochs = (config.get("train") or {}).get("epochs", "?")
         text = f"trained by the grid: {what}, {epochs} ep"
@@ -370,27 +448,15 @@ def _teacher(
             text = f"RobustBench {ref.get('robustbench')}"
         else:
             text = f"{'URL' if source == 'url' else 'checkpoint'} sha256 {str(sha)[:8]}"
-        evaluated = []
-        for rid, config in _configs(runs).items():
-            if config.get("kind") not in ("checkpoint", "robustbench"):
-                continue
-            if config.get("dataset", {}).get("name") != dataset:
-                continue
-            given = config.get("source") or {}
-            same = source == "robustbench" and given.get("robustbench") == ref.get("robustbench")
-            same = same or (sha is not None and given.get("sha256") == sha)
-            if same:
-                evaluated.append(rid)
+        name = ref.get("robustbench") if source == "robustbench" else None
+        weights = {"robustbench": name, "sha256": sha}
+        evaluated = evaluations_of(run_configs(runs), weights, dataset)
         if evaluated:  # the evaluation with the most attacks
             counts = results[results["run_id"].isin(evaluated)].groupby("run_id").size()
             run_id = max(evaluated, key=lambda r: (counts.get(r, 0), r))
     mine = results[results["run_id"] == run_id]
     accuracy = {a: 100 * float(v) for a, v in zip(mine["attack"], mine["accuracy"])}
     return Teacher(label, str(ref.get("model", "?")), text, accuracy, run_id if accuracy else None)
-
-
-def _configs(runs: pd.DataFrame) -> dict[str, dict[str, Any]]:
-    return {r: json.loads(c or "{}") for r, c in zip(runs["run_id"], runs["config"])}
 
 
 def leaderboard_tables(store: Store, grid: str) -> list[Table]:
@@ -401,8 +467,9 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
     runs = runs[(runs["kind"] == "student") & (runs["status"] == "complete")]
     if runs.empty:
         return []
-    configs = _configs(runs)
-    every_config = _configs(every)
+    configs = run_configs(runs)
+    every_config = run_configs(every)
+    code_now: dict[str, Any] = {}  # method name → its code's hash today
 
     def role_labels(run_id: str) -> list[tuple[str, str]]:
         """(role, teacher label) of a run: its teacher marked when trained short."""
@@ -430,6 +497,10 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                     row = _row(method, key, r, results)
                     row.label = labels[key]
                     row.provenance["settings"] = settings(keys[key])
+                    row.stale = any(
+                        stale(configs[i], json.loads(p or "{}"), code_now)
+                        for i, p in zip(r["run_id"], r["provenance"])
+                    )
                     named = role_labels(r["run_id"].iloc[0])
                     if [role for role, _ in named] not in ([], [TEACHER_ROLE]):
                         row.teachers = dict(named)
@@ -569,8 +640,10 @@ def to_markdown(tables: list[Table], grid: str) -> str:
         "best per column in bold; ranked by the strongest attack every row of the table was "
         "evaluated with (AA, else Worst, PGD, FGSM, Clean), and a row missing an attack "
         f"another row has is marked {MARK}. Worst: samples that survive every attack of the "
-        "run's grid (an extra attack is a column of its own). `checks` lists failed "
-        "reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
+        "run's grid (an extra attack is a column of its own). Clean WC, PGD WC, AA WC: "
+        "worst-class accuracy, the lowest accuracy of any one class (robust fairness, as "
+        "Fair-ARD and ABSLD report it), mean ± std of each seed's worst class. `checks` lists "
+        "failed reliability checks; `short` marks runs on a shorter schedule than the grid's.\n",
     ]
     for table in tables:
         parts.append(f"## {md_escape(table.title)}\n")
@@ -632,6 +705,7 @@ def to_csv(tables: list[Table]) -> str:
                         "schedule": r.schedule,
                         "checks": ";".join(r.flags) or "ok",
                         "missing": ";".join(r.missing),
+                        "stale": r.stale,
                         "runs": ";".join(r.runs),
                     }
                 )
@@ -659,6 +733,7 @@ def _latex_text(text: str) -> str:
         .replace("ε", r"$\varepsilon$")
         .replace("∞", r"$\infty$")
         .replace(MARK, r"$^\dagger$")
+        .replace(STALE, r"$^\ddagger$")
     )
 
 
@@ -673,7 +748,7 @@ def to_latex(tables: list[Table]) -> str:
         )
         body = body.replace(r"\textbackslash{}textbf\{", r"\textbf{").replace(r"\}", "}")
         body = body.replace("±", r"$\pm$").replace("→", r"$\to$").replace("—", "--")
-        body = body.replace(MARK, r"$^\dagger$")
+        body = body.replace(MARK, r"$^\dagger$").replace(STALE, r"$^\ddagger$")
         caption = " ".join([table.title + ".", *context_lines(table), *table.notes()])
         parts.append(
             f"% {table.title}\n\\begin{{table}}\n\\centering\n\\caption{{{_latex_text(caption)}}}\n"

@@ -208,7 +208,7 @@ def acquire(directory: Path, stale_s: float | None = None) -> Claim:
     last: Holder | None = None
     for _ in range(200):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
         except FileExistsError:
             last = read_holder(path)
             if last is None:  # released in between: try again
@@ -235,7 +235,7 @@ def _break(path: Path, seen: Holder, stale_s: float) -> bool:
     when another process is doing so."""
     guard = path.with_name(path.name + ".break")
     try:
-        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+        os.close(os.open(guard, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
     except FileExistsError:
         age = _age(guard)
         if age is not None and age > stale_s:  # a breaker died in the middle: its turn is over

@@ -3,13 +3,17 @@
     <root>/runs/<run_id>/config.json    the resolved config (its hash is in the run id), plus
                                         the grids listing it and the split sizes it ran on
                          status.json    running | complete | failed, with the reason
-                         metrics.json   per-attack accuracies, training summary
+                         metrics.json   per-attack accuracies (overall and per class),
+                                        training summary
                          log.txt        one line per epoch
-                         checkpoints/   last.pt (every epoch), best.pt (selected)
+                         checkpoints/   best.pt (selected); last.pt (every epoch) and
+                                        prev.pt (the one before) until the run is complete,
+                                        then train.json (best epoch, history)
                          claim.json     while a process runs it (:mod:`harness.store.claims`)
     <root>/pending/<run_id>             an index update under way (see below)
     <root>/index.sqlite                 runs (with each one's config and seedless row key),
-                                        results (one row per run × attack), grid tags
+                                        results (one row per run × attack: accuracy, per-class
+                                        accuracies and the worst class's), grid tags
 
 Every file is written atomically (temporary file + rename). Index writes are single SQLite
 transactions behind a busy timeout, so concurrent writers wait instead of losing rows; the
@@ -59,6 +63,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS results (
     run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
+    per_class TEXT, worst_class REAL,
     PRIMARY KEY (run_id, attack)
 );
 CREATE TABLE IF NOT EXISTS grid_runs (
@@ -74,7 +79,10 @@ CREATE TABLE IF NOT EXISTS teachers (
 INDEX_TABLES = ("runs", "results", "grid_runs", "teachers")
 
 STATUSES = ("running", "complete", "failed")
-SCHEMA_VERSION = 4  # bump when SCHEMA changes: older indexes are rebuilt on first write
+#: Bump when SCHEMA changes: older indexes are rebuilt from the run directories on first use
+#: (4: ``results.per_class`` and ``results.worst_class``; NULL for runs stored without them;
+#: 5: the ``teachers`` table, a run's teachers by role).
+SCHEMA_VERSION = 5
 PENDING = "pending"
 INT64 = (-(2**63), 2**63 - 1)
 
@@ -85,6 +93,15 @@ def teacher_roles(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
     if config.get("teacher"):
         return [(TEACHER_ROLE, config["teacher"])]
     return list((config.get("teachers") or {}).items())
+
+
+def worst_class(per_class: Any) -> float | None:
+    """The lowest per-class accuracy of a result row's ``per_class`` (classes without test
+    images, ``None``, left out), as Fair-ARD and ABSLD report it; ``None`` without any."""
+    if not isinstance(per_class, list):
+        return None
+    present = [v for v in per_class if v is not None]
+    return min(present) if present else None
 
 
 def seedless(config: dict[str, Any]) -> dict[str, Any]:
@@ -176,6 +193,13 @@ def _metrics_problem(metrics: Any) -> str | None:
             return f"result {name[:40]!r} has no accuracy"
         if not _is_int(row.get("n")):
             return f"result {name[:40]!r} has no image count n"
+        per_class, class_n = row.get("per_class", []), row.get("class_n", [])
+        if not isinstance(per_class, list) or not all(
+            v is None or _is_number(v) for v in per_class
+        ):
+            return f"result {name[:40]!r}: per_class is not a list of accuracies"
+        if not isinstance(class_n, list) or not all(_is_int(v) for v in class_n):
+            return f"result {name[:40]!r}: class_n is not a list of image counts"
     checks = metrics.get("checks", {})
     if not isinstance(checks, dict) or not all(
         isinstance(c, dict) and "ok" in c for c in checks.values()
@@ -278,7 +302,16 @@ class Store:
         except OSError as exc:  # a file in the way, no permission
             raise UserError(f"cannot create the store folder {self.root}: {exc.strerror}") from None
         try:
+            # Created here so that it has the umask's mode (SQLite's own is 0644 whatever the
+            # umask); an empty file is an empty database, and SQLite gives its journal the same.
+            if not self.index_path.exists():
+                with contextlib.suppress(FileExistsError):
+                    os.close(os.open(self.index_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
             conn = sqlite3.connect(self.index_path, timeout=120.0, isolation_level=None)
+        except OSError as exc:
+            raise UserError(
+                f"index {self.index_path}: {exc.strerror}; check the file system, then rerun"
+            ) from None
         except sqlite3.Error as exc:
             raise self._sql_error(exc) from None
         try:
@@ -355,9 +388,18 @@ class Store:
         )
         conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
         for attack, row in metrics.get("results", {}).items():
+            per_class = row.get("per_class")
             conn.execute(
-                "INSERT INTO results VALUES (?,?,?,?,?)",
-                (run_id, attack, row["accuracy"], row["n"], canonical_json(row.get("params"))),
+                "INSERT INTO results VALUES (?,?,?,?,?,?,?)",
+                (
+                    run_id,
+                    attack,
+                    row["accuracy"],
+                    row["n"],
+                    canonical_json(row.get("params")),
+                    None if per_class is None else canonical_json(per_class),
+                    worst_class(per_class),
+                ),
             )
         for grid in config.get("grids", []):
             conn.execute("INSERT OR IGNORE INTO grid_runs VALUES (?, ?)", (grid, run_id))
@@ -479,6 +521,9 @@ class Store:
         from harness.utils.atomic import remove_stray_tmp
 
         remove_stray_tmp(d)
+        with contextlib.suppress(UserError):  # a damaged status.json: begin() rewrites it
+            if (self._read(run_id, "status") or {}).get("resetting"):
+                self._clear_outputs(run_id)  # a reset a killed process began (see reset)
         return claim
 
     def begin(self, run_id: str, config: RunConfig | dict[str, Any]) -> Path:
@@ -539,6 +584,28 @@ class Store:
         except OSError as exc:
             raise file_error(exc, path) from None
 
+    def train_record(self, run_id: str) -> Path:
+        """``checkpoints/train.json``: a complete run's training summary (best epoch, history),
+        kept apart from metrics.json so that a damaged one loses no training record."""
+        return self.run_dir(run_id) / "checkpoints" / "train.json"
+
+    def prune(self, run_id: str) -> list[Path]:
+        """Delete what only an unfinished run needs: ``last.pt`` and ``prev.pt`` (the resume
+        points; for a digits ResNet-34 surrogate 400 MB together). ``best.pt`` stays, for
+        ``bench eval`` and teachers; the epochs' records stay in metrics.json and train.json.
+        Called with the run's claim held, once it is complete."""
+        removed = []
+        for which in ("last", "prev"):
+            path = self.checkpoint(run_id, which)
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise file_error(exc, path) from None
+            removed.append(path)
+        return removed
+
     # -- healing --------------------------------------------------------------------------------
     def _pending(self) -> list[Path]:
         try:
@@ -570,7 +637,7 @@ class Store:
         markers = self._pending()
         if not markers:
             return []
-        healed = []
+        healed, removed = [], False
         try:
             with self._write() as conn:
                 for marker in markers:
@@ -578,6 +645,9 @@ class Store:
                     if (self.run_dir(run_id) / "config.json").exists():
                         with contextlib.suppress(DamagedFile):  # store check reports it
                             self._index_run(conn, run_id)
+                    else:  # removed (bench rm): its directory went first
+                        self._unindex(conn, run_id)
+                        removed = True
                     if self._marker_done(marker, run_id):
                         healed.append(run_id)
         except DamagedFile:
@@ -587,6 +657,8 @@ class Store:
         for run_id in healed:
             with contextlib.suppress(OSError):
                 (self.root / PENDING / run_id).unlink()
+        if removed:
+            self.sweep_removed()
         return healed
 
     def sync(self, run_id: str) -> bool:
@@ -611,7 +683,11 @@ class Store:
         try:
             if not self.runs_dir.is_dir():
                 return []
-            return sorted(p.name for p in self.runs_dir.iterdir() if (p / "config.json").exists())
+            return sorted(
+                p.name
+                for p in self.runs_dir.iterdir()
+                if not p.name.startswith(".") and (p / "config.json").exists()
+            )  # a ".removed-..." folder is a run being deleted (remove)
         except OSError as exc:
             raise file_error(exc, self.runs_dir, "read") from None
 
@@ -628,9 +704,9 @@ class Store:
         raise UserError(f"run {ref!r} is ambiguous in {self.root}: {', '.join(hits[:5])}")
 
     def frame(self, table: str, grid: str | None = None) -> pd.DataFrame:
-        """The ``runs``, ``results`` or ``teachers`` table (optionally one grid's) as a
-        DataFrame."""
-        if table not in ("runs", "results", "teachers"):
+        """The ``runs``, ``results``, ``grid_runs`` or ``teachers`` table (optionally one
+        grid's) as a DataFrame."""
+        if table not in ("runs", "results", "grid_runs", "teachers"):
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
             return _empty_frame(table)  # nothing to read: a read never creates the store
@@ -738,6 +814,66 @@ class Store:
                 fix = "delete it: a resumed run falls back to prev.pt"
             out.append(f"{run_id}: {path} is damaged ({problem}); {fix}")
         return out
+
+    # -- rerun and removal (the caller holds the run's claim) ------------------------------------
+    def reset(self, run_id: str) -> None:
+        """Turn a run back into one that has not started: its results, checkpoints, evaluation
+        state and log are removed, its config kept (``bench run --force``).
+
+        status.json says ``resetting`` first, so the run is no longer complete from that moment
+        on, and whoever claims it next finishes a reset a killed process began (:meth:`claim`):
+        a rerun never mixes the old run's checkpoints or per-batch evaluation with its own.
+        """
+        with self._journal(run_id) as token:
+            self._set_status(run_id, "running", write=token, resetting=True)
+            self._clear_outputs(run_id)
+            self._set_status(run_id, "running", write=token)
+            with self._write() as conn:
+                self._index_run(conn, run_id)
+
+    def _clear_outputs(self, run_id: str) -> None:
+        import shutil
+
+        d = self.run_dir(run_id)
+        try:
+            for name in ("eval", "checkpoints"):
+                if (d / name).exists():
+                    shutil.rmtree(d / name)
+            for name in ("metrics.json", "log.txt"):
+                (d / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise file_error(exc, d, "clear") from None
+
+    def remove(self, run_id: str) -> None:
+        """Remove ``run_id`` from the run directories and the index together.
+
+        The directory is renamed out of the store's view in one step (``runs/.removed-...``),
+        then its index rows are deleted and the folder is deleted; a process killed in between
+        leaves a ``pending/`` marker by which the next reader drops the rows (:meth:`heal`).
+        """
+        d = self.run_dir(run_id)
+        with self._journal(run_id) as token:
+            trash = self.runs_dir / f".removed-{run_id}-{token}"
+            try:
+                os.replace(d, trash)
+            except OSError as exc:
+                raise file_error(exc, d, "remove") from None
+            with self._write() as conn:
+                self._unindex(conn, run_id)
+        self.sweep_removed()
+
+    def sweep_removed(self) -> None:
+        """Delete the folders of removed runs (left behind by a process killed while deleting)."""
+        import shutil
+
+        with contextlib.suppress(OSError):
+            for p in self.runs_dir.glob(".removed-*"):
+                shutil.rmtree(p, ignore_errors=True)
+
+    @staticmethod
+    def _unindex(conn: sqlite3.Connection, run_id: str) -> None:
+        for table in INDEX_TABLES:
+            conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
 
 class DamagedRuns(UserError):

@@ -242,8 +242,12 @@ def train(
     progress: bool = True,
     log: Callable[[str], None] = print,
     fast: FastPath | None = None,
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
 ) -> TrainResult:
     """Train ``student`` with ``method`` and keep ``last.pt`` (every epoch) and ``best.pt``.
+
+    ``on_epoch`` gets each epoch's record once it is saved (TensorBoard,
+    :mod:`harness.training.curves`).
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
     (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
@@ -304,6 +308,8 @@ def train(
         log(
             json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
         )
+        if on_epoch is not None:
+            on_epoch(record)
 
     return _result(best, history, time.perf_counter() - t_start, seen, compiler, log)
 

@@ -16,8 +16,27 @@ import torch
 from harness.utils.errors import file_error
 
 TMP_SUFFIX = ".tmp"
-_UMASK = os.umask(0o022)  # read once (os.umask can only read it by setting it) and put back
-os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process's umask now, read without changing it where the system tells
+    (``/proc/self/status``, Linux >= 4.7); elsewhere by setting it and putting it back."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def shared_mode() -> int:
+    """The mode a plain ``open()`` would give a new file: 0666 less the umask (mkstemp's 0600
+    would hide a shared store or a published leaderboard from the team)."""
+    return 0o666 & ~current_umask()
 
 
 @contextlib.contextmanager
@@ -36,7 +55,7 @@ def atomic_path(path: Path, durable: bool = True) -> Iterator[Path]:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
-        os.chmod(fd, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide a shared store from the team
+        os.chmod(fd, shared_mode())
         os.close(fd)
     except OSError as exc:
         raise file_error(exc, path) from None
