@@ -512,17 +512,34 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
             for run_id in cell["run_id"]:
                 for role, ref in teacher_roles(configs[run_id]):
                     refs.setdefault(canonical_json([role, ref]), (role, ref))
-            infos = [
-                _teacher(ref, teacher if role == TEACHER_ROLE else f"{role}: {label}", dataset,
-                         every, all_results)
-                for role, ref in refs.values()
-                for label in [teacher_label(ref.get("name", "?"),
-                                            every_config.get(ref.get("run_id", "")))]
-            ]  # fmt: skip
+            infos = _teacher_infos(
+                list(refs.values()), teacher, dataset, every, all_results, every_config
+            )
             eps = sorted({e for r in cell["run_id"] if (e := _eps(configs[r])) is not None})
             threat = {"norm": NORM, "eps": " or ".join(fraction(e) for e in eps)} if eps else {}
             tables.append(Table(dataset, teacher, student, columns, rows, threat, infos, roles))
     return tables
+
+
+def _teacher_infos(
+    refs: list[tuple[str, dict[str, Any]]],
+    table_teacher: str,
+    dataset: str,
+    runs: pd.DataFrame,
+    results: pd.DataFrame,
+    configs: dict[str, dict[str, Any]],
+) -> list[Teacher]:
+    """Each (role, teacher) of a table's runs with its own accuracy; a role's teacher is
+    labelled ``natural: t-nat`` (its name marked when trained short), the one teacher of a
+    single-teacher table by the table's teacher. ``configs``: every stored run's config."""
+    out = []
+    for role, ref in refs:
+        label = table_teacher
+        if role != TEACHER_ROLE:
+            name = teacher_label(ref.get("name", "?"), configs.get(ref.get("run_id", "")))
+            label = f"{role}: {name}"
+        out.append(_teacher(ref, label, dataset, runs, results))
+    return out
 
 
 def rank_rows(columns: list[str], rows: list[Row]) -> None:
