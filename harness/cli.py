@@ -200,7 +200,7 @@ def run(
                 deterministic=deterministic)  # fmt: skip
         return
     dev = resolve_device(device)
-    n_teachers = len({r.needs for r in grid.runs if r.needs})
+    n_teachers = len({t for r in grid.runs for t in r.teacher_needs})
     surrogates = f"{len(grid.surrogate_runs)} surrogate run(s), " if grid.surrogate_runs else ""
     click.echo(
         f"grid {grid.name}: {n_teachers} teacher run(s), {surrogates}{len(grid.runs)} run(s) "
@@ -402,6 +402,8 @@ def show(run_ref: str, store: str, plot: str | None) -> None:
     click.echo(
         f"teacher    {json.dumps(cfg['teacher'], sort_keys=True) if cfg['teacher'] else '—'}"
     )
+    for role, ref in (cfg.get("teachers") or {}).items():  # a multi-teacher run's, by role
+        click.echo(f"  {role:<8} {json.dumps(ref, sort_keys=True)}")
     train = cfg["train"]
     if cfg.get("kind") in ("checkpoint", "robustbench"):  # bench eval of given weights
         source = ", ".join(f"{k} {v}" for k, v in sorted((cfg.get("source") or {}).items()))

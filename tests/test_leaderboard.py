@@ -17,7 +17,7 @@ from harness.execution.external import external_config
 from harness.grid.load import load_grid
 from harness.publishing import leaderboard as lb
 from harness.publishing.leaderboard import Row
-from harness.store.store import Store
+from harness.store.store import SCHEMA_VERSION, Store
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 PROV = {
@@ -519,7 +519,7 @@ def test_index_of_schema_3_is_rebuilt_with_per_class_columns(store):
     assert per_class == pytest.approx([0.70, 0.30, 0.60, 0.60])
     assert frame.loc[("adaad-a-s0-3333333333", "pgd10"), ["per_class", "worst_class"]].isna().all()
     with store._db() as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == 4
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION  # 5 and on
 
 
 # -- Worst from a real evaluation: an extra `bench eval --attack` does not move it ----------------

@@ -6,6 +6,7 @@ import shlex
 from typing import Any
 
 from harness.grid.load import RunSpec
+from harness.schema import TEACHER_ROLE
 
 #: Flags of the selection that change what a run is, as ``bench run`` spells them; a run's own
 #: method, student, teacher and seed are given per run.
@@ -25,8 +26,8 @@ def run_command(spec: RunSpec, selection: dict[str, Any], default_store: str = "
     cfg = spec.config
     words = ["bench", "run", "--grid", str(selection["grid_name"])]
     words += ["--method", cfg.label, "--student", cfg.model, "--seed", str(cfg.seed)]
-    if cfg.teacher is not None:
-        words += ["--teacher", cfg.teacher.name]
+    if [role for role, _ in cfg.teachers] == [TEACHER_ROLE]:  # multi-teacher: by its method
+        words += ["--teacher", cfg.teachers[0][1].name]
     for key, flag in KEPT:
         if selection.get(key) is not None:
             words += [flag, str(selection[key])]

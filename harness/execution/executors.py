@@ -52,8 +52,9 @@ def ordered_runs(grid: Grid, store: Store) -> tuple[list[RunSpec], list[RunSpec]
 
 def blocker(spec: RunSpec, store: Store) -> str | None:
     """Why ``spec`` cannot start yet (a teacher or surrogate run not complete), else None."""
-    if spec.needs and not store.is_complete(spec.needs):
-        return f"its teacher run {spec.needs} is not complete"
+    for run_id in spec.teacher_needs:
+        if not store.is_complete(run_id):
+            return f"its teacher run {run_id} is not complete"
     for run_id in spec.surrogates:
         if not store.is_complete(run_id):
             return f"its transfer surrogate run {run_id} is not complete"
@@ -469,9 +470,10 @@ def run_submitit(
     fast: str = "auto",
     deterministic: bool = False,
 ) -> list[Any]:
-    """Submit the grid through submitit: teachers first, each teacher's students as one job
-    array that depends on it (``afterok``); with ``cluster="local"`` (tests, a workstation)
-    the students are submitted once their teacher's job has finished."""
+    """Submit the grid through submitit: teachers first, the students needing the same
+    teachers and surrogates as one job array that depends on all of their jobs (``afterok``;
+    a multi-teacher student on every one of its teachers); with ``cluster="local"`` (tests, a
+    workstation) the students are submitted once those jobs have finished."""
     require_submitit(cluster)
     import submitit
 

@@ -9,7 +9,7 @@ import os
 import platform
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import lru_cache
 from typing import Any
 
@@ -24,12 +24,12 @@ from harness.grid import suites
 from harness.grid.load import RunSpec, default_transfer, surrogate_runs
 from harness.method_code import method_code
 from harness.registry import DATASETS
-from harness.schema import Dataset, RunConfig, Transfer
+from harness.schema import TEACHER_ROLE, Dataset, RunConfig, TeacherRef, Transfer
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
 from harness.training.curves import epoch_log
 from harness.training.fast import FastPath
-from harness.training.train import TrainConfig, TrainResult, check_trainable, train
+from harness.training.train import Teachers, TrainConfig, TrainResult, check_trainable, train
 from harness.utils.atomic import save_atomic, write_json_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
@@ -155,15 +155,7 @@ def execute(
         return "skipped"
     check_surrogates(cfg, store, spec.run_id)
     data = load_dataset(cfg.dataset, data_root)
-    teacher = None
-    if cfg.teacher is not None:
-        teacher = load_teacher(
-            cfg.teacher,
-            store,
-            num_classes=data.num_classes,
-            image_size=data.image_size,
-            dataset=cfg.dataset.name,
-        )
+    teacher = _teachers(cfg, store, data)
     student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
     method = harness.create_method(cfg.method, **cfg.hparams)
     tcfg = TrainConfig.of(cfg.train, cfg.select_on, cfg.seed)
@@ -196,6 +188,24 @@ def execute(
             return record_crash(store, spec.run_id, exc, echo)
 
 
+def _teachers(cfg: RunConfig, store: Store, data: Any) -> Teachers:
+    """What ``train`` distils from: the one teacher (or None), or for a method with teacher
+    roles {role: frozen network}, each loaded as :func:`load_teacher` loads one."""
+
+    def load(ref: TeacherRef) -> torch.nn.Module:
+        return load_teacher(
+            ref,
+            store,
+            num_classes=data.num_classes,
+            image_size=data.image_size,
+            dataset=cfg.dataset.name,
+        )
+
+    if [role for role, _ in cfg.teachers] in ([], [TEACHER_ROLE]):
+        return load(cfg.teacher) if cfg.teacher is not None else None
+    return {role: load(ref) for role, ref in cfg.teachers}
+
+
 def record_crash(store: Store, run_id: str, exc: Exception, echo: Callable[[str], None]) -> str:
     """Mark ``run_id`` failed by ``exc`` (its traceback in log.txt); returns ``"failed"``.
 
@@ -219,7 +229,7 @@ def _execute_claimed(
     store: Store,
     claim: Claim,
     data: Any,
-    teacher: torch.nn.Module | None,
+    teacher: Teachers,
     student: torch.nn.Module,
     method: Any,
     tcfg: TrainConfig,
@@ -372,8 +382,13 @@ def train_summary(result: Any, select_on: str) -> dict[str, Any]:
     }
 
 
-def _teacher_files(teacher: torch.nn.Module | None) -> dict[str, Any]:
-    """The files of a checkpoint, URL or RobustBench teacher (name → sha256), for provenance."""
+def _teacher_files(teacher: Teachers) -> dict[str, Any]:
+    """The files of a checkpoint, URL or RobustBench teacher (name → sha256), for provenance;
+    a multi-teacher run's by role."""
+    if isinstance(teacher, Mapping):
+        files = {role: net.weights_sha256 for role, net in teacher.items()
+                 if hasattr(net, "weights_sha256")}  # fmt: skip
+        return {"teacher_sha256": files} if files else {}
     if hasattr(teacher, "weights_sha256"):
         return {"teacher_sha256": teacher.weights_sha256}
     return {}

@@ -10,7 +10,7 @@ from typing import Any
 from tabulate import tabulate
 
 from harness.grid.load import Grid, RunSpec, schedule_note, teacher_label
-from harness.schema import RunConfig
+from harness.schema import TEACHER_ROLE, RunConfig, TeacherRef
 from harness.store import claims
 from harness.store.store import Store
 from harness.utils.downloads import url_path
@@ -26,23 +26,38 @@ def _teacher_labels(grid: Grid) -> dict[str, str]:
 
 
 def _cell(spec: RunSpec, teachers: dict[str, str]) -> dict[str, Any]:
-    """A run's row; ``teachers`` from :func:`_teacher_labels` (a teacher run's row names it)."""
+    """A run's row; ``teachers`` from :func:`_teacher_labels` (a teacher run's row names it).
+    A multi-teacher student names each role's teacher: ``natural: t-nat, robust: t-at``."""
     cfg = spec.config
-    ref = cfg.teacher
+
+    def name(ref: TeacherRef) -> str:
+        return teachers.get(ref.run_id or "") or ref.name
+
+    if spec.run_id in teachers:
+        teacher = teachers[spec.run_id]
+    elif [role for role, _ in cfg.teachers] == [TEACHER_ROLE]:
+        teacher = name(cfg.teachers[0][1])
+    else:
+        teacher = ", ".join(f"{role}: {name(ref)}" for role, ref in cfg.teachers) or "—"
     return {
         "method": cfg.label,
         "student": cfg.model,
-        "teacher": teachers.get(spec.run_id)
-        or (ref is not None and teachers.get(ref.run_id or ""))
-        or (ref.name if ref is not None else "—"),
+        "teacher": teacher,
         "seed": cfg.seed,
         "epochs": cfg.train.epochs,
     }
 
 
+def _teacher_models(config: dict[str, Any]) -> str:
+    """The teachers' models of a run's JSON config, ``+``-joined (sorted); ``—`` without one."""
+    refs = [config["teacher"]] if config.get("teacher") else []
+    refs += list((config.get("teachers") or {}).values())
+    return "+".join(sorted(str(ref.get("model", "?")) for ref in refs)) or "—"
+
+
 def _speed_key(cfg: RunConfig) -> tuple[str, str, str]:
-    """What a run's training speed depends on: (method, student, teacher model)."""
-    return (cfg.method, cfg.model, cfg.teacher.model if cfg.teacher is not None else "—")
+    """What a run's training speed depends on: (method, student, teacher model(s))."""
+    return (cfg.method, cfg.model, _teacher_models(cfg.to_json()))
 
 
 def run_state(store: Store, run_id: str) -> str:
@@ -90,7 +105,7 @@ def _throughput(store: Store) -> dict[tuple[str, str, str], float]:
         cfg, metrics = store.config(run_id), store.metrics(run_id)
         ips = metrics.get("train", {}).get("images_per_s")
         if ips:
-            key = (cfg["method"]["name"], cfg["model"], (cfg["teacher"] or {}).get("model", "—"))
+            key = (cfg["method"]["name"], cfg["model"], _teacher_models(cfg))
             out.setdefault(key, []).append(float(ips))
     return {k: sum(v) / len(v) for k, v in out.items()}
 
@@ -212,7 +227,14 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
     rows = []
     tables = grid.raw.get("teacher", {})
     names = grid.raw.get("teachers", [])
-    for name in [names] if isinstance(names, str) else names:  # a grid may name just one
+    names = [names] if isinstance(names, str) else list(names)  # a grid may name just one
+    roles: dict[str, list[str]] = {}  # teacher name → the roles multi-teacher runs give it
+    for spec in grid.runs:
+        for role, ref in spec.config.teachers:
+            if role != TEACHER_ROLE and role not in roles.setdefault(ref.name, []):
+                roles[ref.name].append(role)
+    names += [n for n in roles if n not in names]
+    for name in names:
         spec, label = tables[name], name
         if "train" in spec:
             run = grid.teacher_runs[name]
@@ -237,6 +259,8 @@ def teachers_table(grid: Grid, store_root: str | Path) -> str:
             source = f"RobustBench {spec['robustbench']} ({spec.get('threat_model', 'Linf')})"
             ready = "downloaded on first use"
             where = "models/"
+        if roles.get(name):
+            label += f" [{', '.join(roles[name])}]"
         rows.append(
             {
                 "teacher": label,

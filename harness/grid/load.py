@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import inspect
+import itertools
 import os
 import sys
 from dataclasses import dataclass
@@ -25,6 +26,7 @@ from harness.grid.runs import (
     default_transfer,
     expand_surrogates,
     make_run,
+    method_roles,
     resolve_run,
     schedule_note,
     surrogate_run,
@@ -383,6 +385,7 @@ def grid_settings(raw: dict[str, Any], path: Path, selection: Selection) -> Grid
     return GridSettings(
         grid_name, path, raw, select, data, threat, train, evaluation, seed_list, methods,
         students, teachers, selection.epochs, selection.teacher_epochs, determinism,
+        selection.teacher,
     )  # fmt: skip
 
 
@@ -410,7 +413,8 @@ def _teacher_names(raw: dict[str, Any], where: str, grid_name: str, only: str | 
         if only not in tables:
             valid = ", ".join(tables) or "(none)"
             raise UserError(f"unknown teacher {only!r} in grid {grid_name}; valid: {valid}")
-        names = [only]
+        # a teacher only roles name (not listed) selects runs of multi-teacher methods only
+        names = [only] if only in names else []
     return names
 
 
@@ -427,21 +431,31 @@ def _check_names(data: Dataset, models: list[Any], where: str) -> None:
 
 # -- students --------------------------------------------------------------------------------------
 def expand_students(s: GridSettings, grid: Grid, refs: dict[str, TeacherExpansion]) -> None:
-    """One run per (method or variant, student, seed), and per teacher for a distilling one."""
+    """One run per (method or variant, student, seed), and per teacher for a distilling one
+    (per combination of its roles' teachers for a method with teacher roles)."""
     from harness.registry import METHODS
 
     variants = _table(s.raw, "variant", s.where)
     for label in variants:
         check_name(label, f"{s.where}: variant name")  # part of the run id, a folder name
+    expanded = dict(refs)  # the listed teachers and those roles name, each expanded once
     for label in s.methods:
         check_name(label, f"{s.where}: method or variant")
-        method_name, hparams_of, train_over = _method_tables(s, label, variants)
+        method_name, hparams_of, train_over, role_names = _method_tables(s, label, variants)
         needs_teacher = METHODS.get(method_name).needs_teacher
+        combos = role_teachers(s, grid, expanded, label, method_name, role_names)
         for model in s.students:
             for seed in s.seeds:
                 common = (label, method_name, hparams_of(model), model)
+                if combos is not None:
+                    for combo in combos:
+                        roles = {role: ref for role, (ref, _) in combo.items()}
+                        grid.runs.append(make_run(s, "student", *common, roles, seed, train_over))
+                    continue
                 if not needs_teacher:
                     grid.runs.append(make_run(s, "student", *common, None, seed, train_over))
+                    continue
+                if not refs and s.only_teacher:  # --teacher selected a role's teacher only
                     continue
                 if not refs:
                     raise UserError(
@@ -455,9 +469,10 @@ def expand_students(s: GridSettings, grid: Grid, refs: dict[str, TeacherExpansio
 
 def _method_tables(
     s: GridSettings, label: str, variants: dict[str, Any]
-) -> tuple[str, Any, dict[str, Any]]:
-    """(method name, student model → its hyperparameters, train overrides) of a method or
-    variant: ``[method.NAME]``, its ``student.MODEL`` tables, then the variant's own keys."""
+) -> tuple[str, Any, dict[str, Any], dict[str, Any] | None]:
+    """(method name, student model → its hyperparameters, train overrides, the ``teachers``
+    role table or None) of a method or variant: ``[method.NAME]``, its ``student.MODEL``
+    tables, then the variant's own keys (its ``teachers`` replaces the method's)."""
     from harness.registry import METHODS
 
     method_name, vparams, vtrain = _variant(label, variants, s.where)
@@ -466,13 +481,91 @@ def _method_tables(
     mtable = dict(_table(_table(s.raw, "method", s.where), method_name, s.where, header))
     train_over = {**_table(mtable, "train", s.where, f"{header}.train"), **vtrain}
     per_student = _table(mtable, "student", s.where, f"{header}.student")
-    mtable = {k: v for k, v in mtable.items() if k not in ("train", "student")}
+    role_names = mtable.get("teachers")
+    if "teachers" in vparams:
+        role_names, header = vparams.pop("teachers"), f"variant.{label}"
+    if role_names is not None and not isinstance(role_names, dict):
+        raise UserError(
+            f'{s.where}: [{header}] teachers must be a table role = "teacher name", '
+            f"got {role_names!r}"
+        )
+    mtable = {k: v for k, v in mtable.items() if k not in ("train", "student", "teachers")}
 
     def hparams_of(model: str) -> dict[str, Any]:
         own = _table(per_student, model, s.where, f"{header}.student.{model}")
         return {**mtable, **own, **vparams}
 
-    return method_name, hparams_of, train_over
+    return method_name, hparams_of, train_over, role_names
+
+
+def role_teachers(
+    s: GridSettings,
+    grid: Grid,
+    refs: dict[str, TeacherExpansion],
+    label: str,
+    method_name: str,
+    given: dict[str, Any] | None,
+) -> list[dict[str, TeacherExpansion]] | None:
+    """For a method with teacher roles, every combination of the teachers its grid names per
+    role (``teachers = { natural = "t-nat", robust = ["t-at", "t-trades"] }`` in its method or
+    variant table): one student run each. None for a method without roles.
+
+    A role's teacher is any ``[teacher.NAME]`` of the grid, listed in ``teachers`` or not (a
+    teacher only one role uses need not be every single-teacher method's teacher too); each is
+    expanded once (:data:`TEACHER_EXPANDERS`), a trained one becoming a run of the grid.
+    ``--teacher NAME`` keeps the combinations that use NAME in some role.
+    """
+    roles = method_roles(method_name)
+    where = f"{s.where}: [method.{method_name}]" if label == method_name else f"{s.where}: {label}"
+    if not roles:
+        if given is not None:
+            raise UserError(
+                f"{where} teachers: method {method_name!r} has one teacher (no roles); "
+                "list it in the grid's teachers"
+            )
+        return None
+    wanted = ", ".join(f'{r} = "NAME"' for r in roles)
+    if given is None:
+        raise UserError(
+            f"{where}: method {method_name!r} needs a teacher per role: teachers = {{ {wanted} }}"
+        )
+    unknown = sorted(set(given) - set(roles))
+    missing = [r for r in roles if r not in given]
+    if unknown or missing:
+        what = f"unknown role(s) {', '.join(unknown)}" if unknown else ""
+        what += "; " if unknown and missing else ""
+        what += f"no teacher for role(s) {', '.join(missing)}" if missing else ""
+        raise UserError(f"{where} teachers: {what}; {method_name}'s roles: {', '.join(roles)}")
+    tables = _table(s.raw, "teacher", s.where)
+    per_role = []
+    for role in roles:
+        names = given[role] if isinstance(given[role], list) else [given[role]]
+        if not names or not all(isinstance(n, str) for n in names):
+            raise UserError(f"{where} teachers: {role} must be a teacher name or a list of them")
+        for name in names:
+            if name not in tables:
+                valid = ", ".join(tables) or "(none)"
+                raise UserError(
+                    f"{where} teachers: {role} = {name!r} has no [teacher.{name}] table; "
+                    f"valid: {valid}"
+                )
+            if name not in refs:
+                refs[name] = _expand_teacher(s, grid, name, tables[name])
+        per_role.append([(role, name) for name in names])
+    combos = [dict(c) for c in itertools.product(*per_role)]
+    if s.only_teacher is not None:
+        combos = [c for c in combos if s.only_teacher in c.values()]
+    return [{role: refs[name] for role, name in c.items()} for c in combos]
+
+
+def _expand_teacher(s: GridSettings, grid: Grid, name: str, table: Any) -> TeacherExpansion:
+    """A teacher only a role names, checked and expanded as a listed one is."""
+    t = teacher_source(name, table, s.where)
+    _check_names(s.dataset, [t["model"]], s.where)
+    ref, run = TEACHER_EXPANDERS[t["source"]](s, name, t)
+    if run is not None:
+        grid.teacher_runs.setdefault(name, run)
+    return ref, run
 
 
 def _variant(
@@ -488,7 +581,7 @@ def _variant(
     spec = variants[label]
     if not isinstance(spec, dict) or not isinstance(spec.get("method"), str):
         raise UserError(f'{where}: [variant.{label}] needs method = "<method name>"')
-    params = {k: v for k, v in spec.items() if k not in ("method", "train")}
+    params = {k: v for k, v in spec.items() if k not in ("method", "train")}  # and teachers
     train = _table(spec, "train", where, f"variant.{label}.train")
     return spec["method"], params, dict(train)
 

@@ -8,6 +8,7 @@ evaluation attacks with (``surrogates``), and they run before it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,11 +26,24 @@ from harness.schema import (
 )
 from harness.utils.errors import UserError
 
+#: What a student distils from: one teacher, none, or one per role of its method (in the
+#: method's order of ``teacher_roles``).
+Teachers = TeacherRef | Mapping[str, TeacherRef] | None
+
+
+def method_roles(method_name: str) -> tuple[str, ...]:
+    """The teacher roles a method declares (``teacher_roles``, e.g. MTARD's ``natural`` and
+    ``robust``); ``()`` for a method with one teacher or none."""
+    from harness.registry import METHODS
+
+    return tuple(getattr(METHODS.get(method_name), "teacher_roles", ()) or ())
+
 
 @dataclass
 class RunSpec:
-    """One run: ``config`` is its resolved, typed configuration; ``needs`` the teacher run it
-    distils from, ``surrogates`` the surrogate runs its transfer evaluation attacks with."""
+    """One run: ``config`` is its resolved, typed configuration; ``needs`` the teacher run a
+    single-teacher student distils from, ``surrogates`` the surrogate runs its transfer
+    evaluation attacks with. :attr:`teacher_needs` has the teacher runs of every role."""
 
     run_id: str
     config: RunConfig
@@ -41,9 +55,17 @@ class RunSpec:
         return self.config.kind
 
     @property
+    def teacher_needs(self) -> tuple[str, ...]:
+        """The teacher runs of the grid this run distils from: ``needs`` and, for a method with
+        several teacher roles, the run of each role's teacher the grid trains (each once)."""
+        ids = [self.needs] if self.needs else []
+        ids += [ref.run_id for _, ref in self.config.teachers if ref.source == "run"]
+        return tuple(dict.fromkeys(i for i in ids if i))
+
+    @property
     def requires(self) -> tuple[str, ...]:
         """Every run that must be complete before this one starts."""
-        return ((self.needs,) if self.needs else ()) + self.surrogates
+        return self.teacher_needs + self.surrogates
 
     @classmethod
     def of(cls, config: RunConfig, needs: str | None = None) -> RunSpec:
@@ -91,6 +113,8 @@ class GridSettings:
     epochs: int | None
     teacher_epochs: int | None
     deterministic: bool
+    #: ``--teacher NAME``: only runs distilling from NAME (in any role).
+    only_teacher: str | None = None
 
     @property
     def where(self) -> str:
@@ -104,7 +128,7 @@ def make_run(
     method_name: str,
     hparams: dict[str, Any],
     model: str,
-    teacher: TeacherRef | None,
+    teacher: Teachers,
     seed: int,
     train_over: dict[str, Any],
     needs: str | None = None,
@@ -139,7 +163,7 @@ def resolve_run(
     method_name: str,
     hparams: dict[str, Any],
     model: str,
-    teacher: TeacherRef | None,
+    teacher: Teachers,
     seed: int,
     train: Training,
     *,
@@ -149,12 +173,29 @@ def resolve_run(
     select_on: str = "val",
     grid_name: str | None = None,
 ) -> RunConfig:
-    """A run's config, its method's hyperparameters resolved (defaults filled, values checked)."""
+    """A run's config, its method's hyperparameters resolved (defaults filled, values checked).
+
+    ``teacher``: a method with teacher roles takes a mapping with exactly its roles (kept in
+    the method's order, which the run id's ``+``-joined names follow); any other one teacher."""
     from harness.registry import METHODS
 
     m = METHODS.create(method_name, **hparams)
-    if m.needs_teacher and teacher is None:
+    if m.needs_teacher and not teacher:
         raise UserError(f"method {method_name!r} needs a teacher, and grid {grid_name} has none")
+    roles = method_roles(method_name)
+    if isinstance(teacher, Mapping):
+        if sorted(teacher) != sorted(roles):
+            raise UserError(
+                f"method {method_name!r} takes teachers of roles {', '.join(roles) or '(none)'}, "
+                f"got {', '.join(teacher) or '(none)'}"
+            )
+        teachers = tuple((role, teacher[role]) for role in roles)
+    elif roles and teacher is not None:
+        raise UserError(
+            f"method {method_name!r} needs one teacher per role ({', '.join(roles)}), got one"
+        )
+    else:
+        teachers = ((TEACHER_ROLE, teacher),) if teacher is not None else ()
     return RunConfig(
         kind=kind,
         method=method_name,
@@ -167,7 +208,7 @@ def resolve_run(
         full_epochs=full_epochs,
         select_on=select_on,
         variant=label if label != method_name else None,
-        teachers=((TEACHER_ROLE, teacher),) if teacher is not None else (),
+        teachers=teachers,
         grids=(grid_name,) if grid_name else (),
     )
 

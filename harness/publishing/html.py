@@ -46,6 +46,7 @@ from harness.publishing.leaderboard import (
     Table,
     cell_text,
     column_label,
+    role_header,
 )
 from harness.utils.resources import GRIDS, shipped
 from harness.utils.values import canonical_json
@@ -506,6 +507,7 @@ def _row_view(
     return {
         "rank": rank,
         "method": row.label or row.method,
+        "teachers": [row.teachers.get(role, "—") for role in table.roles],
         "missing": [column_label(c) for c in row.missing],
         "stale": row.stale,
         "colour": colours.get(row.method, 0),
@@ -552,6 +554,7 @@ def _table_view(
         "has_classes": any(r.per_class for r in table.rows),
         "class_attacks": canonical_json([[a, column_label(a)] for a in WORST_CLASS]),
         "teacher": table.teacher,
+        "roles": [role_header(role) for role in table.roles],
         "student": table.student,
         "columns": [
             {
@@ -573,6 +576,19 @@ def _table_view(
         "short": sum(1 for r in rows if r["short"]),
         "curves": any(r["curves"] for r in rows),
     }
+
+
+def _columns(table: Table, rank_key: str | None) -> list[dict[str, Any]]:
+    """The attack columns of ``table``'s view, the ranking one marked."""
+    return [
+        {
+            "key": c,
+            "label": column_label(c),
+            "description": DESCRIPTIONS.get(c, c),
+            "rank_key": c == rank_key,
+        }
+        for c in table.columns
+    ]
 
 
 def _legend(tables: list[Table]) -> list[dict[str, str]]:

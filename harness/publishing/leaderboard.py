@@ -8,7 +8,9 @@ are separate rows, each labelled by what sets it apart (``dgad (short: 1/3 ep)``
 away from the method's defaults (``extra_passes=false``), whether or not another row differs.
 A teacher the grid trained on a short schedule gets tables of its own, titled so. Teacher-free
 methods (PGD-AT, TRADES, MART) appear in every teacher's table of their student, as the paper
-prints them.
+prints them. A multi-teacher run (MTARD: a natural and a robust teacher) goes to the table of
+its combination of teachers (``t-nat+t-at``), which has one column per role (``natural
+teacher``, ``robust teacher``) in every format; a table without such rows has none.
 
 Columns: Clean / FGSM / PGD / CW2 / AA, the transfer attacks, any extra attack a run was given
 (``bench eval --attack pgd50``) and Worst (samples that survive every attack of the run's own
@@ -36,9 +38,10 @@ from tabulate import tabulate
 
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
+from harness.schema import TEACHER_ROLE
 from harness.store.listing import stale
 from harness.store.queries import evaluations_of, failed_checks, run_configs
-from harness.store.store import Store
+from harness.store.store import Store, teacher_roles
 from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json
 
@@ -106,6 +109,8 @@ class Row:
     per_class: dict[str, list[float | None]] = field(default_factory=dict)
     #: Attacks of WORST_CLASS it has, but whose runs were stored without per-class accuracies.
     no_per_class: list[str] = field(default_factory=list)
+    #: A multi-teacher row's teacher per role (role → label); empty for one teacher or none.
+    teachers: dict[str, str] = field(default_factory=dict)
 
     @property
     def seeds(self) -> int:
@@ -154,6 +159,9 @@ class Table:
     rows: list[Row]
     threat: dict[str, str] = field(default_factory=dict)  # norm, eps (as fractions)
     teachers: list[Teacher] = field(default_factory=list)
+    #: The teacher roles of its multi-teacher rows: one column each (none on a single-teacher
+    #: table, whose formats are as they always were).
+    roles: list[str] = field(default_factory=list)
 
     @property
     def title(self) -> str:
@@ -463,11 +471,16 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
     every_config = run_configs(every)
     code_now: dict[str, Any] = {}  # method name → its code's hash today
 
+    def role_labels(run_id: str) -> list[tuple[str, str]]:
+        """(role, teacher label) of a run: its teacher marked when trained short."""
+        return [
+            (role, teacher_label(ref.get("name", "?"), every_config.get(ref.get("run_id", ""))))
+            for role, ref in teacher_roles(configs[run_id])
+        ]
+
     def teacher_of(run_id: str) -> str:
-        ref = configs[run_id].get("teacher") or {}
-        if not ref:
-            return "—"
-        return teacher_label(ref.get("name", "?"), every_config.get(ref.get("run_id", "")))
+        """The table a run goes to: its teacher, a multi-teacher run's ``+``-joined."""
+        return "+".join(label for _, label in role_labels(run_id)) or "—"
 
     runs = runs.assign(teacher=[teacher_of(r) for r in runs["run_id"]])
     tables = []
@@ -476,7 +489,7 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
         free = group[group["teacher"] == "—"]
         for teacher in teachers:
             cell = pd.concat([group[group["teacher"] == teacher], free]).drop_duplicates("run_id")
-            rows = []
+            rows, roles = [], []
             for method, of_method in cell.groupby("method", sort=True):
                 keys = {k: configs[r["run_id"].iloc[0]] for k, r in of_method.groupby("row_key")}
                 labels = config_labels(method, keys)
@@ -488,19 +501,45 @@ def leaderboard_tables(store: Store, grid: str) -> list[Table]:
                         stale(configs[i], json.loads(p or "{}"), code_now)
                         for i, p in zip(r["run_id"], r["provenance"])
                     )
+                    named = role_labels(r["run_id"].iloc[0])
+                    if [role for role, _ in named] not in ([], [TEACHER_ROLE]):
+                        row.teachers = dict(named)
+                        roles += [role for role, _ in named if role not in roles]
                     rows.append(row)
             columns = _column_order(set().union(*(r.mean for r in rows)))
             rank_rows(columns, rows)
             refs = {}
             for run_id in cell["run_id"]:
-                ref = configs[run_id].get("teacher")
-                if ref:
-                    refs.setdefault(canonical_json(ref), ref)
-            infos = [_teacher(ref, teacher, dataset, every, all_results) for ref in refs.values()]
+                for role, ref in teacher_roles(configs[run_id]):
+                    refs.setdefault(canonical_json([role, ref]), (role, ref))
+            infos = _teacher_infos(
+                list(refs.values()), teacher, dataset, every, all_results, every_config
+            )
             eps = sorted({e for r in cell["run_id"] if (e := _eps(configs[r])) is not None})
             threat = {"norm": NORM, "eps": " or ".join(fraction(e) for e in eps)} if eps else {}
-            tables.append(Table(dataset, teacher, student, columns, rows, threat, infos))
+            tables.append(Table(dataset, teacher, student, columns, rows, threat, infos, roles))
     return tables
+
+
+def _teacher_infos(
+    refs: list[tuple[str, dict[str, Any]]],
+    table_teacher: str,
+    dataset: str,
+    runs: pd.DataFrame,
+    results: pd.DataFrame,
+    configs: dict[str, dict[str, Any]],
+) -> list[Teacher]:
+    """Each (role, teacher) of a table's runs with its own accuracy; a role's teacher is
+    labelled ``natural: t-nat`` (its name marked when trained short), the one teacher of a
+    single-teacher table by the table's teacher. ``configs``: every stored run's config."""
+    out = []
+    for role, ref in refs:
+        label = table_teacher
+        if role != TEACHER_ROLE:
+            name = teacher_label(ref.get("name", "?"), configs.get(ref.get("run_id", "")))
+            label = f"{role}: {name}"
+        out.append(_teacher(ref, label, dataset, runs, results))
+    return out
 
 
 def rank_rows(columns: list[str], rows: list[Row]) -> None:
@@ -536,6 +575,7 @@ def _records(table: Table, bold: tuple[str, str]) -> list[dict[str, str]]:
     out = []
     for row in table.rows:
         record = {"method": row.name}
+        record |= {role_header(role): row.teachers.get(role, "—") for role in table.roles}
         record |= {column_label(c): cell_text(row, c, bold) for c in table.columns}
         record |= {
             "seeds": str(row.seeds),
@@ -544,6 +584,11 @@ def _records(table: Table, bold: tuple[str, str]) -> list[dict[str, str]]:
         }
         out.append(record)
     return out
+
+
+def role_header(role: str) -> str:
+    """The column of a teacher role: ``natural teacher``."""
+    return f"{role} teacher"
 
 
 def _provenance_records(table: Table) -> list[dict[str, str]]:
@@ -668,6 +713,7 @@ def to_csv(tables: list[Table]) -> str:
                         "role": "student",
                         "method": r.method,
                         "label": r.label or r.method,
+                        **{f"teacher_{role}": r.teachers.get(role) for role in t.roles},
                         "rank": rank if t.ranked_on_common or r.has(t.rank_key or "") else None,
                         "attack": c,
                         "mean": r.mean.get(c),

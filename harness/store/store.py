@@ -47,7 +47,7 @@ from typing import Any
 
 import pandas as pd
 
-from harness.schema import RunConfig, as_json, method_label
+from harness.schema import TEACHER_ROLE, RunConfig, as_json, method_label
 from harness.store import claims
 from harness.utils.atomic import write_json_atomic
 from harness.utils.errors import DamagedFile, UserError, file_error
@@ -69,14 +69,30 @@ CREATE TABLE IF NOT EXISTS results (
 CREATE TABLE IF NOT EXISTS grid_runs (
     grid TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (grid, run_id)
 );
+CREATE TABLE IF NOT EXISTS teachers (
+    run_id TEXT NOT NULL, role TEXT NOT NULL, name TEXT, model TEXT, source TEXT,
+    teacher_run TEXT, PRIMARY KEY (run_id, role)
+);
 """
+#: The index's tables; ``runs.teacher`` holds the teacher's name (a multi-teacher run's names
+#: joined by ``+``, as in its id), ``teachers`` one line per (run, role).
+INDEX_TABLES = ("runs", "results", "grid_runs", "teachers")
 
 STATUSES = ("running", "complete", "failed")
 #: Bump when SCHEMA changes: older indexes are rebuilt from the run directories on first use
-#: (4: ``results.per_class`` and ``results.worst_class``; NULL for runs stored without them).
-SCHEMA_VERSION = 4
+#: (4: ``results.per_class`` and ``results.worst_class``; NULL for runs stored without them;
+#: 5: the ``teachers`` table, a run's teachers by role).
+SCHEMA_VERSION = 5
 PENDING = "pending"
 INT64 = (-(2**63), 2**63 - 1)
+
+
+def teacher_roles(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(role, teacher table) of a run's JSON config: ``teacher`` (role :data:`TEACHER_ROLE`),
+    else each role of ``teachers`` in its order; empty for a teacher-free run."""
+    if config.get("teacher"):
+        return [(TEACHER_ROLE, config["teacher"])]
+    return list((config.get("teachers") or {}).items())
 
 
 def worst_class(per_class: Any) -> float | None:
@@ -127,6 +143,14 @@ def _config_problem(cfg: Any) -> str | None:
         isinstance(teacher, dict) and isinstance(teacher.get("name", ""), str)
     ):
         return "the teacher is not a table with a name"
+    teachers = cfg.get("teachers")
+    if teachers is not None and not (
+        isinstance(teachers, dict)
+        and all(
+            isinstance(t, dict) and isinstance(t.get("name", ""), str) for t in teachers.values()
+        )
+    ):
+        return "the teachers are not a table of roles, each a table with a name"
     if not isinstance(train, dict):
         return "no train table"
     for key, value in (
@@ -305,7 +329,7 @@ class Store:
             try:
                 outdated = conn.execute("PRAGMA user_version").fetchone()[0] != SCHEMA_VERSION
                 if outdated:  # an index of another version: rebuilt from the run directories
-                    for table in ("runs", "results", "grid_runs"):
+                    for table in INDEX_TABLES:
                         conn.execute(f"DROP TABLE IF EXISTS {table}")
                 for stmt in SCHEMA.strip().split(";"):
                     if stmt.strip():
@@ -335,7 +359,7 @@ class Store:
         config = self.config(run_id)
         status = self._read(run_id, "status") or {}
         metrics = self._read(run_id, "metrics") or {}
-        teacher = config.get("teacher") or {}
+        roles = teacher_roles(config)
         train = config["train"]
         conn.execute(
             "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
@@ -344,7 +368,7 @@ class Store:
                 config.get("kind"),
                 method_label(config),
                 config["dataset"]["name"],
-                teacher.get("name"),
+                "+".join(str(ref.get("name")) for _, ref in roles) or None,
                 config["model"],
                 config.get("seed"),
                 train.get("epochs"),
@@ -379,6 +403,12 @@ class Store:
             )
         for grid in config.get("grids", []):
             conn.execute("INSERT OR IGNORE INTO grid_runs VALUES (?, ?)", (grid, run_id))
+        conn.execute("DELETE FROM teachers WHERE run_id = ?", (run_id,))
+        for role, ref in roles:
+            conn.execute(
+                "INSERT OR REPLACE INTO teachers VALUES (?,?,?,?,?,?)",
+                (run_id, role, *(ref.get(k) for k in ("name", "model", "source", "run_id"))),
+            )
 
     # -- run directories --------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -674,9 +704,9 @@ class Store:
         raise UserError(f"run {ref!r} is ambiguous in {self.root}: {', '.join(hits[:5])}")
 
     def frame(self, table: str, grid: str | None = None) -> pd.DataFrame:
-        """The ``runs``, ``results`` or ``grid_runs`` table (optionally one grid's) as a
-        DataFrame."""
-        if table not in ("runs", "results", "grid_runs"):
+        """The ``runs``, ``results``, ``grid_runs`` or ``teachers`` table (optionally one
+        grid's) as a DataFrame."""
+        if table not in ("runs", "results", "grid_runs", "teachers"):
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
             return _empty_frame(table)  # nothing to read: a read never creates the store
@@ -731,7 +761,7 @@ class Store:
 
     def _rebuild(self) -> tuple[list[DamagedFile], int]:
         with self._write() as conn:
-            for table in ("runs", "results", "grid_runs"):
+            for table in INDEX_TABLES:
                 conn.execute(f"DELETE FROM {table}")
             damaged = self._index_all(conn)
         return damaged, len(self.run_ids()) - len(damaged)
@@ -842,7 +872,7 @@ class Store:
 
     @staticmethod
     def _unindex(conn: sqlite3.Connection, run_id: str) -> None:
-        for table in ("runs", "results", "grid_runs"):
+        for table in INDEX_TABLES:
             conn.execute(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
 
 

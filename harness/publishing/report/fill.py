@@ -167,7 +167,7 @@ def teacher_fill(view: StoreView, grid: Grid, tname: str, where: str) -> Fill:
 def trained_teacher_fill(view: StoreView, grid: Grid, tname: str, where: str) -> Fill:
     """A teacher the grid trains: its teacher run (the command: a student run that needs it)."""
     run = grid.teacher_runs[tname]
-    needing = [r for r in grid.runs if r.needs == run.run_id]
+    needing = [r for r in grid.runs if run.run_id in r.teacher_needs]
     pick = next((r for r in needing if method_label(r) == "dgad"), needing[0] if needing else None)
     command = run_command(grid.name, pick) if pick else f"bench run --grid {grid.name}"
     fill = Fill(where, grid.name, [run.run_id], command)
