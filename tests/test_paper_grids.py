@@ -343,3 +343,25 @@ def test_cifar10_extended_variant_rows(variant):
         assert (cfg.train.weight_decay, cfg.train.nesterov) == (wd, nesterov)
         assert (cfg.teacher is None) == (variant == "peeraid")
     assert not {r.config.label for r in grid("cifar10").runs} & set(EXTENDED)
+
+
+@pytest.mark.parametrize("variant", ["mtard", "fair-mtard"])
+def test_cifar10_extended_multi_teacher_rows(variant):
+    """MTARD and Fair-MTARD: the grid's natural WRN-34-10 with each robust teacher, per student,
+    on the official 300-epoch schedule; the natural teacher is a run of the grid they need."""
+    g = load_grid("cifar10", method=variant)
+    assert len(g.runs) == 4
+    robust = set()
+    for run in g.runs:
+        roles = dict(run.config.teachers)
+        assert set(roles) == {"natural", "robust"}
+        assert roles["natural"].name == "wrn34-10-natural"
+        robust.add(roles["robust"].name)
+        assert (run.config.train.epochs, tuple(run.config.train.milestones)) == (
+            300,
+            (215, 260, 285),
+        )
+        assert g.teacher_runs["wrn34-10-natural"].run_id in run.requires
+    assert robust == {"wrn34-10", "wrn34-20"}
+    natural = g.teacher_runs["wrn34-10-natural"].run_id
+    assert natural not in {t for r in grid("cifar10").runs for t in r.requires}  # Table 4's
