@@ -10,19 +10,9 @@ from tabulate import tabulate
 
 from harness.store.listing import stale
 from harness.store.store import Store
-from harness.utils.values import canonical_json
+from harness.utils.values import canonical_json, flatten
 
 DIFFER = "≠"
-
-
-def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists and empty tables are values)."""
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node}
 
 
 def _text(key: str, value: Any, missing: bool = False) -> str:

@@ -43,7 +43,7 @@ from harness.store.listing import stale
 from harness.store.queries import evaluations_of, failed_checks, run_configs
 from harness.store.store import Store, teacher_roles
 from harness.utils.errors import UserError, one_line
-from harness.utils.values import canonical_json
+from harness.utils.values import canonical_json, flatten
 
 MAIN = {"clean": "Clean", "fgsm": "FGSM", "pgd10": "PGD", "cw2": "CW2", "autoattack": "AA"}
 #: The attacks whose worst-class accuracy is a column beside their average (Fair-ARD, ABSLD).
@@ -250,15 +250,6 @@ def _column_order(attacks: set[str]) -> list[str]:
 
 
 # -- labels: what sets the rows of one method apart ---------------------------------------------
-def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
-    if isinstance(node, dict) and node:
-        out: dict[str, Any] = {}
-        for key, value in node.items():
-            out.update(_flatten(value, f"{prefix}.{key}" if prefix else str(key)))
-        return out
-    return {prefix: node}
-
-
 def _value_text(path: str, value: Any) -> str:
     if value is None:
         return "none"
@@ -282,7 +273,7 @@ def config_labels(method: str, configs: dict[str, dict[str, Any]]) -> dict[str, 
     beside ``dgad [no cw2]`` (a part only some configs have). Unique."""
     if len(configs) <= 1:
         return dict.fromkeys(configs, method)
-    flat = {key: _flatten(config) for key, config in configs.items()}
+    flat = {key: flatten(config) for key, config in configs.items()}
     absent = object()
 
     def has(f: dict[str, Any], prefix: str) -> bool:

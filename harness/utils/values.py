@@ -111,3 +111,13 @@ def check_sha256(value: Any, what: str) -> str:
     if not isinstance(value, str) or not _SHA256.fullmatch(value):
         raise UserError(f"{what} must be a sha256 digest (64 hex digits), got {value!r}")
     return value.lower()
+
+
+def flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` → ``{"a.b": 1}`` (lists and empty tables are values)."""
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            out.update(flatten(value, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: node}
