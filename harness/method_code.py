@@ -101,7 +101,16 @@ def _dirty(paths: list[Path]) -> bool | str:
 
 
 def _hash(cls: type) -> tuple[str | None, list[str], list[Path]]:
-    """(sha256, file names, paths) of the method class ``cls``'s source files."""
+    """(sha256, file names, paths) of the method class ``cls``'s source files; no hash when a
+    file cannot be read (a process whose user may not read the install): the code is then
+    unknown, and a run is neither recorded with a wrong hash nor called stale for it."""
+    try:
+        return _hash_files(cls)
+    except (OSError, SyntaxError, UnicodeDecodeError):
+        return None, [], []
+
+
+def _hash_files(cls: type) -> tuple[str | None, list[str], list[Path]]:
     files = source_files(cls)
     if not files:  # defined in __main__ or a notebook: no file to hash
         return None, [], []

@@ -97,6 +97,26 @@ def test_method_code_covers_the_methods_files_and_the_shared_ones():
     assert current_sha256("no-such-method") is None
 
 
+def test_unreadable_method_code_is_unknown_not_an_error(monkeypatch):
+    """A process that may not read the installed sources (another user) lists and shows runs;
+    their code is unknown, so no run is called stale for it."""
+    from harness.store.listing import stale
+
+    recorded = method_code("dgad")["sha256"]
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", denied)
+    monkeypatch.setattr(Path, "read_text", lambda self, *a, **k: denied(self))
+    assert current_sha256("dgad") is None
+    assert code_record(METHODS.get("dgad")) == {"sha256": None, "files": [], "dirty": UNKNOWN}
+    config, provenance = {"method": {"name": "dgad"}}, {"method_code": {"sha256": "0" * 64}}
+    assert stale(config, provenance, {}) is False
+    monkeypatch.undo()
+    assert current_sha256("dgad") == recorded
+
+
 def test_method_code_of_a_plugin_sees_its_helper_and_has_no_git(plugin):
     package, module = plugin
     record = code_record(module.Edited)
