@@ -11,8 +11,10 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import importlib
 import json
 import os
+import pkgutil
 import shutil
 import sqlite3
 import stat
@@ -23,8 +25,10 @@ from pathlib import Path
 import pytest
 import torch
 
+import harness
 import harness.store.store
 import harness.utils.atomic
+import methods
 from harness.cli import main
 from harness.store.store import Store
 from harness.utils.errors import UserError
@@ -275,6 +279,13 @@ def make_writable(folder: Path) -> None:
             path.chmod(path.stat().st_mode | stat.S_IWUSR)
 
 
+def import_everything() -> None:
+    """Import every module of the project now, as the commands import some only when used."""
+    for package in (harness, methods):
+        for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+            importlib.import_module(info.name)
+
+
 @contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[None]:
     """``folder`` read-only for this process: its permission bits cleared, and, when running
@@ -282,6 +293,8 @@ def read_only(folder: Path) -> Iterator[None]:
     for path in [folder, *folder.rglob("*")]:
         path.chmod(path.stat().st_mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
     root = hasattr(os, "geteuid") and os.geteuid() == 0
+    if root:
+        import_everything()  # the checkout itself may be unreadable to ``nobody``
     try:
         if root:
             os.seteuid(65534)
