@@ -283,7 +283,8 @@ def import_everything() -> None:
     """Import every module of the project now, as the commands import some only when used."""
     for package in (harness, methods):
         for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
-            importlib.import_module(info.name)
+            with contextlib.suppress(ImportError):  # a module of an optional dependency
+                importlib.import_module(info.name)
 
 
 @contextlib.contextmanager
