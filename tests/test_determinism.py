@@ -111,7 +111,7 @@ def test_deterministic_training_repeats_to_the_bit(tmp_path):
 def test_selection_and_evaluation_run_in_true_fp32(tmp_path, monkeypatch):
     """cuDNN's default lets "fp32" convolutions run in TF32; selection and evaluation turn it
     off (and put it back), training keeps the user's setting, and the run records it."""
-    import harness.execution.runner as runner_mod
+    import harness.execution.run_evaluation as run_eval
     import harness.training.train as train_mod
     from harness.execution.executors import run_local
     from harness.store.store import Store
@@ -128,7 +128,7 @@ def test_selection_and_evaluation_run_in_true_fp32(tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
     monkeypatch.setattr(train_mod, "train_steps", spy("train", train_mod.train_steps))
     monkeypatch.setattr(train_mod, "accuracy", spy("select", train_mod.accuracy))
-    monkeypatch.setattr(runner_mod, "evaluate_suite", spy("eval", runner_mod.evaluate_suite))
+    monkeypatch.setattr(run_eval, "evaluate_suite", spy("eval", run_eval.evaluate_suite))
     grid = load_grid(grid_file(tmp_path))
     store = Store(tmp_path / "store")
     run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None,

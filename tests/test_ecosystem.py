@@ -97,7 +97,7 @@ def test_grid_takes_an_ecosystem_student(tmp_path, fake_timm):
     (run,) = grid.runs
     assert run.config["model"] == "timm:tinynet_x"
     assert run.run_id.startswith("pgd-at-digits-timm-tinynet_x-none-s0-")
-    from harness.execution.runner import build_model
+    from harness.execution.inputs import build_model
 
     student = build_model("timm:tinynet_x", 10, 8, seed=0)
     again = build_model("timm:tinynet_x", 10, 8, seed=0)

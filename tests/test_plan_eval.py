@@ -11,7 +11,7 @@ import torch
 
 import harness
 from harness.execution.estimate import describe, eval_plan
-from harness.execution.runner import suite_attacks, whitebox
+from harness.execution.run_evaluation import suite_attacks, whitebox
 from harness.grid.load import load_grid
 from harness.store.store import Store
 from tests.test_rerun import bench
@@ -68,7 +68,7 @@ def test_plan_commands_keep_the_overrides_and_unknown_is_unknown(tmp_path, capsy
 
 
 def test_plan_projects_from_a_measured_run(tmp_path, capsys):
-    from harness.execution.runner import load_dataset
+    from harness.execution.inputs import load_dataset
 
     (spec,) = load_grid("smoke", method="dgad").runs
     st = Store(tmp_path)

@@ -90,7 +90,7 @@ def test_method_beats_chance_under_pgd(smoke_store, method):
 def smoke_setting(tmp_path_factory):
     """The smoke grid's student config (data, schedule, threat model) and its two teachers:
     the grid's PGD-AT small_cnn (robust) and a naturally trained one (natural)."""
-    from harness.execution.runner import build_model, load_dataset
+    from harness.execution.inputs import build_model, load_dataset
     from harness.grid.load import load_grid
     from harness.training.train import TrainConfig, train
 

@@ -13,7 +13,8 @@ import torch
 
 import harness.store.claims as claims_mod
 from harness.execution.executors import ordered_runs, run_local, run_submitit
-from harness.execution.runner import execute, load_dataset
+from harness.execution.inputs import load_dataset
+from harness.execution.runner import execute
 from harness.execution.status import plan_table, status_table
 from harness.grid.load import load_grid, surrogate_run
 from harness.store.store import Store

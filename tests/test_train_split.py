@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from harness.execution.runner import execute, load_dataset
+from harness.execution.inputs import load_dataset
+from harness.execution.runner import execute
 from harness.execution.status import _train_size
 from harness.grid.load import load_grid
 from harness.publishing import leaderboard

@@ -16,14 +16,10 @@ from typing import Any
 import torch
 
 import harness
-from harness.execution.runner import (
-    evaluate_run,
-    load_dataset,
-    provenance,
-    run_or_wait,
-    transfer_of,
-    whitebox,
-)
+from harness.execution.inputs import load_dataset
+from harness.execution.provenance import provenance
+from harness.execution.run_evaluation import evaluate_run, transfer_of, whitebox
+from harness.execution.runner import run_or_wait
 from harness.grid import suites
 from harness.grid.load import surrogate_runs
 from harness.schema import THREAT_DEFAULTS, Dataset, Evaluation, RunConfig, Training
@@ -139,7 +135,7 @@ def evaluate_target(
         transfer = replace(transfer_of(config, "transfer"), surrogates=tuple(surrogates))
         config = config.replace(evaluation=Evaluation(config.evaluation.attacks, transfer))
     from harness.execution.estimate import eval_plan
-    from harness.execution.runner import suite_attacks
+    from harness.execution.run_evaluation import suite_attacks
 
     n_images = min(subset or len(data.test), len(data.test))
     transfer = transfer_of(config, suite)

@@ -2,123 +2,73 @@
 
 from __future__ import annotations
 
-import inspect
+import dataclasses
 import json
 import math
-import os
-import platform
 import time
 import traceback
 from collections.abc import Callable, Mapping
-from functools import lru_cache
 from typing import Any
 
 import torch
 
 import harness
-from harness.evaluation.evaluate import eval_subset, evaluate_suite, worst_case
-from harness.evaluation.per_class import with_per_class
-from harness.evaluation.transfer import surrogate_examples, transfer_accuracy
+from harness.execution.inputs import build_model, data_sizes, load_dataset
+from harness.execution.provenance import provenance
+from harness.execution.run_evaluation import check_surrogates, evaluate_run
 from harness.execution.teachers import load_teacher
-from harness.grid import suites
-from harness.grid.load import RunSpec, default_transfer, surrogate_runs
+from harness.grid.load import RunSpec
 from harness.method_code import method_code
-from harness.registry import DATASETS
-from harness.schema import TEACHER_ROLE, Dataset, RunConfig, TeacherRef, Transfer
+from harness.schema import TEACHER_ROLE, RunConfig, TeacherRef
 from harness.store.claims import Claim, Claimed, ClaimLost, clear_stale, wait_released
 from harness.store.store import Store
 from harness.training.curves import epoch_log
 from harness.training.fast import FastPath
 from harness.training.train import Teachers, TrainConfig, TrainResult, check_trainable, train
-from harness.utils.atomic import save_atomic, write_json_atomic
+from harness.utils.atomic import write_json_atomic
 from harness.utils.compat import load_checkpoint
-from harness.utils.determinism import DeterminismRecord, tf32_state, true_fp32
+from harness.utils.determinism import DeterminismRecord, tf32_state
 from harness.utils.errors import TrainingDiverged, UserError
-from harness.utils.values import canonical_json, derive_seed, file_sha256
-
-
-@lru_cache(maxsize=4)
-def _dataset(key: str, data_root: str | None) -> Any:
-    spec = json.loads(key)
-    options = dict(spec["options"])
-    if data_root and "root" in inspect.signature(DATASETS.get(spec["name"])).parameters:
-        options.setdefault("root", data_root)
-    return harness.create_dataset(spec["name"], **options)
-
-
-def load_dataset(spec: Dataset | dict[str, Any], data_root: str | None = None) -> Any:
-    return _dataset(canonical_json(spec), data_root)
-
-
-def data_sizes(data: Any) -> dict[str, int]:
-    """Images per split: ``train`` is what the run trains on (held-out ``val`` excluded)."""
-    return {
-        "train": len(data.train),
-        "val": 0 if data.val is None else len(data.val),
-        "test": len(data.test),
-    }
-
-
-def build_model(name: str, num_classes: int, image_size: int, seed: int) -> torch.nn.Module:
-    """A freshly initialised model; the init is seeded without touching the global RNG state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(derive_seed(seed, "init", name))
-        return harness.create_model(name, num_classes=num_classes, image_size=image_size)
-
-
-def provenance(device: torch.device) -> dict[str, Any]:
-    """What produced a run's numbers: code version, package versions, machine."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    packages = {}
-    for name in ("torch", "torchvision", "numpy", "pyautoattack"):
-        try:
-            packages[name] = version(name)
-        except PackageNotFoundError:
-            packages[name] = None
-    info = {
-        "harness": harness.__version__,
-        "code": _git_commit(),
-        "python": platform.python_version(),
-        "packages": packages,
-        "host": platform.node(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-        info["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
-    return info
-
-
-def _git_commit() -> str | None:
-    """The source tree's commit (with ``+dirty`` for local changes), when run from a checkout."""
-    import subprocess
-    from pathlib import Path
-
-    root = Path(__file__).resolve().parents[2]
-    if not (root / ".git").exists():
-        return None
-    try:
-        commit = subprocess.run(
-            ["git", "-C", str(root), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(root), "status", "--porcelain", "--", "harness", "methods"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        ).stdout
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return (commit + ("+dirty" if dirty.strip() else "")) or None
-
 
 #: What :func:`execute` returns for a run another live process holds (it was skipped).
 ELSEWHERE = "running elsewhere"
+
+
+@dataclasses.dataclass(frozen=True)
+class Options:
+    """How :func:`execute` runs (not what: nothing here is in a run's id)."""
+
+    device: torch.device
+    data_root: str | None = None
+    resume: bool = True
+    progress: bool = True
+    echo: Callable[[str], None] = print
+    fast: str = "auto"
+    determinism: DeterminismRecord | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Job:
+    """One run, built and claimed: what it trains, from what, and the claim it writes under."""
+
+    spec: RunSpec
+    store: Store
+    claim: Claim
+    data: Any
+    teacher: Teachers
+    student: torch.nn.Module
+    method: Any
+    tcfg: TrainConfig
+    fast_path: FastPath
+
+    @property
+    def run_id(self) -> str:
+        return self.spec.run_id
+
+    def log(self, line: str) -> None:
+        """A line of the run's log.txt, written only while the claim is still this process's."""
+        self.claim.check()
+        self.store.log(self.run_id, line)
 
 
 def execute(
@@ -146,6 +96,7 @@ def execute(
     is claimed (:mod:`harness.store.claims`): nothing is written to it by a process without
     its claim.
     """
+    opts = Options(device, data_root, resume, progress, echo, fast, determinism)
     cfg = spec.config
     if store.is_complete(spec.run_id):
         if store.sync(spec.run_id):  # finished, but killed before the index said so
@@ -155,13 +106,15 @@ def execute(
         return "skipped"
     check_surrogates(cfg, store, spec.run_id)
     data = load_dataset(cfg.dataset, data_root)
-    teacher = _teachers(cfg, store, data)
-    student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
-    method = harness.create_method(cfg.method, **cfg.hparams)
-    tcfg = TrainConfig.of(cfg.train, cfg.select_on, cfg.seed)
-    check_trainable(data, tcfg)
-    fast_path = FastPath.parse(fast, device)
-
+    parts = {
+        "data": data,
+        "teacher": _teachers(cfg, store, data),
+        "student": build_model(cfg.model, data.num_classes, data.image_size, cfg.seed),
+        "method": harness.create_method(cfg.method, **cfg.hparams),
+        "tcfg": TrainConfig.of(cfg.train, cfg.select_on, cfg.seed),
+        "fast_path": FastPath.parse(fast, device),
+    }
+    check_trainable(data, parts["tcfg"])
     try:
         claim = store.claim(spec.run_id)
     except Claimed as exc:
@@ -172,11 +125,7 @@ def execute(
             echo(f"skip {spec.run_id} (complete)")
             return "skipped"
         try:
-            return _execute_claimed(
-                spec, store, claim, data, teacher, student, method, tcfg, fast_path,
-                device=device, data_root=data_root, resume=resume, progress=progress, echo=echo,
-                fast=fast, determinism=determinism,
-            )  # fmt: skip
+            return _execute_claimed(Job(spec, store, claim, **parts), opts)
         except ClaimLost as exc:
             echo(f"stopped {spec.run_id}: {exc}")
             return ELSEWHERE
@@ -224,115 +173,71 @@ def record_crash(store: Store, run_id: str, exc: Exception, echo: Callable[[str]
     return "failed"
 
 
-def _execute_claimed(
-    spec: RunSpec,
-    store: Store,
-    claim: Claim,
-    data: Any,
-    teacher: Teachers,
-    student: torch.nn.Module,
-    method: Any,
-    tcfg: TrainConfig,
-    fast_path: FastPath,
-    *,
-    device: torch.device,
-    data_root: str | None,
-    resume: bool,
-    progress: bool,
-    echo: Callable[[str], None],
-    fast: str,
-    determinism: DeterminismRecord | None,
-) -> str:
+def _execute_claimed(job: Job, opts: Options) -> str:
     """The part of :func:`execute` that writes: only while this process holds the run's claim
     (checked before every write that another holder could also make)."""
-    cfg = spec.config
+    store, run_id = job.store, job.run_id
     # What the data set turned out to hold: part of the stored config (not of the id, which the
     # dataset entry with its val_fraction already fixes), and of the provenance.
-    sizes = data_sizes(data)
-    store.begin(spec.run_id, {**cfg.to_json(), "data": sizes})
-    if not resume:
-        store.checkpoint(spec.run_id, "last").unlink(missing_ok=True)
-        store.train_record(spec.run_id).unlink(missing_ok=True)
-    echo(f"run {spec.run_id}")
-
-    def log(line: str) -> None:
-        claim.check()
-        store.log(spec.run_id, line)
-
+    sizes = data_sizes(job.data)
+    store.begin(run_id, {**job.spec.config.to_json(), "data": sizes})
+    if not opts.resume:
+        store.checkpoint(run_id, "last").unlink(missing_ok=True)
+        store.train_record(run_id).unlink(missing_ok=True)
+    opts.echo(f"run {run_id}")
     t0 = time.perf_counter()
     train_precision = tf32_state()
-    code = method_code(cfg.method)  # the code that trains it (not in its id)
-    result = _train_or_recover(
-        spec, store, claim, data, teacher, student, method, tcfg, fast_path, log,
-        device=device, resume=resume, progress=progress, echo=echo,
-    )  # fmt: skip
+    code = method_code(job.spec.config.method)  # the code that trains it (not in its id)
+    result = _train_or_recover(job, opts)
     if result is None:
         return "failed"
-    evaluation = _evaluate_best(
-        spec, store, data, device=device, data_root=data_root, progress=progress, echo=echo,
-        fast=fast, determinism=determinism,
-    )  # fmt: skip
+    evaluation = _evaluate_best(job, opts)
     provenance_extra = {
-        "fast_path": fast_path.as_dict(),
+        "fast_path": job.fast_path.as_dict(),
         "train_images": sizes["train"],
         "compile": result.compile,
-        "deterministic": (determinism or DeterminismRecord(False)).as_dict(),
+        "deterministic": (opts.determinism or DeterminismRecord(False)).as_dict(),
         "training_precision": train_precision,
         "method_code": code,
-    } | _teacher_files(teacher)
+    } | _teacher_files(job.teacher)
     metrics = {
         **evaluation,
-        "train": train_summary(result, tcfg.select_on),
+        "train": train_summary(result, job.tcfg.select_on),
         "wall_time_s": time.perf_counter() - t0,
-        "provenance": {**provenance(device), **provenance_extra},
+        "provenance": {**provenance(opts.device), **provenance_extra},
     }
-    claim.check(verify=True)
-    _complete(store, spec.run_id, metrics, echo)
+    job.claim.check(verify=True)
+    _complete(store, run_id, metrics, opts.echo)
     return "complete"
 
 
-def _train_or_recover(
-    spec: RunSpec,
-    store: Store,
-    claim: Claim,
-    data: Any,
-    teacher: torch.nn.Module | None,
-    student: torch.nn.Module,
-    method: Any,
-    tcfg: TrainConfig,
-    fast_path: FastPath,
-    log: Callable[[str], None],
-    *,
-    device: torch.device,
-    resume: bool,
-    progress: bool,
-    echo: Callable[[str], None],
-) -> TrainResult | None:
+def _train_or_recover(job: Job, opts: Options) -> TrainResult | None:
     """Train the run (resuming it), or take the training a complete run recorded in its
     ``train.json``; None when training diverged (the run is then marked failed)."""
-    curves = epoch_log(store.run_dir(spec.run_id))  # $BENCH_LOG: bench run --log tensorboard
-    done = finished_training(store, spec.run_id, tcfg) if resume else None
+    store, run_id = job.store, job.run_id
+    curves = epoch_log(store.run_dir(run_id))  # $BENCH_LOG: bench run --log tensorboard
+    done = finished_training(store, run_id, job.tcfg) if opts.resume else None
     try:
         if done is not None:  # trained to the end before (its last.pt pruned): evaluate best.pt
-            echo(f"{spec.run_id}: training was complete; evaluating its best.pt again")
+            opts.echo(f"{run_id}: training was complete; evaluating its best.pt again")
         result = done or train(
-            student,
-            method,
-            data,
-            tcfg,
-            ckpt_dir=store.run_dir(spec.run_id) / "checkpoints",
-            teacher=teacher,
-            device=device,
-            resume=resume,
-            progress=progress,
-            log=log,
-            fast=fast_path,
+            job.student,
+            job.method,
+            job.data,
+            job.tcfg,
+            ckpt_dir=store.run_dir(run_id) / "checkpoints",
+            teacher=job.teacher,
+            device=opts.device,
+            resume=opts.resume,
+            progress=opts.progress,
+            log=job.log,
+            fast=job.fast_path,
             on_epoch=curves,
         )
     except TrainingDiverged as exc:
-        claim.check(verify=True)
-        store.fail(spec.run_id, str(exc), epoch=exc.epoch, step=exc.step)
-        echo(f"failed {spec.run_id}: {exc}")
+        job.claim.check(verify=True)
+        store.fail(run_id, str(exc), epoch=exc.epoch, step=exc.step)
+        opts.echo(f"failed {run_id}: {exc}")
         return None
     finally:
         curves.close()
@@ -394,17 +299,18 @@ def _teacher_files(teacher: Teachers) -> dict[str, Any]:
     return {}
 
 
-def _evaluate_best(
-    spec: RunSpec, store: Store, data: Any, *, device: torch.device, **kw: Any
-) -> dict[str, Any]:
+def _evaluate_best(job: Job, opts: Options) -> dict[str, Any]:
     """Evaluate the run's ``best.pt`` as a fresh, eager, NCHW fp32 model, whatever the fast
     path did to the trained one."""
-    cfg = spec.config
-    best = load_checkpoint(store.checkpoint(spec.run_id, "best"))
+    cfg, data = job.spec.config, job.data
+    best = load_checkpoint(job.store.checkpoint(job.run_id, "best"))
     student = build_model(cfg.model, data.num_classes, data.image_size, cfg.seed)
     student.load_state_dict(best["student"])
-    student.to(device)
-    return evaluate_run(student, data, cfg, store, spec.run_id, device=device, **kw)
+    student.to(opts.device)
+    return evaluate_run(
+        student, data, cfg, job.store, job.run_id, device=opts.device, data_root=opts.data_root,
+        progress=opts.progress, echo=opts.echo, fast=opts.fast, determinism=opts.determinism,
+    )  # fmt: skip
 
 
 def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
@@ -418,215 +324,3 @@ def run_or_wait(spec: RunSpec, store: Store, **kw: Any) -> str:
         wait_released(store.run_dir(spec.run_id))
         if store.status(spec.run_id) == "failed":
             return "failed"
-
-
-def evaluate_run(
-    model: torch.nn.Module,
-    data: Any,
-    cfg: RunConfig,
-    store: Store,
-    run_id: str,
-    *,
-    device: torch.device,
-    data_root: str | None = None,
-    suite: str = "config",
-    attacks: dict[str, Any] | None = None,
-    subset: int | None = None,
-    progress: bool = True,
-    echo: Callable[[str], None] = print,
-    fast: str = "auto",
-    determinism: DeterminismRecord | None = None,
-) -> dict[str, Any]:
-    """The white-box and transfer evaluation of one model; per-sample masks kept on disk.
-
-    ``suite``: ``config`` (what the run's config lists), ``whitebox``, ``transfer`` or ``all``.
-    The masks of every evaluation of the run accumulate in ``eval/masks.pt``; ``worst_case`` is
-    over the run's own attacks (:func:`own_attacks`), so an extra ``bench eval --attack pgd50``
-    adds a column of its own and leaves the run's Worst comparable with its grid's other runs.
-    Attacks and predictions run in true fp32 (TF32 off). The transfer surrogates are runs of
-    their own, trained before (:func:`harness.grid.load.expand_surrogates`); one missing from
-    the store is a one-line error. ``fast`` and ``determinism`` are accepted for the callers'
-    symmetry with :func:`execute` (evaluation is always eager fp32).
-    """
-    with true_fp32():
-        return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
-                         suite=suite, attacks=attacks, subset=subset, progress=progress,
-                         echo=echo, fast=fast, determinism=determinism)  # fmt: skip
-
-
-def _evaluate(
-    model: torch.nn.Module,
-    data: Any,
-    cfg: RunConfig,
-    store: Store,
-    run_id: str,
-    *,
-    device: torch.device,
-    data_root: str | None,
-    suite: str,
-    attacks: dict[str, Any] | None,
-    subset: int | None,
-    progress: bool,
-    echo: Callable[[str], None],
-    fast: str,
-    determinism: DeterminismRecord | None,
-) -> dict[str, Any]:
-    seed = derive_seed(cfg.seed, "eval")
-    test = eval_subset(data.test, subset, seed)
-    bs = cfg.train.eval_batch_size
-    eval_dir = store.run_dir(run_id) / "eval"
-    attacks = suite_attacks(cfg, suite, attacks)
-    out = evaluate_suite(
-        model,
-        test,
-        attacks,
-        batch_size=bs,
-        device=device,
-        seed=seed,
-        state_dir=eval_dir,
-        progress=progress,
-        num_classes=data.num_classes,
-    )
-    masks = out.pop("masks")
-    out["results"].pop("worst_case", None)  # over the run's own attacks, below
-    transfer = transfer_of(cfg, suite)
-    if transfer is not None:
-        for name, mask in transfer_suite(
-            model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
-        ).items():
-            masks[name] = mask
-            row = {
-                "accuracy": float(mask.float().mean()),
-                "n": len(mask),
-                "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
-            }
-            out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
-    _worst_case(out, masks, cfg, store, run_id, labels=test.y, num_classes=data.num_classes)
-    return out
-
-
-def _worst_case(
-    out: dict[str, Any],
-    masks: dict[str, torch.Tensor],
-    cfg: RunConfig,
-    store: Store,
-    run_id: str,
-    *,
-    labels: torch.Tensor,
-    num_classes: int,
-) -> None:
-    """Add this evaluation's masks to the run's ``eval/masks.pt``, and the worst case over the
-    run's own attacks (with its per-class accuracies) to ``out`` once every one of them has a
-    mask of the same length."""
-    path = store.run_dir(run_id) / "eval" / "masks.pt"
-    masks = {**(load_checkpoint(path) if path.exists() else {}), **masks}
-    stored = store.config(run_id) if (store.run_dir(run_id) / "config.json").exists() else cfg
-    over = own_attacks(stored) or sorted(masks)  # an evaluation-only run: all it was given
-    over = [n for n in over if suites.ranks(n)]  # a JSMA towards the true class is no attack
-    ready = len(over) > 1 and all(n in masks for n in over)
-    if ready and len({len(masks[n]) for n in over}) == 1:  # not mixed with a subset's masks
-        kept = {n: masks[n] for n in over}
-        out["results"]["worst_case"] = worst_case(kept, labels, num_classes)
-    save_atomic(masks, path)
-
-
-def transfer_of(cfg: RunConfig, suite: str) -> Transfer | None:
-    """The transfer evaluation ``suite`` runs: the config's own, or for ``transfer`` and
-    ``all`` the default one; none for ``whitebox``."""
-    if suite == "whitebox":
-        return None
-    if cfg.evaluation.transfer is not None:
-        return cfg.evaluation.transfer
-    return default_transfer(cfg) if suite in ("transfer", "all") else None
-
-
-def check_surrogates(cfg: RunConfig, store: Store, run_id: str) -> None:
-    """Refuse, before training, a run whose transfer surrogates are not trained: they are runs
-    of the grid, which trains them first (``bench run`` of the grid trains them)."""
-    transfer = cfg.evaluation.transfer
-    if transfer is None:
-        return
-    missing = [s.run_id for s in surrogate_runs(cfg.dataset, transfer)]
-    missing = [s for s in missing if not store.is_complete(s)]
-    if missing:
-        raise UserError(
-            f"run {run_id} needs its transfer surrogate run(s) {', '.join(missing)}, which are "
-            "not complete: run its grid (bench run trains the surrogates first)"
-        )
-
-
-def suite_attacks(
-    cfg: RunConfig, suite: str, attacks: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The white-box attacks (name → config, None: clean) an evaluation with ``suite`` runs:
-    ``attacks`` if given, else the config's (``config``) or the paper's (``whitebox``,
-    ``all``); only clean for ``transfer``."""
-    if suite == "transfer":
-        return {"clean": None}
-    if attacks is not None:
-        return attacks
-    return dict(cfg.evaluation.attacks) if suite == "config" else whitebox(cfg)
-
-
-def own_attacks(cfg: dict[str, Any]) -> list[str]:
-    """The attacks a run's config evaluates (its grid's list, then its transfer attacks): the
-    attacks its worst case is over. Empty for an evaluation-only run (``bench eval`` of a
-    checkpoint), whose worst case is over every attack it was given."""
-    names = list(cfg.get("eval", {}).get("attacks", {}))
-    transfer = cfg.get("eval", {}).get("transfer") or {}
-    names += [
-        f"transfer/{s}/{a}"
-        for s in transfer.get("surrogates", [])
-        for a in transfer.get("attacks", {})
-    ]
-    return names
-
-
-def whitebox(cfg: RunConfig) -> dict[str, Any]:
-    """The paper's white-box suite under the run's threat model."""
-    threat = cfg.threat.to_json()
-    return {name: suites.resolve(name, suites.PRESETS[name], threat) for name in suites.WHITEBOX}
-
-
-def transfer_suite(
-    model: torch.nn.Module,
-    test: Any,
-    cfg: RunConfig,
-    transfer: Transfer,
-    store: Store,
-    *,
-    device: torch.device,
-    data_root: str | None,
-    seed: int,
-) -> dict[str, torch.Tensor]:
-    """Per-sample correctness on each surrogate's adversarial examples. The surrogates are runs
-    trained before (never from here): one not complete is a one-line error."""
-    out = {}
-    data = load_dataset(cfg.dataset, data_root)
-    for spec in surrogate_runs(cfg.dataset, transfer):
-        if not store.is_complete(spec.run_id):
-            raise UserError(
-                f"transfer surrogate {spec.config.model} (run {spec.run_id}) is not trained: "
-                "run the grid, or bench eval, which trains it first"
-            )
-        path = store.checkpoint(spec.run_id, "best")
-        surrogate = harness.create_model(
-            spec.config.model, num_classes=data.num_classes, image_size=data.image_size
-        ).to(device)
-        surrogate.load_state_dict(load_checkpoint(path)["student"])
-        sha = file_sha256(path)
-        for attack_name, attack_cfg in transfer.attacks.items():
-            x_adv = surrogate_examples(
-                surrogate,
-                sha,
-                test,
-                attack_cfg,
-                cache_dir=store.root / "transfer_cache",
-                batch_size=transfer.train.eval_batch_size,
-                device=device,
-                seed=seed,
-            )
-            out[f"transfer/{spec.config.model}/{attack_name}"] = transfer_accuracy(
-                model, x_adv, test.y, device=device
-            )
-    return out

@@ -130,7 +130,7 @@ def benchmark_throughput(path: str | Path) -> tuple[dict[tuple[str, str, str], f
 
 
 def _train_size(spec: RunSpec) -> int | None:
-    from harness.execution.runner import load_dataset
+    from harness.execution.inputs import load_dataset
 
     name = spec.config.dataset.name
     if name in TRAIN_SIZES:  # what the loader holds out: the config's val_fraction, else 10 %
