@@ -13,7 +13,7 @@ from harness.attacks.base import Attack
 from harness.data import ArraySet
 from harness.evaluation.per_class import per_class_accuracy
 from harness.registry import ATTACKS
-from harness.store.store import worst_class
+from harness.store.index import worst_class
 from tests.helpers import fit, synthetic_splits, tiny_net
 
 pytestmark = pytest.mark.usefixtures("one_thread")

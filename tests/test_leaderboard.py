@@ -17,7 +17,8 @@ from harness.execution.external import external_config
 from harness.grid.load import load_grid
 from harness.publishing import leaderboard as lb
 from harness.publishing.leaderboard import Row
-from harness.store.store import SCHEMA_VERSION, Store
+from harness.store.index import SCHEMA_VERSION
+from harness.store.store import Store
 
 GOLDEN = Path(__file__).parent / "golden" / "leaderboard.md"
 PROV = {
@@ -526,7 +527,8 @@ def test_index_of_schema_3_is_rebuilt_with_per_class_columns(store):
 def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path, monkeypatch):
     from harness.evaluation.evaluate import eval_subset
     from harness.execution.external import evaluate_target
-    from harness.execution.runner import build_model, evaluate_run, load_dataset
+    from harness.execution.inputs import build_model, load_dataset
+    from harness.execution.run_evaluation import evaluate_run
     from harness.utils.atomic import save_atomic
     from harness.utils.values import derive_seed
     from tests.helpers import fit
@@ -623,7 +625,7 @@ def test_bench_eval_extra_attacks_leave_worst_over_the_grids_attacks(tmp_path, m
 
 
 def test_labels_name_what_differs(tmp_path):
-    from harness.store.store import seedless
+    from harness.store.index import seedless
 
     base = seedless(one(lb_grid(tmp_path), "dgad", "small-pgdat").config)
     path = tmp_path / "more" / "lb.toml"

@@ -39,9 +39,10 @@ from tabulate import tabulate
 from harness.grid import suites
 from harness.grid.load import schedule_note, teacher_label
 from harness.schema import TEACHER_ROLE
+from harness.store.index import teacher_roles
 from harness.store.listing import stale
 from harness.store.queries import evaluations_of, failed_checks, run_configs
-from harness.store.store import Store, teacher_roles
+from harness.store.store import Store
 from harness.utils.errors import UserError, one_line
 from harness.utils.values import canonical_json, flatten
 

@@ -39,7 +39,6 @@ import secrets
 import socket
 import sqlite3
 import time
-import zipfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,206 +46,15 @@ from typing import Any
 
 import pandas as pd
 
-from harness.schema import TEACHER_ROLE, RunConfig, as_json, method_label
+from harness.schema import RunConfig, as_json
 from harness.store import claims
+from harness.store.files import PROBLEMS, checkpoint_problem
+from harness.store.index import INDEX_TABLES, SCHEMA, SCHEMA_VERSION, empty_frame, index_run
 from harness.utils.atomic import write_json_atomic
 from harness.utils.errors import DamagedFile, UserError, file_error
-from harness.utils.values import canonical_json, config_hash
+from harness.utils.values import canonical_json
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY,
-    kind TEXT, method TEXT, dataset TEXT, teacher TEXT, student TEXT, seed INTEGER,
-    epochs INTEGER, full_epochs INTEGER, schedule TEXT,
-    status TEXT, error TEXT, created_at REAL, updated_at REAL, wall_time_s REAL,
-    flags TEXT, config_hash TEXT, provenance TEXT, row_key TEXT, config TEXT
-);
-CREATE TABLE IF NOT EXISTS results (
-    run_id TEXT NOT NULL, attack TEXT NOT NULL, accuracy REAL, n INTEGER, params TEXT,
-    per_class TEXT, worst_class REAL,
-    PRIMARY KEY (run_id, attack)
-);
-CREATE TABLE IF NOT EXISTS grid_runs (
-    grid TEXT NOT NULL, run_id TEXT NOT NULL, PRIMARY KEY (grid, run_id)
-);
-CREATE TABLE IF NOT EXISTS teachers (
-    run_id TEXT NOT NULL, role TEXT NOT NULL, name TEXT, model TEXT, source TEXT,
-    teacher_run TEXT, PRIMARY KEY (run_id, role)
-);
-"""
-#: The index's tables; ``runs.teacher`` holds the teacher's name (a multi-teacher run's names
-#: joined by ``+``, as in its id), ``teachers`` one line per (run, role).
-INDEX_TABLES = ("runs", "results", "grid_runs", "teachers")
-
-STATUSES = ("running", "complete", "failed")
-#: Bump when SCHEMA changes: older indexes are rebuilt from the run directories on first use
-#: (4: ``results.per_class`` and ``results.worst_class``; NULL for runs stored without them;
-#: 5: the ``teachers`` table, a run's teachers by role).
-SCHEMA_VERSION = 5
 PENDING = "pending"
-INT64 = (-(2**63), 2**63 - 1)
-
-
-def teacher_roles(config: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
-    """(role, teacher table) of a run's JSON config: ``teacher`` (role :data:`TEACHER_ROLE`),
-    else each role of ``teachers`` in its order; empty for a teacher-free run."""
-    if config.get("teacher"):
-        return [(TEACHER_ROLE, config["teacher"])]
-    return list((config.get("teachers") or {}).items())
-
-
-def worst_class(per_class: Any) -> float | None:
-    """The lowest per-class accuracy of a result row's ``per_class`` (classes without test
-    images, ``None``, left out), as Fair-ARD and ABSLD report it; ``None`` without any."""
-    if not isinstance(per_class, list):
-        return None
-    present = [v for v in per_class if v is not None]
-    return min(present) if present else None
-
-
-def seedless(config: dict[str, Any]) -> dict[str, Any]:
-    """A run's config without what tells the seeds of one configuration apart (and its grids).
-
-    Runs with equal seedless configs are one leaderboard row (the ``row_key`` of the index);
-    anything else that differs (schedule, teacher, hyperparameters, evaluation) is another row.
-    """
-    # data: the split sizes the runner observed, fixed by the dataset entry
-    out = {k: v for k, v in config.items() if k not in ("seed", "grids", "data")}
-    if isinstance(out.get("train"), dict):
-        out["train"] = {k: v for k, v in out["train"].items() if k != "seed"}
-    return out
-
-
-# -- what a run directory's files must hold -------------------------------------------------------
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and INT64[0] <= value <= INT64[1]
-
-
-def _is_number(value: Any) -> bool:
-    return _is_int(value) or isinstance(value, float)
-
-
-def _config_problem(cfg: Any) -> str | None:
-    if not isinstance(cfg, dict):
-        return "not a JSON object"
-    method, dataset, train = cfg.get("method"), cfg.get("dataset"), cfg.get("train")
-    if not isinstance(method, dict) or not isinstance(method.get("name"), str):
-        return "no method name"
-    if not isinstance(method.get("variant", ""), str):
-        return "the variant is not a name"
-    if not isinstance(dataset, dict) or not isinstance(dataset.get("name"), str):
-        return "no dataset name"
-    if not isinstance(cfg.get("model"), str):
-        return "no model name"
-    teacher = cfg.get("teacher")
-    if teacher is not None and not (
-        isinstance(teacher, dict) and isinstance(teacher.get("name", ""), str)
-    ):
-        return "the teacher is not a table with a name"
-    teachers = cfg.get("teachers")
-    if teachers is not None and not (
-        isinstance(teachers, dict)
-        and all(
-            isinstance(t, dict) and isinstance(t.get("name", ""), str) for t in teachers.values()
-        )
-    ):
-        return "the teachers are not a table of roles, each a table with a name"
-    if not isinstance(train, dict):
-        return "no train table"
-    for key, value in (
-        ("seed", cfg.get("seed")),
-        ("train.epochs", train.get("epochs")),
-        ("full_epochs", cfg.get("full_epochs")),
-    ):
-        if value is not None and not _is_int(value):
-            return f"{key} is not an integer the index can hold: {str(value)[:40]}"
-    for key in ("kind", "schedule"):
-        if cfg.get(key) is not None and not isinstance(cfg[key], str):
-            return f"{key} is not a string"
-    grids = cfg.get("grids", [])
-    if not isinstance(grids, list) or not all(isinstance(g, str) for g in grids):
-        return "grids is not a list of names"
-    return None
-
-
-def _status_problem(status: Any) -> str | None:
-    if not isinstance(status, dict):
-        return "not a JSON object"
-    if status.get("status") not in STATUSES:
-        return f"status is {str(status.get('status'))[:40]!r}, not one of {', '.join(STATUSES)}"
-    for key in ("created_at", "updated_at"):
-        if status.get(key) is not None and not _is_number(status[key]):
-            return f"{key} is not a time"
-    if status.get("error") is not None and not isinstance(status["error"], str):
-        return "error is not a string"
-    return None
-
-
-def _metrics_problem(metrics: Any) -> str | None:
-    if not isinstance(metrics, dict):
-        return "not a JSON object"
-    results = metrics.get("results", {})
-    if not isinstance(results, dict):
-        return "results is not a table"
-    for name, row in results.items():
-        if not isinstance(row, dict) or not _is_number(row.get("accuracy")):
-            return f"result {name[:40]!r} has no accuracy"
-        if not _is_int(row.get("n")):
-            return f"result {name[:40]!r} has no image count n"
-        per_class, class_n = row.get("per_class", []), row.get("class_n", [])
-        if not isinstance(per_class, list) or not all(
-            v is None or _is_number(v) for v in per_class
-        ):
-            return f"result {name[:40]!r}: per_class is not a list of accuracies"
-        if not isinstance(class_n, list) or not all(_is_int(v) for v in class_n):
-            return f"result {name[:40]!r}: class_n is not a list of image counts"
-    checks = metrics.get("checks", {})
-    if not isinstance(checks, dict) or not all(
-        isinstance(c, dict) and "ok" in c for c in checks.values()
-    ):
-        return "checks is not a table of checks"
-    if metrics.get("wall_time_s") is not None and not _is_number(metrics["wall_time_s"]):
-        return "wall_time_s is not a number"
-    if not isinstance(metrics.get("provenance", {}), dict):
-        return "provenance is not a table"
-    return None
-
-
-_PROBLEMS: dict[str, Callable[[Any], str | None]] = {
-    "config": _config_problem,
-    "status": _status_problem,
-    "metrics": _metrics_problem,
-}
-
-
-def checkpoint_problem(path: Path) -> str | None:
-    """Why ``path`` is not a readable torch checkpoint (None when it looks whole).
-
-    Reads the zip's directory (at the end of the file: a truncated file has none) and the
-    small pickle record (its CRC checked), not the tensors: cheap enough for a store of
-    thousands of runs. The pickle is not unpickled.
-    """
-    try:
-        with zipfile.ZipFile(path) as archive:
-            record = next((n for n in archive.namelist() if n.endswith("data.pkl")), None)
-            if record is None:
-                return "no data.pkl record: not a torch checkpoint"
-            archive.read(record)
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError) as exc:
-        return f"not a whole checkpoint: {exc}"
-    except OSError as exc:
-        return f"unreadable: {exc.strerror or exc}"
-    return None
-
-
-def _empty_frame(table: str) -> pd.DataFrame:
-    """``table`` of an empty index, with its columns."""
-    conn = sqlite3.connect(":memory:")
-    try:
-        conn.executescript(SCHEMA)
-        return pd.read_sql_query(f"SELECT * FROM {table}", conn)
-    finally:
-        conn.close()
 
 
 class Store:
@@ -357,58 +165,10 @@ class Store:
     def _index_run(self, conn: sqlite3.Connection, run_id: str) -> None:
         """Copy one run directory's state into the index (the directory wins)."""
         config = self.config(run_id)
-        status = self._read(run_id, "status") or {}
-        metrics = self._read(run_id, "metrics") or {}
-        roles = teacher_roles(config)
-        train = config["train"]
-        conn.execute(
-            "INSERT OR REPLACE INTO runs VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
-            (
-                run_id,
-                config.get("kind"),
-                method_label(config),
-                config["dataset"]["name"],
-                "+".join(str(ref.get("name")) for _, ref in roles) or None,
-                config["model"],
-                config.get("seed"),
-                train.get("epochs"),
-                config.get("full_epochs"),
-                config.get("schedule"),
-                status.get("status", "running"),
-                status.get("error"),
-                status.get("created_at"),
-                status.get("updated_at"),
-                metrics.get("wall_time_s"),
-                canonical_json({k: v["ok"] for k, v in metrics.get("checks", {}).items()}),
-                run_id.rsplit("-", 1)[-1],
-                canonical_json(metrics.get("provenance", {})),
-                config_hash(seedless(config)),
-                canonical_json(seedless(config)),
-            ),
-        )
-        conn.execute("DELETE FROM results WHERE run_id = ?", (run_id,))
-        for attack, row in metrics.get("results", {}).items():
-            per_class = row.get("per_class")
-            conn.execute(
-                "INSERT INTO results VALUES (?,?,?,?,?,?,?)",
-                (
-                    run_id,
-                    attack,
-                    row["accuracy"],
-                    row["n"],
-                    canonical_json(row.get("params")),
-                    None if per_class is None else canonical_json(per_class),
-                    worst_class(per_class),
-                ),
-            )
-        for grid in config.get("grids", []):
-            conn.execute("INSERT OR IGNORE INTO grid_runs VALUES (?, ?)", (grid, run_id))
-        conn.execute("DELETE FROM teachers WHERE run_id = ?", (run_id,))
-        for role, ref in roles:
-            conn.execute(
-                "INSERT OR REPLACE INTO teachers VALUES (?,?,?,?,?,?)",
-                (run_id, role, *(ref.get(k) for k in ("name", "model", "source", "run_id"))),
-            )
+        index_run(
+            conn, run_id, config, self._read(run_id, "status") or {},
+            self._read(run_id, "metrics") or {},
+        )  # fmt: skip
 
     # -- run directories --------------------------------------------------------------------------
     def run_dir(self, run_id: str) -> Path:
@@ -444,7 +204,7 @@ class Store:
             raise DamagedFile(path, f"not JSON: {exc}", self._fix(run_id, name)) from None
         except OSError as exc:
             raise file_error(exc, path, "read") from None
-        problem = _PROBLEMS[name](data)
+        problem = PROBLEMS[name](data)
         if problem:
             raise DamagedFile(path, problem, self._fix(run_id, name))
         return data
@@ -709,7 +469,7 @@ class Store:
         if table not in ("runs", "results", "grid_runs", "teachers"):
             raise ValueError(table)
         if not self.index_path.exists() and not self.run_ids():
-            return _empty_frame(table)  # nothing to read: a read never creates the store
+            return empty_frame(table)  # nothing to read: a read never creates the store
         self.heal()
         current = False
         if self.index_path.exists():
