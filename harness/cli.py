@@ -137,6 +137,12 @@ def load_selected(grid_name: str, seeds: tuple[int, ...] = (), **selection: Any)
     "and log are removed first; teachers and surrogates are kept).",
 )
 @click.option(
+    "--stale",
+    is_flag=True,
+    help="Rerun, as --force does, only the selected complete student runs whose method's "
+    "code changed since they were trained (marked stale on the leaderboard).",
+)
+@click.option(
     "--log",
     "loggers",
     type=click.Choice(["tensorboard"]),
@@ -160,6 +166,7 @@ def run(
     cpus: int | None,
     mem_gb: int | None,
     force: bool,
+    stale: bool,
     loggers: tuple[str, ...],
     **selection: Any,
 ) -> None:
@@ -173,6 +180,8 @@ def run(
     from harness.utils.threads import set_threads
 
     FastPath.parse(fast, "cuda")  # a typo fails here, before any job or run directory exists
+    if force and stale:
+        raise UserError("give --force (every complete run) or --stale (the stale ones), not both")
     set_threads(1)  # workers set their own share (harness.utils.threads)
     if loggers:  # through the environment: workers and Slurm jobs inherit it
         os.environ[curves.ENV] = ",".join(loggers)
@@ -189,10 +198,10 @@ def run(
         from harness.execution.executors import require_submitit
 
         require_submitit("slurm" if executor == "slurm" else "local")  # before any reset
-    if force:
+    if force or stale:
         from harness.execution.rerun import force_rerun
 
-        force_rerun(grid, st, echo=click.echo)
+        force_rerun(grid, st, echo=click.echo, only_stale=stale)
     if executor != "local":
         slurm = {"partition": partition, "time": time_min, "gpus_per_node": gpus,
                  "cpus_per_task": cpus, "mem_gb": mem_gb}  # fmt: skip

@@ -1,6 +1,7 @@
 """The loop of a researcher who edits a method: each run records its method's code (a hash of
 its source files and whether git has them edited), a run whose code changed since is marked
-stale on the leaderboard, ``bench run --force`` trains complete runs again, ``bench rm``
+stale on the leaderboard, ``bench run --stale`` trains those again and ``--force`` any
+complete run, ``bench rm``
 removes runs from the run directories and the index together."""
 
 from __future__ import annotations
@@ -182,9 +183,17 @@ def test_edit_stale_force_rerun(plugin, tmp_path, capsys):
     assert code == 0 and f"| {run_id} |" in out and "| stale  |" in out
     first_log = (st.run_dir(run_id) / "log.txt").read_text()
 
-    code, out, err = bench(capsys, *args, "--method", "edited-at", "--force")
+    (other,) = [r for r in st.run_ids() if r.startswith("pgd-at")]
+    code, out, err = bench(capsys, *args, "--force", "--stale")
+    assert (
+        code == 2
+        and err
+        == "error: give --force (every complete run) or --stale (the stale ones), not both\n"
+    )
+    code, out, err = bench(capsys, *args, "--stale")  # the edited method's run only
     assert code == 0, err
-    assert f"rerun {run_id} (--force)" in out and f"done {run_id}" in out
+    assert f"rerun {run_id} (--stale)" in out and f"done {run_id}" in out
+    assert f"skip {other} (complete)" in out and f"rerun {other}" not in out
     assert st.run_ids().count(run_id) == 1  # the same id, replaced
     log = (st.run_dir(run_id) / "log.txt").read_text()
     assert log.count('"epoch": 0') == 1 and first_log.count('"epoch": 0') == 1
@@ -192,6 +201,13 @@ def test_edit_stale_force_rerun(plugin, tmp_path, capsys):
     assert new == current_sha256("edited-at") != recorded["sha256"]
     (table,) = lb.leaderboard_tables(st, "tiny")
     assert not any(r.stale for r in table.rows)
+    code, out, err = bench(capsys, *args, "--stale")  # nothing stale: nothing trained
+    assert code == 0 and f"skip {run_id} (complete)" in out
+    assert f"rerun {run_id}" not in out and f"rerun {other}" not in out
+    code, out, err = bench(capsys, *args, "--method", "pgd-at", "--force")
+    assert code == 0, err
+    assert f"rerun {other} (--force)" in out and f"done {other}" in out
+    assert f"rerun {run_id}" not in out
     assert st.check() == []
 
 
