@@ -5,7 +5,9 @@ recomputes the same dump and compares it. The file was first written from the co
 run config became typed (one schema module), so it pins that a store written then keeps its
 run ids: students', teachers', transfer surrogates' (those a grid plans, and those
 ``bench eval --suite transfer`` trains) and ``bench eval``'s own ids of checkpoints and
-RobustBench models. An override the grid refuses is recorded as its error line.
+RobustBench models. An override the grid refuses is recorded as its error line. ``requires``
+pins, per case, what each run that waits for more than its one teacher waits for (the
+teachers of a multi-teacher run, the transfer surrogates).
 
 Nothing outside the repository is read: the synthetic grids (a URL teacher, a checkpoint
 teacher) are written to a temporary folder, and a checkpoint's path is replaced by a
@@ -150,14 +152,33 @@ def _placeholder_id(spec: Any, replace: dict[str, str]) -> str:
     return f"{head}-{config_hash(json.loads(text))}"
 
 
-def _case(name: str, selection: dict[str, Any], replace: dict[str, str]) -> Any:
+def _case(name: str, selection: dict[str, Any], replace: dict[str, str]) -> tuple[Any, Any]:
+    """(the case's ids, or its error line; the dependencies :func:`_requires` pins)."""
     from harness.grid.load import load_grid
     from harness.utils.errors import UserError
 
     try:
-        return _ids(load_grid(name, **selection), replace)
+        grid = load_grid(name, **selection)
     except UserError as exc:
-        return f"error: {exc}".replace(str(Path(name).parent), "<grids>")
+        return f"error: {exc}".replace(str(Path(name).parent), "<grids>"), {}
+    return _ids(grid, replace), _requires(grid, replace)
+
+
+def _requires(grid: Any, replace: dict[str, str]) -> dict[str, list[str]]:
+    """Run id → every run it waits for, for the runs that wait for more than their one
+    ``needs`` (a multi-teacher student's teacher of each role, a student's transfer
+    surrogates): the order a grid trains in, and the Slurm dependencies."""
+
+    def rid(spec: Any) -> str:
+        return _placeholder_id(spec, replace) if replace else spec.run_id
+
+    ids = {spec.run_id: rid(spec) for spec in [*grid.teacher_runs.values(), *grid.runs]}
+    ids |= {spec.run_id: spec.run_id for spec in grid.surrogate_runs.values()}
+    return {
+        rid(spec): [ids[r] for r in spec.requires]
+        for spec in grid.runs
+        if list(spec.requires) != ([spec.needs] if spec.needs else [])
+    }
 
 
 def external_ids() -> dict[str, str]:
@@ -199,6 +220,7 @@ def dump() -> dict[str, Any]:
     os.environ.update(ENV)
     os.environ.pop("BENCH_GRIDS", None)
     cases: dict[str, Any] = {}
+    requires: dict[str, Any] = {}
     try:
         with tempfile.TemporaryDirectory() as tmp:
             (Path(tmp) / "teacher.pt").write_bytes(b"not a real checkpoint, only hashed")
@@ -211,14 +233,17 @@ def dump() -> dict[str, Any]:
                 raw = tomllib.loads(path.read_text())
                 for label, selection in overrides(raw).items():
                     name = str(path) if replace or stem in SYNTHETIC else stem
-                    cases[f"{stem}|{label}"] = _case(name, selection, replace)
+                    ids, waits = _case(name, selection, replace)
+                    cases[f"{stem}|{label}"] = ids
+                    if waits:
+                        requires[f"{stem}|{label}"] = waits
     finally:
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
             else:
                 os.environ[key] = value
-    return {"cases": cases, "external": external_ids()}
+    return {"cases": cases, "external": external_ids(), "requires": requires}
 
 
 if __name__ == "__main__":
