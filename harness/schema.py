@@ -120,6 +120,8 @@ class Training:
     lr_gamma: float = 0.1
     select_steps: int = 10
     eval_batch_size: int = 256
+    #: Keep a weight-averaged student from the first milestone on (:mod:`harness.training.swa`).
+    swa: bool = False
 
     #: The least value of each number the trainer, the data loader and SGD accept (lr and
     #: lr_gamma must be > 0).
@@ -194,7 +196,12 @@ class Training:
         return self.replace(epochs=length, milestones=scaled)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"milestones": list(self.milestones)}
+        """The schedule as JSON; ``swa`` only when on, so that every config written before it
+        existed keeps its form, and its run its id."""
+        out = dataclasses.asdict(self) | {"milestones": list(self.milestones)}
+        if not out["swa"]:
+            del out["swa"]
+        return out
 
 
 TRAIN_DEFAULTS: dict[str, Any] = Training.defaults()
