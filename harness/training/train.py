@@ -147,7 +147,8 @@ def prepare(
     compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form (compiled by the run's ``compiler``), the teachers frozen (attacks need
+    fast path's form (compiled by the run's ``compiler``: the student, the teachers and the
+    networks the method owns), the teachers frozen (attacks need
     gradients w.r.t. inputs only), the method set up on a first batch. Shared with
     ``benchmarks/throughput.py``."""
     student.to(device)
@@ -160,6 +161,8 @@ def prepare(
     fast.prepare(student, compiler, "student")
     for role, net in teachers.items():
         fast.prepare(net, compiler, role)
+    for i, net in enumerate(method.modules()):  # what the method trains itself (a peer, heads)
+        fast.prepare(net, compiler, f"method-{i}")
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
