@@ -174,3 +174,22 @@ def test_peeraid_variant_trains_with_swa():
     assert grid.runs and all(spec.config.train.swa for spec in grid.runs)
     other = load_grid("cifar10", method="absld")
     assert not any(spec.config.train.swa for spec in other.runs)
+
+
+def test_averaged_student_stays_eager_and_plain_under_the_fast_path(tmp_path, monkeypatch):
+    """A compiled, channels-last student: its average is an eager NCHW copy of its own, and
+    best.pt keeps the plain keys a fresh model loads."""
+    import harness.training.compiling as compiling
+    from harness.training.fast import FastPath
+
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    net = tiny_net()
+    res = train(net, method(), synthetic_splits(), cfg(epochs=3), ckpt_dir=tmp_path,
+                progress=False, log=lambda _: None,
+                fast=FastPath(compile=True, channels_last=True))  # fmt: skip
+    assert res.compile["graphs"] > 0 and not res.compile["fell_back"]
+    assert not any(k.startswith("swa") for k in res.compile["entry_graphs"])
+    fresh = tiny_net(seed=5)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "best.pt")["student"])
+    conv = load_checkpoint(tmp_path / "best.pt")["student"]["body.0.weight"]
+    assert conv.is_contiguous()
