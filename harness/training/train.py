@@ -255,7 +255,9 @@ def train(
     :mod:`harness.training.curves`).
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
-    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
+    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does);
+    with ``cfg.swa``, from the first milestone on, those of the best averaged student
+    (:mod:`harness.training.swa`), whose accuracies the history's selection columns then hold.
     ``fast`` defaults to :meth:`FastPath.auto` for ``device``; selection always runs in true
     fp32 (no autocast, TF32 off).
     """
@@ -267,7 +269,7 @@ def train(
     select_split = select_split.to(device) if fast.resident else select_split
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
     compiler = RunCompiler() if fast.compile else None
-    swa = WeightAverage(student, swa_start(cfg.milestones), device) if cfg.swa else None
+    swa = WeightAverage(student, swa_start(cfg.milestones, cfg.epochs), device) if cfg.swa else None
     opt = prepare(
         student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
     )
