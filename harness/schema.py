@@ -166,6 +166,11 @@ class Training:
                 raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
         if train["nesterov"] and not train["momentum"] > 0:
             raise UserError(f"{where}: [{table}] nesterov = true needs momentum > 0")
+        if train["swa"] and not any(m < train["epochs"] for m in train["milestones"]):
+            raise UserError(
+                f"{where}: [{table}] swa = true averages from the first milestone on: it needs "
+                f"a milestone below epochs ({train['epochs']})"
+            )
         return cls.from_json(train)
 
     @classmethod

@@ -81,8 +81,8 @@ def test_bn_pass_weights_images_not_batches():
 
 
 def test_swa_start_is_the_first_milestone():
-    assert swa_start([214, 259, 284]) == 214
-    assert swa_start([]) == 0
+    assert swa_start([214, 259, 284], 300) == 214
+    assert swa_start([5], 5) == swa_start([], 3) == 0  # none within the schedule: from 0
 
 
 def cfg(**kw) -> TrainConfig:
@@ -165,6 +165,20 @@ def test_schema_keeps_earlier_configs_and_checks_the_key():
     assert TrainConfig.of(on, "val", 0).swa is True
     with pytest.raises(UserError, match=r"\[train\] swa"):
         Training.from_table({"swa": "often"}, "g.toml", "train")
+    for table in ({"swa": True, "epochs": 10}, {"swa": True, "milestones": []}):
+        with pytest.raises(UserError, match="it needs a milestone below epochs"):
+            Training.from_table(table, "g.toml", "train")  # it would never average
+    short = Training.from_table({"swa": True, "epochs": 10, "milestones": [5]}, "g", "train")
+    one = short.shortened(1)
+    assert swa_start(one.milestones, one.epochs) == 0  # --epochs 1: that epoch is averaged
+
+
+def test_surrogates_are_trained_without_swa():
+    from harness.grid.runs import surrogate_run
+
+    on = Training.from_table({"swa": True, "epochs": 10, "milestones": [5]}, "g", "train")
+    spec = surrogate_run("tiny_cnn", {"name": "digits", "options": {}}, on.to_json())
+    assert spec.config.train.swa is False
 
 
 def test_peeraid_variant_trains_with_swa():
@@ -174,3 +188,22 @@ def test_peeraid_variant_trains_with_swa():
     assert grid.runs and all(spec.config.train.swa for spec in grid.runs)
     other = load_grid("cifar10", method="absld")
     assert not any(spec.config.train.swa for spec in other.runs)
+
+
+def test_averaged_student_stays_eager_and_plain_under_the_fast_path(tmp_path, monkeypatch):
+    """A compiled, channels-last student: its average is an eager NCHW copy of its own, and
+    best.pt keeps the plain keys a fresh model loads."""
+    import harness.training.compiling as compiling
+    from harness.training.fast import FastPath
+
+    monkeypatch.setattr(compiling, "BACKEND", "eager")
+    net = tiny_net()
+    res = train(net, method(), synthetic_splits(), cfg(epochs=3), ckpt_dir=tmp_path,
+                progress=False, log=lambda _: None,
+                fast=FastPath(compile=True, channels_last=True))  # fmt: skip
+    assert res.compile["graphs"] > 0 and not res.compile["fell_back"]
+    assert "forward" in vars(net)  # the student's entry point is compiled (on the instance)
+    fresh = tiny_net(seed=5)
+    fresh.load_state_dict(load_checkpoint(tmp_path / "best.pt")["student"])
+    conv = load_checkpoint(tmp_path / "best.pt")["student"]["body.0.weight"]
+    assert conv.is_contiguous()

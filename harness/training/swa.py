@@ -4,8 +4,9 @@ PeerAiD's official scripts all run with ``--swa_s`` (jaewonalive/PeerAiD ``main.
 ``utils/SWA.py``): from the first milestone of the student's schedule on, after each epoch's
 training the averaged student takes the student's weights with weight 1/(n+1)
 (``moving_average``), and its BatchNorm statistics are estimated again over one pass of the
-training data (``bn_update``); the averaged student is the one evaluated and kept (its best
-PGD-10 epoch). That is what this module does, for any method.
+training data (``bn_update``). The scripts evaluate and keep both students; the harness selects,
+keeps and evaluates the averaged one (its best epoch). That is what this module does, for any
+method. A schedule shortened to one epoch (``--epochs 1``) averages that epoch.
 
 Two details follow the official code rather than ``torch.optim.swa_utils``: the average is
 ``p_swa · (1 − α) + p · α`` (not ``p_swa + (p − p_swa)/(n+1)``), and the BatchNorm pass weights
@@ -25,9 +26,10 @@ from harness.data import batches
 from harness.utils.values import derive_seed
 
 
-def swa_start(milestones: list[int] | tuple[int, ...]) -> int:
-    """The first epoch (0-based) averaged: the schedule's first milestone (0 without any)."""
-    return min(milestones) if milestones else 0
+def swa_start(milestones: list[int] | tuple[int, ...], epochs: int) -> int:
+    """The first epoch (0-based) averaged: the schedule's first milestone; 0 when no milestone
+    falls within the ``epochs`` (a grid refuses that; a schedule shortened to one epoch has it)."""
+    return min((m for m in milestones if m < epochs), default=0)
 
 
 class WeightAverage:

@@ -147,7 +147,8 @@ def prepare(
     compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form (compiled by the run's ``compiler``), the teachers frozen (attacks need
+    fast path's form (compiled by the run's ``compiler``: the student, the teachers and the
+    networks the method owns), the teachers frozen (attacks need
     gradients w.r.t. inputs only), the method set up on a first batch. Shared with
     ``benchmarks/throughput.py``."""
     student.to(device)
@@ -160,6 +161,8 @@ def prepare(
     fast.prepare(student, compiler, "student")
     for role, net in teachers.items():
         fast.prepare(net, compiler, role)
+    for i, net in enumerate(method.modules()):  # what the method trains itself (a peer, heads)
+        fast.prepare(net, compiler, f"method-{i}")
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -252,7 +255,9 @@ def train(
     :mod:`harness.training.curves`).
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
-    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
+    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does);
+    with ``cfg.swa``, from the first milestone on, those of the best averaged student
+    (:mod:`harness.training.swa`), whose accuracies the history's selection columns then hold.
     ``fast`` defaults to :meth:`FastPath.auto` for ``device``; selection always runs in true
     fp32 (no autocast, TF32 off).
     """
@@ -264,7 +269,7 @@ def train(
     select_split = select_split.to(device) if fast.resident else select_split
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
     compiler = RunCompiler() if fast.compile else None
-    swa = WeightAverage(student, swa_start(cfg.milestones), device) if cfg.swa else None
+    swa = WeightAverage(student, swa_start(cfg.milestones, cfg.epochs), device) if cfg.swa else None
     opt = prepare(
         student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
     )
