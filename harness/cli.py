@@ -174,7 +174,6 @@ def run(
     from harness.execution.executors import run_local
     from harness.publishing.leaderboard import leaderboard_markdown
     from harness.store.store import Store
-    from harness.training import curves
     from harness.training.fast import FastPath
     from harness.utils.compat import resolve_device
     from harness.utils.threads import set_threads
@@ -183,10 +182,7 @@ def run(
     if force and stale:
         raise UserError("give --force (every complete run) or --stale (the stale ones), not both")
     set_threads(1)  # workers set their own share (harness.utils.threads)
-    if loggers:  # through the environment: workers and Slurm jobs inherit it
-        os.environ[curves.ENV] = ",".join(loggers)
-    if "tensorboard" in curves.requested():
-        curves.summary_writer()  # not installed: one line now, not a failed run later
+    _request_loggers(loggers)
     grid = load_selected(**selection)
     deterministic = deterministic or grid.deterministic
     if deterministic:
@@ -233,6 +229,17 @@ def run(
     click.echo(f"leaderboard written to {path}")
     if outcome.get("failed") or outcome.get("blocked"):
         sys.exit(1)
+
+
+def _request_loggers(loggers: tuple[str, ...]) -> None:
+    """Ask for ``--log`` through the environment, which workers and Slurm jobs inherit; a
+    logger that is not installed is one line now, not a failed run later."""
+    from harness.training import curves
+
+    if loggers:
+        os.environ[curves.ENV] = ",".join(loggers)
+    if "tensorboard" in curves.requested():
+        curves.summary_writer()
 
 
 def _submit(

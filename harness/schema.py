@@ -120,6 +120,8 @@ class Training:
     lr_gamma: float = 0.1
     select_steps: int = 10
     eval_batch_size: int = 256
+    #: Keep a weight-averaged student from the first milestone on (:mod:`harness.training.swa`).
+    swa: bool = False
 
     #: The least value of each number the trainer, the data loader and SGD accept (lr and
     #: lr_gamma must be > 0).
@@ -164,6 +166,11 @@ class Training:
                 raise UserError(f"{where}: [{table}] {key} must be > 0, got {train[key]!r}")
         if train["nesterov"] and not train["momentum"] > 0:
             raise UserError(f"{where}: [{table}] nesterov = true needs momentum > 0")
+        if train["swa"] and not any(m < train["epochs"] for m in train["milestones"]):
+            raise UserError(
+                f"{where}: [{table}] swa = true averages from the first milestone on: it needs "
+                f"a milestone below epochs ({train['epochs']})"
+            )
         return cls.from_json(train)
 
     @classmethod
@@ -194,7 +201,12 @@ class Training:
         return self.replace(epochs=length, milestones=scaled)
 
     def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self) | {"milestones": list(self.milestones)}
+        """The schedule as JSON; ``swa`` only when on, so that every config written before it
+        existed keeps its form, and its run its id."""
+        out = dataclasses.asdict(self) | {"milestones": list(self.milestones)}
+        if not out["swa"]:
+            del out["swa"]
+        return out
 
 
 TRAIN_DEFAULTS: dict[str, Any] = Training.defaults()

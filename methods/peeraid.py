@@ -32,8 +32,12 @@ init is seeded from the run's setup seed. The official scripts give it the stude
 (lr 0.1, weight decay 2e-4, the same LR decay epochs, separate but identical SGD optimisers),
 so one optimiser over both is the same update.
 
-Left out: the scripts' ``--swa_s`` (a weight-averaged copy of the student from the first LR
-decay on, evaluated beside it); the harness evaluates the student itself.
+The scripts' ``--swa_s`` (in every command of the repository's README: a weight-averaged copy
+of the student from the first LR decay on, evaluated and kept beside the student) is the
+trainer's ``[train] swa = true`` (:mod:`harness.training.swa`), which the cifar10 grid's
+``peeraid`` variant sets: the averaged student is the one selected and evaluated. The scripts
+keep the best of both; the code does not say which one the paper's tables report. A grid
+without the key evaluates the student itself.
 
 Official CIFAR-10 schedule (ResNet-18 student and peer): 300 epochs, batch 128, SGD lr 0.1 for
 both, momentum 0.9, weight decay 2e-4, no Nesterov, LR ÷10 from epochs 214, 259, 284

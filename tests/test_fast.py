@@ -571,6 +571,10 @@ def test_transfer_surrogates_train_with_the_runs_fast_path(tmp_path):
     assert provenance["deterministic"]["enabled"] is True
 
 
+#: The methods that train networks of their own beside the student.
+OWNS_NETWORKS = {"gacd", "peeraid"}
+
+
 @pytest.mark.parametrize("method", sorted(harness.list_methods()))
 def test_every_method_trains_compiled_without_falling_back(tmp_path, monkeypatch, method):
     """Each method's passes (BN modes, grad modes, fp32 teacher targets under bf16 autocast,
@@ -590,3 +594,11 @@ def test_every_method_trains_compiled_without_falling_back(tmp_path, monkeypatch
     record = result.compile
     assert record["graphs"] > 0 and not record["fell_back"] and record["graph_breaks"] == 0
     assert 0 < record["entry_graphs"]["student.forward"] < record["recompile_limit"]
+    owned = list(m.modules())  # a peer (PeerAiD), heads (GACD): compiled with the run
+    for i, module in enumerate(owned):
+        key = f"method-{i}.forward"
+        if type(module).forward is nn.Module.forward:  # called through its parts only
+            assert key not in record["entry_graphs"]
+        else:
+            assert 0 < record["entry_graphs"][key] < record["recompile_limit"]
+    assert bool(owned) == (method in OWNS_NETWORKS)

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from harness.execution.external import external_config
-from harness.publishing.html import plot_axes, render_html, scatter_svg
+from harness.publishing.html import render_html
 from harness.publishing.leaderboard import Row, Table, Teacher, leaderboard_tables
+from harness.publishing.scatter import plot_axes, scatter_svg
 from harness.store.store import Store
 
 GRID = "html-demo"

@@ -224,7 +224,7 @@ def surrogate_run(
     """
     dataset = dataset if isinstance(dataset, Dataset) else Dataset.from_json(dataset)
     train = train if isinstance(train, Training) else Training.from_json(train)
-    train = train.replace(select_steps=0)
+    train = train.replace(select_steps=0, swa=False)  # a plain naturally trained network
     if dataset.options.get("val_fraction") == 0:
         options = {k: v for k, v in dataset.options.items() if k != "val_fraction"}
         dataset = Dataset(dataset.name, options)

@@ -120,10 +120,13 @@ def _mark_batch_dynamic(args: tuple[Any, ...]) -> None:
 
 def _class_method(model: nn.Module, name: str) -> Callable[..., Any] | None:
     """``model``'s method ``name`` as its class defines it (None for an instance attribute,
-    such as the hook-based ``forward_features`` given to foreign models)."""
+    such as the hook-based ``forward_features`` given to foreign models, and for the
+    ``forward`` a module without one inherits)."""
     if name in vars(model):
         return None
     fn = getattr(type(model), name, None)
+    if fn is getattr(nn.Module, name, None):  # a container that is never called (GACD's heads)
+        return None
     return fn if isinstance(fn, types.FunctionType) else None
 
 

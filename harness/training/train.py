@@ -28,6 +28,7 @@ from harness.evaluation.evaluate import accuracy
 from harness.schema import SELECT_ON, Training
 from harness.training.compiling import RunCompiler
 from harness.training.fast import FastPath
+from harness.training.swa import WeightAverage, swa_start
 from harness.utils.atomic import save_atomic
 from harness.utils.compat import load_checkpoint
 from harness.utils.determinism import true_fp32
@@ -56,6 +57,7 @@ class TrainConfig:
     select_on: str = SELECT_ON[0]
     select_steps: int = _SCHEDULE.select_steps
     eval_batch_size: int = _SCHEDULE.eval_batch_size
+    swa: bool = _SCHEDULE.swa
     seed: int = 0
 
     @classmethod
@@ -145,7 +147,8 @@ def prepare(
     compiler: RunCompiler | None = None,
 ) -> torch.optim.Optimizer:
     """Everything before the first step, returning the optimiser: models on ``device`` in the
-    fast path's form (compiled by the run's ``compiler``), the teachers frozen (attacks need
+    fast path's form (compiled by the run's ``compiler``: the student, the teachers and the
+    networks the method owns), the teachers frozen (attacks need
     gradients w.r.t. inputs only), the method set up on a first batch. Shared with
     ``benchmarks/throughput.py``."""
     student.to(device)
@@ -158,6 +161,8 @@ def prepare(
     fast.prepare(student, compiler, "student")
     for role, net in teachers.items():
         fast.prepare(net, compiler, role)
+    for i, net in enumerate(method.modules()):  # what the method trains itself (a peer, heads)
+        fast.prepare(net, compiler, f"method-{i}")
     return torch.optim.SGD(
         list(student.parameters()) + list(method.parameters()),
         lr=cfg.lr,
@@ -250,7 +255,9 @@ def train(
     :mod:`harness.training.curves`).
 
     ``best.pt`` holds the weights with the best PGD-10 accuracy on the selection split
-    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does).
+    (``cfg.select_on``: the held-out validation split, or the test set as the DGAD paper does);
+    with ``cfg.swa``, from the first milestone on, those of the best averaged student
+    (:mod:`harness.training.swa`), whose accuracies the history's selection columns then hold.
     ``fast`` defaults to :meth:`FastPath.auto` for ``device``; selection always runs in true
     fp32 (no autocast, TF32 off).
     """
@@ -262,15 +269,13 @@ def train(
     select_split = select_split.to(device) if fast.resident else select_split
     first_x, _ = next(batches(train_set, cfg.batch_size, device=device))
     compiler = RunCompiler() if fast.compile else None
+    swa = WeightAverage(student, swa_start(cfg.milestones, cfg.epochs), device) if cfg.swa else None
     opt = prepare(
         student, teacher, method, first_x, cfg, fast=fast, device=device, compiler=compiler
     )
     sched = _scheduler(opt, cfg)
-    start_epoch, best, history = 0, {"pgd": -1.0, "clean": -1.0, "epoch": -1}, []
-
     state = _resume_state(ckpt_dir, log) if resume else None
-    if state is not None:
-        start_epoch, best, history = _restore(state, student, opt, sched, method, log)
+    start_epoch, best, history = _restore(state, student, opt, sched, method, log, swa)
 
     t_start = time.perf_counter()
     seen = 0
@@ -287,7 +292,8 @@ def train(
         seen += n_seen
         train_time = time.perf_counter() - t_epoch
 
-        clean, pgd = _select(student, method, select_split, cfg, epoch, device)
+        kept, best = _averaged(swa, student, train_set, cfg, epoch, device, best)
+        clean, pgd = _select(kept, method, select_split, cfg, epoch, device)
         record = {
             "epoch": epoch,
             "lr": lr_used,
@@ -296,15 +302,15 @@ def train(
             f"{cfg.select_on}_pgd{cfg.select_steps}": pgd,
             "epoch_time_s": train_time,
             "images_per_s": n_seen / max(train_time, 1e-9),
-        }
+        } | ({"swa_models": swa.n} if swa is not None else {})
         history.append(record)
         if pgd > best["pgd"]:
             best = {"pgd": pgd, "clean": clean, "epoch": epoch}
             save_atomic(
-                {"epoch": epoch, "student": student.state_dict(), "metrics": record},
+                {"epoch": epoch, "student": kept.state_dict(), "metrics": record},
                 ckpt_dir / "best.pt",
             )
-        _save_last(ckpt_dir, epoch, student, opt, sched, method, best, history)
+        _save_last(ckpt_dir, epoch, student, opt, sched, method, best, history, swa)
         log(
             json.dumps({k: (round(v, 5) if isinstance(v, float) else v) for k, v in record.items()})
         )
@@ -312,6 +318,32 @@ def train(
             on_epoch(record)
 
     return _result(best, history, time.perf_counter() - t_start, seen, compiler, log)
+
+
+#: The best selection result before any epoch (every epoch's beats it).
+NO_BEST: dict[str, Any] = {"pgd": -1.0, "clean": -1.0, "epoch": -1}
+
+
+def _averaged(
+    swa: WeightAverage | None,
+    student: nn.Module,
+    train_set: Any,
+    cfg: TrainConfig,
+    epoch: int,
+    device: torch.device,
+    best: dict[str, Any],
+) -> tuple[nn.Module, dict[str, Any]]:
+    """(the network this epoch selects on and keeps as ``best.pt``, the best so far).
+
+    With ``swa`` from its first epoch on: the averaged student, updated with this epoch's
+    weights; the best is then among averaged students only (PeerAiD keeps its best SWA
+    student), so the first averaged epoch starts it again."""
+    if swa is None or not swa.active(epoch):
+        return student, best
+    swa.update(
+        student, train_set, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch, device=device
+    )
+    return swa.model, dict(NO_BEST) if swa.n == 1 else best
 
 
 def _result(
@@ -372,18 +404,24 @@ def _train_epoch(
 
 
 def _restore(
-    state: dict[str, Any],
+    state: dict[str, Any] | None,
     student: nn.Module,
     opt: torch.optim.Optimizer,
     sched: Any,
     method: Any,
     log: Callable[[str], None],
+    swa: WeightAverage | None = None,
 ) -> tuple[int, dict[str, Any], list[dict[str, Any]]]:
-    """Load a ``last.pt`` state into the run's objects: (first epoch to run, best, history)."""
+    """Load a ``last.pt`` state into the run's objects: (first epoch to run, best, history);
+    a run without one starts at epoch 0."""
+    if state is None:
+        return 0, dict(NO_BEST), []
     student.load_state_dict(state["student"])
     opt.load_state_dict(state["optimizer"])
     sched.load_state_dict(state["scheduler"])
     method.load_state_dict(state["method"])
+    if swa is not None and state.get("swa") is not None:
+        swa.load_state_dict(state["swa"])
     log(f"resumed after epoch {state['epoch']}")
     return state["epoch"] + 1, state["best"], state["history"]
 
@@ -425,6 +463,7 @@ def _save_last(
     method: Any,
     best: dict[str, Any],
     history: list[dict[str, Any]],
+    swa: WeightAverage | None = None,
 ) -> None:
     """``last.pt``: everything a resume needs; the previous one kept as ``prev.pt``, the
     fallback if the new one is damaged."""
@@ -440,6 +479,7 @@ def _save_last(
             "method": method.state_dict(),
             "best": best,
             "history": history,
+            "swa": swa.state_dict() if swa is not None else None,
         },
         last_path,
     )
