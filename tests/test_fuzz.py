@@ -22,6 +22,13 @@ it is ever reached. Data sets that would be downloaded fail at once (the network
 to fail), and ``--data-root``/``$BENCH_DATA`` point at an empty folder. Every example uses a
 store folder of its own, so "nothing written on an error" is checked per example.
 
+``bench rm``, ``runs``, ``compare`` and ``export`` run against stores that hold runs (copies of
+templates made once per module: complete runs of three grids, a failed one, a damaged one, a
+damaged or outdated index, a removal a killed process left half done) and against missing ones;
+what they remove, list, compare or write must be exactly what their arguments name, and nothing
+outside the store (rm) or the output folder (export) changes. What an example changed is put
+back before the next one.
+
 Payloads (``__import__('os').system('touch PWNED')``, ``$(touch PWNED)``, ...) are among the
 values of every strategy: the file they would create must never appear, and every string that
 reaches eval, exec or compile while the fuzz runs is checked for them. Arguments are NUL-free and
@@ -38,24 +45,30 @@ import builtins
 import copy
 import datetime
 import itertools
+import json
 import math
 import os
+import shutil
+import socket
+import sqlite3
 import sys
 import tempfile
 import warnings
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import click
 import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import harness
-from harness.cli import main
+from harness.cli import bench, main
 from harness.execution.executors import SLURM_KEYS, slurm_parameters
 from harness.grid import suites
 from harness.grid.load import (
@@ -66,6 +79,7 @@ from harness.grid.load import (
     list_grids,
     load_grid,
 )
+from harness.publishing.export import validate
 from harness.registry import DATASETS, METHODS, MODELS
 from harness.store.store import Store
 from harness.utils.errors import UserError
@@ -520,6 +534,10 @@ VOCABULARY = [
     "--paper",
     "--table",
     "--all",
+    "--yes",
+    "--kind",
+    "student",
+    "--output",
     "-h",
     "--version",
     "--",
@@ -529,12 +547,16 @@ VOCABULARY = [
 
 @settings(FUZZ, max_examples=examples(200))
 @given(
-    command=named(["status", "plan", "teachers", "list", "show", "leaderboard", "report", "store"]),
+    command=named(
+        ["status", "plan", "teachers", "list", "show", "leaderboard", "report", "store"]
+        + ["runs", "compare", "rm", "export"]
+    ),
     tokens=st.lists(mostly(st.sampled_from(VOCABULARY), weird()), max_size=6),
     with_store=st.booleans(),
 )
 def test_fuzz_cli_token_soup(sandbox, command, tokens, with_store):
-    """Any tokens after any command but run, eval and new-method (which would do work)."""
+    """Any tokens after any command but run, eval and new-method (which would do work); the
+    store (a fresh one, or $BENCH_STORE's) holds no run that rm could remove."""
     store = ["--store", str(fresh_store(sandbox))] if with_store else []
     check_cli("cli token soup", [command, *tokens, *store], None)
 
@@ -543,6 +565,608 @@ def test_console_script_is_main():
     """What the fuzz calls is what ``bench`` runs."""
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
     assert scripts["bench"] == "harness.cli:main"
+
+
+# -- runs of a store: rm, runs, compare, export -----------------------------------------------
+#
+# A folder ``own`` holds a working directory ``own/a/b/cwd`` (so that ``../`` stays in ``own``)
+# with a file and folders in the way, a ``victim`` folder that looks like a store, and one
+# store of each kind in ``stores/`` (copies of the templates below, or none, or a file). Every
+# file of the working directory, the victim and the example's store is read before and after
+# the command: what changed must be what the command may change, and the runs it removed or
+# exported exactly those its arguments name (as click parses them, by the rules of
+# ``Store.resolve`` and ``select_runs`` written out again here). What an example changed is put
+# back before the next one (the store copied again from its template), so a ``bench rm`` that
+# removed runs starves no later example.
+
+
+@dataclass(frozen=True)
+class Stored:
+    """A run of the templates, as the commands must see it."""
+
+    run_id: str
+    grids: tuple[str, ...]
+    method: str
+    kind: str
+    dataset: str
+    complete: bool
+
+
+def _template_configs() -> list[Any]:
+    """The configs of the runs the templates hold: a few of three grids (students, variants',
+    a teacher, a surrogate), and one of a checkpoint that ``bench eval`` made; the last one
+    (a student) failed."""
+    from harness.execution.external import external_config
+    from harness.grid.load import load_grid
+    from harness.schema import Dataset, method_label
+
+    smoke, transfer, ablation = load_grid("smoke"), load_grid("transfer"), load_grid("ablation")
+    label = {g.name: {method_label(r.config): r.config for r in g.runs} for g in (smoke, transfer)}
+    variants = {method_label(r.config): r.config for r in ablation.runs}
+    checkpoint = external_config(
+        "checkpoint", "tiny_cnn", {"path": "m.pt", "sha256": "0" * 64}, Dataset("digits", {})
+    )
+    return [
+        label["smoke"]["pgd-at"],
+        label["smoke"]["trades"],
+        label["smoke"]["dgad"],
+        smoke.teacher_runs["small-pgdat"].config,
+        label["transfer"]["pgd-at"],
+        next(iter(transfer.surrogate_runs.values())).config,
+        variants["dgad-map"],
+        variants["dgad-map-pcr"],
+        checkpoint,
+        label["smoke"]["mart"],
+    ]
+
+
+TEMPLATE_CONFIGS = _template_configs()
+TEMPLATE_IDS = [config.run_id for config in TEMPLATE_CONFIGS]
+
+
+def _store_runs(store: Store) -> list[Stored]:
+    """The runs of :data:`TEMPLATE_CONFIGS` in ``store``, as the runner leaves them (metrics
+    made up; one run's method code stale; the last run failed)."""
+    from harness.method_code import current_sha256
+    from harness.schema import method_label
+
+    out = []
+    for i, config in enumerate(TEMPLATE_CONFIGS):
+        run_id, cfg = config.run_id, config.to_json()
+        failed = i == len(TEMPLATE_CONFIGS) - 1
+        store.begin(run_id, cfg)
+        if failed:
+            store.fail(run_id, "diverged")
+        else:
+            sha = "0" * 64 if i == 1 else current_sha256(cfg["method"]["name"])  # one stale
+            results = {
+                name: {"accuracy": 0.9 - 0.01 * i - drop, "n": 100, "params": {"name": name}}
+                for name, drop in (("clean", 0), ("fgsm", 0.3), ("pgd10", 0.4), ("autoattack", 0.5))
+            }
+            metrics = {
+                "results": results,
+                "checks": {"ordering": {"ok": True}},
+                "provenance": {
+                    "code": "abc",
+                    "packages": {"torch": "2"},
+                    "device": "cpu",
+                    "method_code": {"sha256": sha, "dirty": False},
+                },
+                "wall_time_s": 12.5,
+                "train": {"best_epoch": 1},
+            }
+            store.finish(run_id, metrics)
+        grids, dataset = tuple(cfg.get("grids", [])), cfg["dataset"]["name"]
+        out.append(Stored(run_id, grids, method_label(cfg), cfg["kind"], dataset, not failed))
+    return out
+
+
+#: Store kinds: a copy of a template (``runs`` the pristine one), ``fresh`` (no folder),
+#: ``file`` (a file where the folder should be) or ``weird`` (a folder of a weird name).
+STORE_KINDS = [
+    *["runs"] * 6, "one", "empty", "runs-file", "index-garbage", "old-index", "pending",
+    "damaged-run", "fresh", "file", "weird",
+]  # fmt: skip
+#: Store kinds whose index a read may rebuild (heal a killed change, an index of another version)
+INDEX_REBUILT = {"old-index", "pending"}
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """The templates (``templates/KIND``, with the runs each holds), the folder ``own`` the
+    commands run in, and ``damaged``: the run whose metrics.json the ``damaged-run`` store
+    garbles."""
+
+    templates: Path
+    runs: dict[str, list[Stored]]
+    damaged: str
+    own: Path
+
+    @property
+    def cwd(self) -> Path:
+        return self.own / "a" / "b" / "cwd"
+
+
+@pytest.fixture(scope="module")
+def workspace(sandbox) -> Workspace:
+    folder = sandbox / "templates"
+    pristine = Store(folder / "runs")
+    runs = _store_runs(pristine)
+    held = {"runs": runs, "one": runs[:1], "empty": [], "runs-file": []}
+    one = Store(folder / "one")
+    shutil.copytree(pristine.run_dir(runs[0].run_id), one.run_dir(runs[0].run_id))
+    one.rebuild_index()
+    (folder / "empty").mkdir()
+    (folder / "runs-file").mkdir()
+    (folder / "runs-file" / "runs").write_text("not a folder\n")
+    for kind in ("index-garbage", "old-index", "pending", "damaged-run"):
+        shutil.copytree(folder / "runs", folder / kind)
+        held[kind] = runs
+    (folder / "index-garbage" / "index.sqlite").write_bytes(b"SQLite format 2\x00 garbage" * 9)
+    with sqlite3.connect(folder / "old-index" / "index.sqlite") as conn:
+        conn.execute("PRAGMA user_version = 4")
+    conn.close()
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "token": "t"}
+    (folder / "pending" / "pending" / runs[2].run_id).write_text(json.dumps(dead))
+    damaged = runs[1].run_id
+    (folder / "damaged-run" / "runs" / damaged / "metrics.json").write_text('{"results": [')
+
+    ws = Workspace(folder, held, damaged, sandbox / "own")
+    (ws.cwd / "adir").mkdir(parents=True)
+    (ws.cwd / "notes.txt").write_text("not a folder\n")
+    (ws.cwd / "out-exists").mkdir()
+    (ws.cwd / "out-exists" / "keep.json").write_text("{}\n")
+    for dataset in ("digits", "cifar10"):  # a file where export's <dataset> folder goes
+        (ws.cwd / f"blocked-{dataset}").mkdir()
+        (ws.cwd / f"blocked-{dataset}" / dataset).write_text("in the way\n")
+    victim = ws.own / "victim" / "runs" / runs[0].run_id
+    victim.mkdir(parents=True)
+    (victim / "config.json").write_text("{}\n")
+    (ws.own / "stores").mkdir()
+    return ws
+
+
+@dataclass
+class Place:
+    """An example's store (of ``kind``; ``store_arg`` its --store) and the runs it holds."""
+
+    ws: Workspace
+    kind: str
+    store: Path
+    store_arg: str
+    runs: list[Stored]
+    #: The run whose metrics.json is garbled (a ``damaged-run`` store), else None.
+    damaged: str | None
+
+    @property
+    def rel(self) -> str:
+        """The store's path in ``own``."""
+        return os.path.relpath(self.store, self.ws.own)
+
+    def holds(self, path: str) -> bool:
+        """Whether ``path`` (in ``own``) is the store or in it."""
+        return path == self.rel or path.startswith(f"{self.rel}/")
+
+    def ids(self) -> list[str]:
+        return [r.run_id for r in self.runs]
+
+
+def place(ws: Workspace, kind: str, weird_name: str) -> Place:
+    """The store of ``kind`` in ``own/stores``, made from its template on first use."""
+    store = ws.own / "stores" / kind
+    store_arg = str(store)
+    if kind == "weird":
+        name = weird_name[:300]
+        inside = not os.path.normpath(os.path.join("x", name)).startswith("..")
+        store_arg = f"{store}/{name if inside else 'x'}"
+    elif kind == "file" and not store.exists():
+        store.write_text("a file\n")
+    elif kind in ws.runs and not store.exists():
+        shutil.copytree(ws.templates / kind, store)
+    damaged = ws.damaged if kind == "damaged-run" else None
+    return Place(ws, kind, store, store_arg, ws.runs.get(kind, []), damaged)
+
+
+def snapshot(own: Path, parts: list[str]) -> dict[str, bytes | None]:
+    """Every file (its bytes) and folder (None) under ``own/PART``, by path in ``own``."""
+    out: dict[str, bytes | None] = {}
+    for part in parts:
+        top = own / part
+        if top.is_file():
+            out[part] = top.read_bytes()
+        for dirpath, _, filenames in os.walk(top):
+            rel = os.path.relpath(dirpath, own)
+            out[rel] = None
+            for f in filenames:
+                out[os.path.join(rel, f)] = Path(dirpath, f).read_bytes()
+    return out
+
+
+def changes(before: dict[str, bytes | None], after: dict[str, bytes | None]) -> set[str]:
+    """The paths added, removed or rewritten."""
+    return {p for p in before.keys() | after.keys() if before.get(p, 0) != after.get(p, 0)}
+
+
+def put_back(p: Place, before: dict[str, bytes | None], after: dict[str, bytes | None]) -> None:
+    """Undo what an example changed: its store copied again, every other path as it was."""
+    changed = changes(before, after)
+    if any(p.holds(c) for c in changed):
+        if p.store.is_dir():
+            shutil.rmtree(p.store)
+        else:
+            p.store.unlink(missing_ok=True)
+        if p.kind in ("file", *p.ws.runs):
+            place(p.ws, p.kind, "")
+    for c in sorted(changed, key=len, reverse=True):  # deepest first
+        path = p.ws.own / c
+        if c in before or p.holds(c):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    for c in sorted(changed):  # a change of the folders that were there: a bug, undone too
+        if c in before and not p.holds(c):
+            if before[c] is None:
+                (p.ws.own / c).mkdir(parents=True, exist_ok=True)
+            else:
+                (p.ws.own / c).write_bytes(before[c])  # type: ignore[arg-type]
+
+
+def parsed(args: list[str]) -> dict[str, Any] | None:
+    """The parameters click gives ``bench ARGS``'s command; None where click refuses the
+    arguments or prints the help (then the command must do nothing)."""
+    command = bench.commands[args[0]]
+    parent = click.Context(bench, info_name="bench", **bench.context_settings)
+    with CliRunner().isolation():
+        try:
+            with command.make_context(args[0], list(args[1:]), parent=parent) as ctx:
+                return dict(ctx.params)
+        except (click.exceptions.ClickException, click.exceptions.Exit):
+            return None
+
+
+def named_run(ref: str, ids: list[str]) -> str | None:
+    """The run ``ref`` names: an id, or a non-empty prefix of exactly one id."""
+    if ref in ids:
+        return ref
+    hits = [i for i in ids if ref and i.startswith(ref)]
+    return hits[0] if len(hits) == 1 else None
+
+
+def in_grid(grid: str, run: Stored) -> bool:
+    """``--grid`` names a grid by name or by its file (``leaderboards/smoke.toml``)."""
+    return grid in run.grids or (
+        grid.endswith(".toml") and any(grid.rsplit("/", 1)[-1] == f"{g}.toml" for g in run.grids)
+    )
+
+
+@dataclass
+class Outcome:
+    """What ``bench ARGS`` did: exit code, stdout, click's parameters (None: refused by
+    click), and the paths of ``own`` before and after."""
+
+    code: int
+    out: str
+    params: dict[str, Any] | None
+    before: dict[str, bytes | None]
+    after: dict[str, bytes | None]
+
+    def changed(self) -> set[str]:
+        return changes(self.before, self.after)
+
+    def on_own_store(self, p: Place) -> bool:
+        """Whether click gave the command the example's store (not $BENCH_STORE: a ``--``
+        before --store)."""
+        return self.params is not None and (
+            os.path.abspath(self.params["store"]) == os.path.abspath(p.store_arg)
+        )
+
+
+def store_command(ws: Workspace, test: str, args: list[str], kind: str, weird: str) -> tuple:
+    """Run ``bench ARGS --store <the store of KIND>`` in ``own``'s working directory, with the
+    invariants of every command (one clean line on an error; no payload run; no temporary
+    file left; refused by click: nothing changed); then put ``own`` back. Returns the place
+    and the :class:`Outcome`."""
+    p = place(ws, kind, weird)
+    args = [a.replace("{runs}", str(p.store / "runs")) for a in args]
+    full = [*args, "--store", p.store_arg]
+    parts = ["a", "victim", p.rel]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(ws.cwd)
+        params = parsed(full)
+        before = snapshot(ws.own, parts)
+        TRIED[test] += 1
+        try:
+            with watch_eval() as evaluated:
+                code, out, err = invoke(full)
+        finally:
+            after = snapshot(ws.own, parts)
+            put_back(p, before, after)
+    o = Outcome(code, out, params, before, after)
+    assert not Path(SENTINEL).exists(), f"{full} ran a payload"
+    assert not evaluated, evaluated
+    assert "Traceback" not in out + err, (full, out, err)
+    if code == 130:  # bench rm of a selection, no --yes, and no one to say yes: documented
+        assert err == "aborted\n" and args[0] == "rm", (full, code, out, err)
+    else:
+        assert code in (0, 2), (full, code, out, err)
+    if code == 2:
+        REFUSED[test] += 1
+        assert_clean_error(err)
+    if params is None:
+        assert code in (0, 2) and not o.changed(), (full, code, out, err, o.changed())
+    if kind in ("fresh", "weird"):
+        assert not any(p.holds(c) for c in o.changed()), f"{full} created its store"
+    left = [c for c in after if c.endswith(".tmp") or "/.removed-" in c]
+    assert not left, f"{full} left {left}"
+    return p, o
+
+
+def resolved(p: Place, refs: tuple[str, ...]) -> list[str] | None:
+    """The runs ``refs`` name, or None when one of them names none or several."""
+    names = [named_run(ref, p.ids()) for ref in refs]
+    return None if None in names else sorted(set(names))  # type: ignore[arg-type]
+
+
+def store_changes(p: Place, changed: set[str]) -> set[str]:
+    """``changed`` less what a read may do to the store: rebuild the index (an old one) and
+    heal (re-index the run of a pending marker, then drop the marker)."""
+    index = tuple(f"{p.rel}/{name}" for name in ("index.sqlite", "pending"))
+    return {c for c in changed if not c.startswith(index)}
+
+
+RUN_KINDS = ["student", "teacher", "surrogate", "checkpoint", "robustbench"]
+STORE_GRIDS = ["smoke", "transfer", "ablation", "smoke.toml", "leaderboards/transfer.toml"]
+STORE_METHODS = ["pgd-at", "trades", "dgad", "dgad-map", "mart", "natural", "checkpoint"]
+SELECT_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {
+    "--grid": named(STORE_GRIDS, ["", "cifar10", "../smoke", "smoke/", "SMOKE", ".toml"]),
+    "--method": named(STORE_METHODS, ["", "dgad-", "robustbench", "natural "]),
+    "--kind": named(RUN_KINDS),
+}
+RM_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {**SELECT_OPTIONS, "--yes": None, "-y": None}
+
+
+@st.composite
+def run_ref(draw: st.DrawFn) -> str:
+    """Mostly a run id or a long prefix of one; else a prefix of any length (ambiguous,
+    empty), one made to leave the store or nearly right, or a weird string. ``{runs}`` stands
+    for the store's runs folder."""
+    run_id = draw(st.sampled_from(TEMPLATE_IDS))
+    near = [
+        *(f"{run_id}/", f"{run_id}\n", f" {run_id}", run_id.upper(), f"../{run_id}"),
+        *(f"runs/{run_id}", f"../victim/runs/{run_id}", f"{{runs}}/{run_id}"),
+        *(f".removed-{run_id}", "dgad", "dgad-map", "eval-", "pgd-at-", "*", ".", "..", "runs"),
+    ]
+    prefix = st.integers(0, len(run_id)).map(lambda n: run_id[:n])
+    long_prefix = st.integers(len(run_id) - 12, len(run_id)).map(lambda n: run_id[:n])
+    bad = st.one_of(prefix, st.sampled_from(near + PATH_NAMES), weird())
+    return draw(mostly(st.one_of(st.just(run_id), long_prefix), bad))
+
+
+def run_refs(low: int, high: int) -> st.SearchStrategy[list[str]]:
+    return st.lists(run_ref(), min_size=low, max_size=high)
+
+
+def joined(parts: st.SearchStrategy[tuple[list[str], list[str]]]) -> st.SearchStrategy[list[str]]:
+    """RUN arguments and options, in either order."""
+    return st.tuples(parts, st.booleans()).map(
+        lambda t: t[0][0] + t[0][1] if t[1] else t[0][1] + t[0][0]
+    )
+
+
+#: ``bench rm``'s arguments: RUN ids; a selection (mostly with --yes); or any mix.
+RM_ARGS = st.one_of(
+    joined(st.tuples(run_refs(1, 3), options({"--yes": None}))),
+    st.sampled_from(
+        [("--grid", "--yes"), ("--method", "--yes"), ("--kind", "--yes"), ("--grid",), ()]
+        + [("--grid", "--method", "--yes"), ("--grid", "--kind", "-y")]
+    ).flatmap(lambda always: options(RM_OPTIONS, always)),
+    joined(st.tuples(run_refs(0, 3), options(RM_OPTIONS))),
+)
+
+
+@settings(FUZZ, max_examples=examples(150))
+@given(args=RM_ARGS, kind=st.sampled_from(STORE_KINDS), weird_name=weird())
+def test_fuzz_cli_rm(workspace, args, kind, weird_name):
+    """``bench rm`` removes exactly the runs its arguments name, a selection only with --yes,
+    and nothing else: no other run's file, nothing outside its store."""
+    args = ["rm", *args]
+    p, o = store_command(workspace, "cli rm", args, kind, weird_name)
+    removed = {i for i in p.ids() if f"{p.rel}/runs/{i}" not in o.after}
+    gone = [f"{p.rel}/runs/{i}" for i in removed]
+    others = {
+        c
+        for c in store_changes(p, o.changed())
+        if not any(c == g or c.startswith(f"{g}/") for g in gone)
+    }
+    assert not others, f"{args} changed {sorted(others)}"
+    if not o.on_own_store(p):
+        assert not removed, (args, removed)
+        return
+    want, code = expected_rm(p, o.params)  # type: ignore[arg-type]
+    assert (o.code, removed) == (code, want), (args, o.code, o.out, removed, want)
+    if removed:
+        assert o.out.endswith(f"{len(removed)} run(s) removed from {p.store_arg}\n"), o.out
+
+
+def expected_rm(p: Place, params: dict[str, Any]) -> tuple[set[str], int]:
+    """(the runs ``bench rm`` removes, its exit code) for click's ``params``."""
+    refs, grid, method, kinds = (params[k] for k in ("run_refs", "grid_name", "method", "kinds"))
+    selection = grid is not None or method is not None or bool(kinds)
+    if refs and selection or p.kind == "index-garbage" and (refs or selection):
+        return set(), 2
+    if refs:
+        ids = resolved(p, refs)
+        return (set(), 2) if ids is None else (set(ids), 0)
+    if not selection or grid == "" or method == "":  # an empty name selects nothing
+        return set(), 2
+    picked = {
+        r.run_id
+        for r in p.runs
+        if (grid is None or in_grid(grid, r))
+        and (method is None or r.method == method)
+        and (not kinds or r.kind in kinds)
+    }
+    if not picked:
+        return set(), 2
+    return (picked, 0) if params["yes"] else (set(), 130)
+
+
+#: --output values where the folder cannot be made (a file in the way, no such place).
+UNWRITABLE = {"notes.txt/x", "blocked-digits", "blocked-cifar10", "/dev/null", "/dev/null/x",
+              "/proc/nope", "a" * 300}  # fmt: skip
+OUTPUTS = mostly(
+    st.one_of(
+        st.sampled_from(["out", "out/deep/er", ".", "adir", "out-exists", "../../../victim"])
+        | st.sampled_from(["{runs}", "{runs}/..", "~", "-", ""]),
+        weird().map(lambda o: f"out/{o}"),
+    ),
+    st.sampled_from(["blocked-digits", "blocked-cifar10", *sorted(UNWRITABLE), "notes.txt"]),
+)
+EXPORT_OPTIONS: dict[str, st.SearchStrategy[str] | None] = {
+    "--grid": SELECT_OPTIONS["--grid"],
+    "--method": SELECT_OPTIONS["--method"],
+    "--output": OUTPUTS,
+}
+
+
+def within_own(output: str) -> str:
+    """``output``, or ``out`` where it would lead out of ``own``."""
+    if os.path.isabs(output) or output.startswith("{"):
+        return output
+    inside = not os.path.normpath(os.path.join("a/b/cwd", output)).startswith("..")
+    return output if inside else "out"
+
+
+#: Runs of both data sets, whose files go to two folders, one of them blocked by a file.
+BLOCKED = st.sampled_from(["blocked-digits", "blocked-cifar10"])
+COMPLETE_IDS = st.lists(st.sampled_from(TEMPLATE_IDS[:-1]), min_size=2, max_size=6, unique=True)
+#: ``bench export``'s arguments: RUN ids; a grid (mostly with --output); or any mix.
+EXPORT_ARGS = st.one_of(
+    joined(st.tuples(run_refs(1, 3), options({"--output": OUTPUTS}, ("--output",)))),
+    joined(st.tuples(COMPLETE_IDS, options({"--output": BLOCKED | OUTPUTS}, ("--output",)))),
+    st.sampled_from(
+        [("--grid", "--output"), ("--grid", "--method", "--output"), ("--grid",)]
+    ).flatmap(lambda always: options(EXPORT_OPTIONS, always)),
+    joined(st.tuples(run_refs(0, 3), options(EXPORT_OPTIONS))),
+)
+
+
+@settings(FUZZ, max_examples=examples(150))
+@given(args=EXPORT_ARGS, kind=st.sampled_from(STORE_KINDS), weird_name=weird())
+def test_fuzz_cli_export(workspace, args, kind, weird_name):
+    """``bench export`` writes exactly one valid JSON file per run its arguments name, under
+    its --output and nowhere else, or (an error) nothing at all; it changes no run."""
+    args = ["export", *args]
+    if "--output" in args[:-1]:
+        i = args.index("--output") + 1
+        args[i] = within_own(args[i])
+    p, o = store_command(workspace, "cli export", args, kind, weird_name)
+    if o.params is None:
+        return
+    output = o.params["output"]
+    own = workspace.own
+    folder = Path(os.path.normpath(workspace.cwd / output)) if output else p.store / "export"
+    written = {}
+    for c in store_changes(p, o.changed()):
+        path = own / c
+        assert path == folder or folder in path.parents or path in folder.parents, (
+            f"{args} changed {c}, outside its output {folder}"
+        )
+        assert c in o.after, f"{args} removed {c}"
+        if o.after[c] is not None:
+            written[path] = json.loads(o.after[c])  # type: ignore[arg-type]
+    if o.code == 2:
+        assert not written, f"{args} failed, yet wrote {sorted(map(str, written))}"
+    by_id = {r.run_id: r for r in p.runs}
+    for path, entry in written.items():
+        assert validate(entry) == [], (path, validate(entry))
+        run = by_id[entry["run_id"]]
+        assert path == folder / run.dataset / "Linf" / f"{run.run_id}.json", path
+        assert (entry["dataset"], entry["kind"]) == (run.dataset, run.kind), entry
+    if o.code == 0:
+        told = Path(output) if output else folder
+        assert o.out.endswith(f"{len(written)} run(s) exported to {told}\n"), o.out
+    if not o.on_own_store(p):
+        return
+    ids, code = expected_export(p, o.params)
+    if code == 0 and (
+        output in UNWRITABLE or any(len(part.encode()) > 255 for part in Path(output or "").parts)
+    ):
+        code = o.code  # the file system's error, in one line (checked above)
+    got = {entry["run_id"] for entry in written.values()}
+    assert (o.code, got) == (code, set(ids) if code == 0 else set()), (args, o.code, o.out, ids)
+
+
+def expected_export(p: Place, params: dict[str, Any]) -> tuple[list[str], int]:
+    """(the runs ``bench export`` writes, its exit code) for click's ``params``."""
+    refs, grid, method = params["run_refs"], params["grid_name"], params["method"]
+    if bool(refs) == (grid is not None) or refs and method is not None:
+        return [], 2
+    if refs:
+        ids = resolved(p, refs)
+    elif p.kind == "index-garbage" or grid == "" or method == "":
+        ids = None
+    else:
+        ids = sorted(
+            r.run_id
+            for r in p.runs
+            if in_grid(grid, r) and (method is None or r.method == method)
+            and r.kind == "student" and r.complete
+        )  # fmt: skip
+    complete = {r.run_id for r in p.runs if r.complete}
+    if not ids or not set(ids) <= complete or p.damaged in ids:
+        return [], 2
+    return ids, 0
+
+
+@settings(FUZZ, max_examples=examples(150))
+@given(
+    command=st.sampled_from(["runs", "compare"]),
+    refs=st.one_of(run_refs(2, 2), run_refs(0, 3)),
+    opts=options(SELECT_OPTIONS),
+    kind=st.sampled_from(STORE_KINDS),
+    weird_name=weird(),
+)
+def test_fuzz_cli_runs_compare(workspace, command, refs, opts, kind, weird_name):
+    """``bench runs`` lists exactly the runs its filters select, ``bench compare`` the two its
+    arguments name; neither writes to the store (a read may heal or rebuild the index)."""
+    args = ["runs", *opts] if command == "runs" else ["compare", *refs]
+    p, o = store_command(workspace, f"cli {command}", args, kind, weird_name)
+    changed = o.changed()
+    assert not store_changes(p, changed), f"{args} changed {sorted(changed)}"
+    assert kind in INDEX_REBUILT or not changed, f"{args} changed {sorted(changed)}"
+    if not o.on_own_store(p):
+        return
+    params: dict[str, Any] = o.params  # type: ignore[assignment]
+    if kind == "weird":
+        try:
+            Path(p.store_arg).exists()
+        except OSError:  # a name too long for the file system: one line
+            assert o.code == 2
+            return
+    if command == "compare":
+        a, b = (named_run(params[k], p.ids()) for k in ("run_a", "run_b"))
+        code = 2 if a is None or b is None or p.damaged in (a, b) else 0
+        assert o.code == code, (args, o.code, o.out)
+        if code == 0:
+            assert o.out.startswith(f"A  {a}  (") and f"\nB  {b}  (" in o.out, o.out
+        return
+    if kind == "index-garbage":
+        assert o.code == 2, (args, o.out)
+        return
+    grid, method, kinds = params["grid_name"], params["method"], params["kinds"]
+    want = {
+        r.run_id
+        for r in p.runs
+        if (grid is None or in_grid(grid, r))
+        and (not method or r.method == method)
+        and (not kinds or r.kind in kinds)
+    }
+    listed = {line.split("|")[1].strip() for line in o.out.splitlines() if line.startswith("| ")}
+    assert o.code == 0 and listed - {"run"} == want, (args, o.code, o.out, want)
+    assert o.out.endswith(f"{len(want)} run(s)\n"), o.out
 
 
 # -- 2. grid files ----------------------------------------------------------------------------

@@ -281,6 +281,55 @@ def test_rm_respects_a_live_claim(tmp_path, capsys):
     assert st.run_ids() == ["dgad-1"]
 
 
+def test_an_empty_name_removes_nothing(tmp_path, capsys):
+    """``bench rm "$RUN"`` or ``--method "$M"`` with the variable unset: an empty id is no
+    prefix of the only run, an empty --grid or --method is no "any" (found by the fuzz)."""
+    st = Store(tmp_path)
+    _fake_run(st, "dgad-1", "dgad")
+    store = ["--store", str(tmp_path)]
+    code, _, err = bench(capsys, "rm", "", *store)
+    assert (
+        code == 2
+        and err == f"error: an empty run id names no run in {tmp_path}; give an id or a prefix\n"
+    )
+    _fake_run(st, "trades-1", "trades")
+    _fake_run(st, "dgad-9", "dgad", grid="other")
+    for selection, message in [
+        (["--grid", "", "--method", "dgad"], "--grid is empty"),
+        (["--grid", "g", "--method", ""], "--method is empty"),
+        (["--grid", "", "--kind", "student"], "--grid is empty"),
+        (["dgad-1", "--grid", ""], "give RUN ids or --grid/--method/--kind, not both"),
+    ]:
+        code, out, err = bench(capsys, "rm", *selection, "--yes", *store)
+        assert code == 2 and err.startswith(f"error: {message}") and len(err.splitlines()) == 1
+        assert st.run_ids() == ["dgad-1", "dgad-9", "trades-1"], selection
+    out_dir = tmp_path / "out"
+    for selection, message in [
+        (["--grid", "g", "--method", ""], "--method is empty"),
+        (["dgad-1", "--grid", ""], "give the RUN ids to export, or --grid G (not both)"),
+        (["dgad-1", "--method", ""], "--method selects within --grid"),
+    ]:
+        code, _, err = bench(capsys, "export", *selection, "--output", str(out_dir), *store)
+        assert code == 2 and err.startswith(f"error: {message}") and not out_dir.exists()
+
+
+def test_rm_with_a_damaged_index_touches_no_run(tmp_path, capsys):
+    """The index cannot be written: the removal fails before the run's directory is moved
+    (it stayed moved away, with the error, found by the fuzz); once rebuilt, it removes."""
+    st = Store(tmp_path)
+    _fake_run(st, "dgad-1", "dgad")
+    files = sorted(p.relative_to(tmp_path) for p in st.run_dir("dgad-1").rglob("*"))
+    st.index_path.write_bytes(b"not a database" * 10)
+    code, _, err = bench(capsys, "rm", "dgad-1", "--store", str(tmp_path))
+    assert code == 2 and "index.sqlite is damaged" in err and len(err.splitlines()) == 1
+    assert sorted(p.relative_to(tmp_path) for p in st.run_dir("dgad-1").rglob("*")) == files
+    assert sorted(p.name for p in st.runs_dir.iterdir()) == ["dgad-1"]
+    assert bench(capsys, "store", "rebuild", "--store", str(tmp_path))[0] == 0
+    code, out, _ = bench(capsys, "rm", "dgad-1", "--store", str(tmp_path))
+    assert code == 0 and "1 run(s) removed" in out
+    assert not any(st.runs_dir.iterdir()) and st.check() == []
+
+
 def test_a_removal_killed_half_way_heals(tmp_path):
     """Directory renamed away, index not yet updated: the next read drops the rows."""
     st = Store(tmp_path)

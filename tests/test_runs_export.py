@@ -152,6 +152,27 @@ def test_export_writes_one_valid_file_per_run(store, capsys, tmp_path):
     assert code == 2 and err.startswith("error: no complete student run of grid nope")
 
 
+def test_export_writes_all_files_or_none(store, capsys, tmp_path):
+    """A file where the second run's data set folder goes: one line, exit code 2, and not the
+    first run's file either (it was written, found by the fuzz); cleared, both are written."""
+    st, eval_id = store
+    out_dir = tmp_path / "exported"
+    out_dir.mkdir()
+    (out_dir / "npz").write_text("in the way\n")  # eval_id's folder; dgad-a-1 (cifar10) first
+    args = ["export", "dgad-a-1", eval_id, "--store", str(st.root), "--output", str(out_dir)]
+    code, out, err = bench(capsys, *args)
+    assert code == 2 and err.startswith(f"error: cannot write {out_dir / 'npz'}") and not out
+    assert len(err.splitlines()) == 1
+    assert sorted(p.name for p in out_dir.rglob("*") if p.is_file()) == ["npz"]  # no .tmp
+    (out_dir / "npz").unlink()
+    code, out, err = bench(capsys, *args)
+    assert code == 0 and out.endswith(f"2 run(s) exported to {out_dir}\n"), err
+    assert sorted(p.relative_to(out_dir).as_posix() for p in out_dir.rglob("*.json")) == [
+        "cifar10/Linf/dgad-a-1.json",
+        f"npz/Linf/{eval_id}.json",
+    ]
+
+
 def test_validate_finds_what_breaks_the_schema(store):
     st, _ = store
     good = ex.entry(st, "dgad-a-1")

@@ -17,7 +17,7 @@ from typing import Any
 import harness
 from harness.store.listing import stale
 from harness.store.store import Store
-from harness.utils.atomic import write_json_atomic
+from harness.utils.atomic import write_json_files_atomic
 from harness.utils.errors import UserError
 
 SCHEMA = "adv-distill-bench/run-results/1"
@@ -173,15 +173,14 @@ def entry(store: Store, run_id: str) -> dict[str, Any]:
 
 def export_runs(store: Store, run_ids: list[str], folder: Path) -> list[Path]:
     """Write each run's :func:`entry` to ``folder/<dataset>/Linf/<run_id>.json``; returns the
-    paths. An entry that fails :func:`validate` is a bug, raised before anything is written."""
+    paths. An entry that fails :func:`validate` is a bug, raised before anything is written;
+    a file that cannot be written (a file in the way of one data set's folder) is an error
+    that leaves none of the others written either."""
     entries = [entry(store, run_id) for run_id in run_ids]
     for e in entries:
         problems = validate(e)
         if problems:
             raise AssertionError(f"export of {e['run_id']} breaks its schema: {problems}")
-    paths = []
-    for e in entries:
-        path = Path(folder) / e["dataset"] / THREAT_MODEL / f"{e['run_id']}.json"
-        write_json_atomic(e, path)
-        paths.append(path)
+    paths = [Path(folder) / e["dataset"] / THREAT_MODEL / f"{e['run_id']}.json" for e in entries]
+    write_json_files_atomic(list(zip(entries, paths)))
     return paths

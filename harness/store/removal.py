@@ -18,9 +18,14 @@ def select_runs(
     kinds: tuple[str, ...] = (),
 ) -> list[str]:
     """The ids of the runs listed by ``grid`` (a grid's name; a path's stem), of ``method`` (a
-    method or variant name) and of one of ``kinds``, as the index has them."""
-    runs = store.frame("runs", _grid_name(grid) if grid else None)
-    if method:
+    method or variant name) and of one of ``kinds``, as the index has them (None, empty: that
+    filter is not given). An empty name is an error, not "any": ``bench rm --grid smoke
+    --method "$M"`` with ``M`` unset must not select every run of the grid."""
+    for flag, name in (("--grid", grid), ("--method", method)):
+        if name == "":
+            raise UserError(f"{flag} is empty; give a {flag[2:]}'s name (bench runs lists them)")
+    runs = store.frame("runs", _grid_name(grid) if grid is not None else None)
+    if method is not None:
         runs = runs[runs["method"] == method]
     if kinds:
         runs = runs[runs["kind"].isin(kinds)]

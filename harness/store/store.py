@@ -452,7 +452,10 @@ class Store:
             raise file_error(exc, self.runs_dir, "read") from None
 
     def resolve(self, ref: str) -> str:
-        """A run id from an id or a unique prefix of one."""
+        """A run id from an id or a unique prefix of one. An empty ``ref`` names no run (not
+        the only run of a store): ``bench rm "$RUN"`` with ``RUN`` unset must remove nothing."""
+        if not ref:
+            raise UserError(f"an empty run id names no run in {self.root}; give an id or a prefix")
         ids = self.run_ids()
         if ref in ids:
             return ref
@@ -610,16 +613,17 @@ class Store:
         The directory is renamed out of the store's view in one step (``runs/.removed-...``),
         then its index rows are deleted and the folder is deleted; a process killed in between
         leaves a ``pending/`` marker by which the next reader drops the rows (:meth:`heal`).
+        The rename happens inside the index's write transaction: an index that cannot be
+        written (damaged, read-only) fails the removal before the run is touched.
         """
         d = self.run_dir(run_id)
-        with self._journal(run_id) as token:
+        with self._journal(run_id) as token, self._write() as conn:
             trash = self.runs_dir / f".removed-{run_id}-{token}"
             try:
                 os.replace(d, trash)
             except OSError as exc:
                 raise file_error(exc, d, "remove") from None
-            with self._write() as conn:
-                self._unindex(conn, run_id)
+            self._unindex(conn, run_id)
         self.sweep_removed()
 
     def sweep_removed(self) -> None:

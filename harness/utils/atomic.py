@@ -141,9 +141,23 @@ def save_atomic(obj: Any, path: Path) -> None:
     _atomic_write(path, lambda fh: torch.save(obj, fh))
 
 
+def _json_bytes(obj: Any) -> bytes:
+    return json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+
+
 def write_json_atomic(obj: Any, path: Path, durable: bool = True) -> None:
-    data = json.dumps(obj, indent=2, sort_keys=True, default=str).encode()
+    data = _json_bytes(obj)
     _atomic_write(path, lambda fh: fh.write(data), durable)
+
+
+def write_json_files_atomic(files: list[tuple[Any, Path]]) -> None:
+    """Write each ``(obj, path)`` as :func:`write_json_atomic` does, all of them or none: every
+    file is written to its temporary file first, and only once all are there are they renamed
+    over their paths. An error on the way (a file where the third one's folder should be, a
+    full disk) leaves none of them (folders it made stay, empty)."""
+    with contextlib.ExitStack() as stack:
+        for obj, path in files:
+            stack.enter_context(atomic_path(Path(path))).write_bytes(_json_bytes(obj))
 
 
 def write_text_atomic(text: str, path: Path) -> None:
