@@ -108,10 +108,10 @@ def export(
     from harness.store.store import Store
 
     st = Store(store)
-    if bool(run_refs) == bool(grid_name):
+    if bool(run_refs) == (grid_name is not None):  # an empty --grid: refused by select_runs
         raise UserError("give the RUN ids to export, or --grid G (not both)")
     if run_refs:
-        if method:
+        if method is not None:
             raise UserError("--method selects within --grid; give RUN ids without it")
         ids = sorted({st.resolve(ref) for ref in run_refs})
     else:

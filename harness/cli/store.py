@@ -62,11 +62,12 @@ def rm(
     from harness.store.store import Store
 
     st = Store(store)
-    if run_refs and (grid_name or method or kinds):
+    selection = grid_name is not None or method is not None or bool(kinds)  # "" too: refused
+    if run_refs and selection:
         raise UserError("give RUN ids or --grid/--method/--kind, not both")
     if run_refs:
         ids = sorted({st.resolve(ref) for ref in run_refs})
-    elif grid_name or method or kinds:
+    elif selection:
         ids = select_runs(st, grid=grid_name, method=method, kinds=kinds)
         if not ids:
             raise UserError(f"no run in {st.root} matches the selection")

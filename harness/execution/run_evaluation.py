@@ -53,60 +53,38 @@ def evaluate_run(
     symmetry with :func:`execute` (evaluation is always eager fp32).
     """
     with true_fp32():
-        return _evaluate(model, data, cfg, store, run_id, device=device, data_root=data_root,
-                         suite=suite, attacks=attacks, subset=subset, progress=progress,
-                         echo=echo, fast=fast, determinism=determinism)  # fmt: skip
-
-
-def _evaluate(
-    model: torch.nn.Module,
-    data: Any,
-    cfg: RunConfig,
-    store: Store,
-    run_id: str,
-    *,
-    device: torch.device,
-    data_root: str | None,
-    suite: str,
-    attacks: dict[str, Any] | None,
-    subset: int | None,
-    progress: bool,
-    echo: Callable[[str], None],
-    fast: str,
-    determinism: DeterminismRecord | None,
-) -> dict[str, Any]:
-    seed = derive_seed(cfg.seed, "eval")
-    test = eval_subset(data.test, subset, seed)
-    bs = cfg.train.eval_batch_size
-    eval_dir = store.run_dir(run_id) / "eval"
-    attacks = suite_attacks(cfg, suite, attacks)
-    out = evaluate_suite(
-        model,
-        test,
-        attacks,
-        batch_size=bs,
-        device=device,
-        seed=seed,
-        state_dir=eval_dir,
-        progress=progress,
-        num_classes=data.num_classes,
-    )
-    masks = out.pop("masks")
-    out["results"].pop("worst_case", None)  # over the run's own attacks, below
-    transfer = transfer_of(cfg, suite)
-    if transfer is not None:
-        for name, mask in transfer_suite(
-            model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
-        ).items():
-            masks[name] = mask
-            row = {
-                "accuracy": float(mask.float().mean()),
-                "n": len(mask),
-                "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
-            }
-            out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
-    _worst_case(out, masks, cfg, store, run_id, labels=test.y, num_classes=data.num_classes)
-    return out
+        seed = derive_seed(cfg.seed, "eval")
+        test = eval_subset(data.test, subset, seed)
+        bs = cfg.train.eval_batch_size
+        eval_dir = store.run_dir(run_id) / "eval"
+        attacks = suite_attacks(cfg, suite, attacks)
+        out = evaluate_suite(
+            model,
+            test,
+            attacks,
+            batch_size=bs,
+            device=device,
+            seed=seed,
+            state_dir=eval_dir,
+            progress=progress,
+            num_classes=data.num_classes,
+        )
+        masks = out.pop("masks")
+        out["results"].pop("worst_case", None)  # over the run's own attacks, below
+        transfer = transfer_of(cfg, suite)
+        if transfer is not None:
+            for name, mask in transfer_suite(
+                model, test, cfg, transfer, store, device=device, data_root=data_root, seed=seed
+            ).items():
+                masks[name] = mask
+                row = {
+                    "accuracy": float(mask.float().mean()),
+                    "n": len(mask),
+                    "params": {"name": name, **transfer.attacks[name.split("/")[-1]]},
+                }
+                out["results"][name] = with_per_class(row, mask, test.y, data.num_classes)
+        _worst_case(out, masks, cfg, store, run_id, labels=test.y, num_classes=data.num_classes)
+        return out
 
 
 def _worst_case(
