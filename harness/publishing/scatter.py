@@ -255,22 +255,22 @@ def _error_bars_svg(f: _Frame, points: list[_Point]) -> list[str]:
     for p in points:
         cls = f"err c{p.colour}"
         if p.sx:
-            a, b, y = _n(f.sx(p.x - p.sx)), _n(f.sx(p.x + p.sx)), _n(p.py)
-            parts.append(f'<line class="{cls}" x1="{a}" y1="{y}" x2="{b}" y2="{y}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{e}" y1="{_n(p.py - 4)}" x2="{e}" '
-                    f'y2="{_n(p.py + 4)}"/>'
-                )
+            parts += _bar(cls, f.sx(p.x - p.sx), f.sx(p.x + p.sx), p.py, horizontal=True)
         if p.sy:
-            a, b, x = _n(f.sy(p.y - p.sy)), _n(f.sy(p.y + p.sy)), _n(p.px)
-            parts.append(f'<line class="{cls}" x1="{x}" y1="{a}" x2="{x}" y2="{b}"/>')
-            for e in (a, b):
-                parts.append(
-                    f'<line class="{cls}" x1="{_n(p.px - 4)}" y1="{e}" x2="{_n(p.px + 4)}" '
-                    f'y2="{e}"/>'
-                )
+            parts += _bar(cls, f.sy(p.y - p.sy), f.sy(p.y + p.sy), p.px, horizontal=False)
     return parts
+
+
+def _bar(cls: str, start: float, end: float, at: float, *, horizontal: bool) -> list[str]:
+    """An error bar from ``start`` to ``end`` along one axis, at ``at`` on the other, with a
+    cap 4 px each side of it at both ends."""
+
+    def line(u1: str, v1: str, u2: str, v2: str) -> str:  # u along the bar, v across it
+        x1, y1, x2, y2 = (u1, v1, u2, v2) if horizontal else (v1, u1, v2, u2)
+        return f'<line class="{cls}" x1="{x1}" y1="{y1}" x2="{x2}" y2="{y2}"/>'
+
+    a, b, c = _n(start), _n(end), _n(at)
+    return [line(a, c, b, c)] + [line(e, _n(at - 4), e, _n(at + 4)) for e in (a, b)]
 
 
 def _point_svg(
