@@ -73,6 +73,39 @@ def tiny_net(seed: int = 0, classes: int = 3) -> TinyNet:
         return TinyNet(classes)
 
 
+class BNNet(nn.Module):
+    """flatten -> fc1 -> [BatchNorm1d] -> tanh -> fc2, float64: small enough to transcribe a
+    method's official loop by hand, with the BatchNorm whose statistics its passes move."""
+
+    def __init__(
+        self,
+        seed: int,
+        scale: float = 1.0,
+        bn: bool = True,
+        in_dim: int = 48,
+        hidden: int = 12,
+        classes: int = 4,
+    ) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.fc1 = nn.Linear(in_dim, hidden)
+        self.bn = nn.BatchNorm1d(hidden) if bn else nn.Identity()
+        self.fc2 = nn.Linear(hidden, classes)
+        with torch.no_grad():
+            for p in (*self.fc1.parameters(), *self.fc2.parameters()):
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+        self.double()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.tanh(self.bn(self.fc1(x.flatten(1))))
+
+    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
+        return self.fc2(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
 class FeatureMLP(nn.Module):
     """Flatten -> Linear(in_dim, hidden) -> tanh -> Linear(hidden, classes), no BN: small
     enough that every method's loss can be written out by hand in the tests."""

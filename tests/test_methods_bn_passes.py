@@ -24,8 +24,9 @@ from torch import nn
 import harness
 from harness.training.fast import FastPath
 from harness.training.train import train_steps
+from tests.helpers import BNNet
 
-B, C, D, H = 16, 4, 48, 12
+B, C = 16, 4  # BNNet: 48 = 3·4·4 inputs, 12 hidden units, 4 classes
 SHAPE = (3, 4, 4)
 EPS, STEP, STEPS = 8 / 255, 2 / 255, 10
 SEED = 7
@@ -53,30 +54,6 @@ pytestmark = [
     # the official ARD and AdaAD losses use nn.KLDivLoss()'s default 'mean', which torch warns on
     pytest.mark.filterwarnings("ignore:reduction. 'mean' divides the total loss"),
 ]
-
-
-class BNNet(nn.Module):
-    """flatten -> fc1 -> BatchNorm1d -> tanh -> fc2, float64."""
-
-    def __init__(self, seed: int, scale: float = 1.0, bn: bool = True) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(seed)
-        self.fc1 = nn.Linear(D, H)
-        self.bn = nn.BatchNorm1d(H) if bn else nn.Identity()
-        self.fc2 = nn.Linear(H, C)
-        with torch.no_grad():
-            for p in (*self.fc1.parameters(), *self.fc2.parameters()):
-                p.copy_(torch.randn(p.shape, generator=g) * scale)
-        self.double()
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.tanh(self.bn(self.fc1(x.flatten(1))))
-
-    def forward_head(self, f: torch.Tensor) -> torch.Tensor:
-        return self.fc2(f)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.forward_head(self.forward_features(x))
 
 
 def models():
