@@ -73,6 +73,24 @@ def tiny_net(seed: int = 0, classes: int = 3) -> TinyNet:
         return TinyNet(classes)
 
 
+def bench(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
+    """``bench ARGS`` in this process: (exit code, stdout, stderr); ``stdin`` (with
+    ``monkeypatch``) is what the command reads, for its confirmation prompts."""
+    from harness.cli import main
+
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 class BNNet(nn.Module):
     """flatten -> fc1 -> [BatchNorm1d] -> tanh -> fc2, float64: small enough to transcribe a
     method's official loop by hand, with the BatchNorm whose statistics its passes move."""

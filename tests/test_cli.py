@@ -12,20 +12,10 @@ import pytest
 import torch
 
 import harness
-from harness.cli import main
 from harness.grid.load import GRID_DIR
+from tests.helpers import bench
 
 BENCH = [sys.executable, "-m", "harness.cli"]
-
-
-def bench(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.mark.parametrize(

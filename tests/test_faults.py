@@ -32,6 +32,7 @@ import methods
 from harness.cli import main
 from harness.store.store import Store
 from harness.utils.errors import UserError
+from tests.helpers import bench
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -54,16 +55,6 @@ attacks = ["clean", "fgsm"]
 COMMANDS = ["run", "show", "status", "check", "rebuild", "eval", "leaderboard"]
 #: Counted for the README: faults injected (command x fault) and how each ended.
 INJECTED: list[tuple[str, str, int]] = []
-
-
-def bench(capsys, *args: str) -> tuple[int, str, str]:
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def args(command: str, grid: Path, store: Path, run_id: str) -> list[str]:

@@ -14,7 +14,7 @@ from harness.execution.estimate import describe, eval_plan
 from harness.execution.run_evaluation import suite_attacks, whitebox
 from harness.grid.load import load_grid
 from harness.store.store import Store
-from tests.test_rerun import bench
+from tests.helpers import bench
 from tests.tiny_grid import tiny_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from harness.cli import main
 from harness.method_code import UNKNOWN, code_record, current_sha256, method_code
 from harness.publishing import leaderboard as lb
 from harness.publishing.html import render_html
 from harness.registry import METHODS
 from harness.store.store import Store
+from tests.helpers import bench
 from tests.tiny_grid import tiny_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -52,20 +52,6 @@ class Edited(Method):
         loss = edited_loss(student(x_adv), y)
         return loss, {{"ce_adv": loss.detach()}}
 '''
-
-
-def bench(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:
-    if stdin is not None:
-        import io
-
-        monkeypatch.setattr(sys, "stdin", io.StringIO(stdin))
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ import torch
 import harness
 from harness.publishing import export as ex
 from harness.store.store import Store
-from tests.test_rerun import bench
+from tests.helpers import bench
 from tests.tiny_grid import tiny_grid
 
 pytestmark = pytest.mark.usefixtures("one_thread")
