@@ -45,9 +45,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.utils.modes import eval_mode
 from methods.base import Method, Teachers, register_method
-from methods.common import full_precision, kl, smoothed_kl, teacher_outputs
+from methods.common import full_precision, kl_attack, smoothed_kl, teacher_outputs
 
 CLASS_TEMPERATURES = ("product", "separate")
 
@@ -130,10 +129,7 @@ class ABSLD(Method):
 
     def perturb(self, student: nn.Module, teacher: Teachers, x: Tensor, y: Tensor) -> Tensor:
         target = F.softmax(self.targets(teacher, x, y)[0], 1)
-        with eval_mode(student):
-            return self.pgd(
-                lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, "normal"
-            )
+        return kl_attack(self, student, x, target, "normal")
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)

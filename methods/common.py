@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from harness.attacks.pgd import ce_sum
-from harness.utils.modes import set_mode
+from harness.utils.modes import eval_mode, set_mode
 
 REDUCTIONS = ("batchmean", "elementwise", "sum", "none")
 LOW_PRECISION = (torch.bfloat16, torch.float16)
@@ -156,6 +156,14 @@ def ce_attack(
     start clipped to [0,1] before the first step where the official code does (Madry)."""
     with set_mode(bn_train, student):
         return method.pgd(lambda xa: ce_sum(student(xa), y), x, init, clamp_start=clamp_start)
+
+
+def kl_attack(method: Any, student: nn.Module, x: Tensor, target: Tensor, init: str) -> Tensor:
+    """The KL inner maximisation Σ_i KL(target_i ‖ S(x'_i)) under ``method``'s threat model,
+    the student's BN in eval mode: towards a teacher's (RSLAD, ABSLD), a peer's (PeerAiD) or
+    the student's own clean (TRADES) probabilities ``target``."""
+    with eval_mode(student):
+        return method.pgd(lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, init)
 
 
 def constants(compute: Callable[[], tuple[Tensor, ...]]) -> tuple[Tensor, ...]:

@@ -57,7 +57,7 @@ from torch import Tensor, nn
 from harness.registry import MODELS
 from harness.utils.modes import eval_mode
 from methods.base import Method, Teachers, register_method
-from methods.common import bn_passes, constants, full_precision, kl, kl_logits
+from methods.common import bn_passes, constants, full_precision, kl, kl_attack, kl_logits
 
 
 @full_precision
@@ -145,10 +145,7 @@ class PeerAiD(Method):
         with eval_mode(self.peer):
             (peer_clean,) = constants(lambda: (self.peer(x),))
         target = F.softmax(peer_clean, 1)
-        with eval_mode(student):
-            return self.pgd(
-                lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, "normal"
-            )
+        return kl_attack(self, student, x, target, "normal")
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         if self.peer is None:

@@ -25,9 +25,8 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from harness.utils.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import REDUCTIONS, full_precision, kl, teacher_outputs
+from methods.common import REDUCTIONS, full_precision, kl, kl_attack, teacher_outputs
 
 
 @full_precision
@@ -58,10 +57,7 @@ class RSLAD(Method):
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
         target = F.softmax(teacher_outputs(teacher, x)[0], 1)
-        with eval_mode(student):
-            return self.pgd(
-                lambda xa: kl(target, F.log_softmax(student(xa), 1), "sum"), x, "normal"
-            )
+        return kl_attack(self, student, x, target, "normal")
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         adv_logits = student(x_adv)

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from harness.utils.modes import eval_mode
 from methods.base import Method, register_method
-from methods.common import bn_passes, full_precision, kl
+from methods.common import bn_passes, full_precision, kl, kl_attack
 
 
 @full_precision
@@ -50,12 +50,9 @@ class TRADES(Method):
     def perturb(
         self, student: nn.Module, teacher: nn.Module | None, x: Tensor, y: Tensor
     ) -> Tensor:
-        with eval_mode(student):
-            with torch.no_grad():
-                p_clean = F.softmax(student(x), 1)
-            return self.pgd(
-                lambda xa: kl(p_clean, F.log_softmax(student(xa), 1), "sum"), x, self.init
-            )
+        with eval_mode(student), torch.no_grad():
+            p_clean = F.softmax(student(x), 1)
+        return kl_attack(self, student, x, p_clean, self.init)
 
     def loss(self, student, teacher, x, x_adv, y, epoch: int = 0) -> tuple[Tensor, dict[str, Any]]:
         clean_logits = student(x)
