@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 from enum import Enum
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -71,6 +73,22 @@ def tiny_net(seed: int = 0, classes: int = 3) -> TinyNet:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return TinyNet(classes)
+
+
+def throughput_json(
+    path: Path, rows: list[tuple[str, str, str, float]], gpu: str = "NVIDIA H100 80GB HBM3"
+) -> Path:
+    """A ``benchmarks/throughput.py`` report at ``path``: training images/s per (method,
+    student, teacher), as ``bench plan --throughput`` reads it."""
+    report = {
+        "environment": {"device": "cuda", "gpu": gpu},
+        "training": [
+            {"method": m, "student": s, "teacher": t, "harness": {"images_per_s": ips}}
+            for m, s, t, ips in rows
+        ],
+    }
+    path.write_text(json.dumps(report))
+    return path
 
 
 def bench(capsys, *args: str, stdin: str | None = None, monkeypatch=None) -> tuple[int, str, str]:

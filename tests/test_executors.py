@@ -25,6 +25,7 @@ from harness.registry import METHODS
 from harness.store.store import Store
 from harness.utils.errors import UserError
 from methods.base import Method
+from tests.helpers import throughput_json
 
 FAST = """
 dataset = "digits"
@@ -231,21 +232,9 @@ def test_plan_uses_measured_throughput(tmp_path):
     assert "bench run --grid fast --method pgd-at --student tiny_cnn --seed 1" in table
 
 
-def _throughput_json(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
-    report = {
-        "environment": {"device": "cuda", "gpu": "NVIDIA H100 80GB HBM3"},
-        "training": [
-            {"method": m, "student": s, "teacher": t, "harness": {"images_per_s": ips}}
-            for m, s, t, ips in rows
-        ],
-    }
-    path.write_text(json.dumps(report))
-    return path
-
-
 def test_plan_projects_paper_grids_from_a_benchmark(tmp_path):
     grid = load_grid("cifar10", method="dgad", student="resnet18", teacher="wrn34-10")
-    bench = _throughput_json(
+    bench = throughput_json(
         tmp_path / "throughput.json", [("dgad", "resnet18", "wrn34_10", 1000.0)]
     )
     table = plan_table(grid, tmp_path / "store", bench)
@@ -265,7 +254,7 @@ def test_plan_prefers_the_store_over_a_benchmark(tmp_path):
     run_local(grid, store, device=torch.device("cpu"), progress=False, echo=lambda _: None)
     (spec,) = grid.runs
     cfg = spec.config
-    bench = _throughput_json(
+    bench = throughput_json(
         tmp_path / "t.json",
         [
             (

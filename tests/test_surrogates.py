@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from harness.execution.status import plan_table, status_table
 from harness.grid.load import load_grid, surrogate_run
 from harness.store.store import Store
 from harness.utils.errors import UserError
+from tests.helpers import throughput_json
 from tests.test_executors import grid_file
 
 CPU = torch.device("cpu")
@@ -55,21 +55,9 @@ def test_a_grid_without_transfer_has_no_surrogates(tmp_path):
     assert grid.surrogate_runs == {} and grid.runs[0].surrogates == ()
 
 
-def _throughput(path: Path, rows: list[tuple[str, str, str, float]]) -> Path:
-    report = {
-        "environment": {"device": "cuda", "gpu": "Some GPU"},
-        "training": [
-            {"method": m, "student": s, "teacher": t, "harness": {"images_per_s": ips}}
-            for m, s, t, ips in rows
-        ],
-    }
-    path.write_text(json.dumps(report))
-    return path
-
-
 def test_plan_counts_the_surrogates_gpu_hours(tmp_path):
     grid = load_grid(transfer_grid(tmp_path))
-    bench = _throughput(
+    bench = throughput_json(
         tmp_path / "t.json",
         [("pgd-at", "tiny_cnn", "—", 0.05), ("natural", "tiny_cnn", "—", 0.1)],
     )
